@@ -1,0 +1,5 @@
+//! What pcheck does to the world: run restart scripts, kill what is left of a dead
+//! service. Each function reports its outcome; the decisions stay in `core`.
+
+pub mod kill;
+pub mod restart;

@@ -1,0 +1,133 @@
+//! Running a restart script: no shell (unless the script is one), stdin closed,
+//! output into the log, its own session, a hard timeout after which the whole
+//! session's process group is SIGKILLed and the attempt counts as failed.
+
+use crate::report::Logger;
+use crate::sense::procfs::{self, Stat};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// The environment a restart script gets: nothing inherited but these.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A successful start: the process found, and the session the script ran in.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    pub stat: Stat,
+    pub script_sid: i32,
+}
+
+pub struct Script<'a> {
+    pub path: &'a Path,
+    pub pname: &'a Path,
+    pub pidfile: Option<&'a Path>,
+    pub pent_id: u32,
+    pub timeout: Duration,
+    pub start_wait: Duration,
+}
+
+/// Runs the script; when it exits 0, waits up to `start_wait` for the process to be
+/// running (by pidfile or executable). Err says why the attempt failed.
+pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
+    let mut cmd = Command::new(s.path);
+    cmd.env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C")
+        .env("PSWEB_PNAME", s.pname)
+        .env("PSWEB_PENT_ID", s.pent_id.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    if let Some(pf) = s.pidfile {
+        cmd.env("PSWEB_PIDFILE", pf);
+    }
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let name = s.path.display().to_string();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run restart script {name}: {e}"))?;
+    let Some(script_pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return Err(format!(
+            "restart script {name} exited before it could be watched"
+        ));
+    };
+    // Output goes to the log line by line, for as long as anything holds the pipe
+    // (a server the script leaves running may keep it: it is drained, never blocked).
+    if let Some(out) = child.stdout.take() {
+        spawn_lines(out, name.clone(), Arc::clone(log));
+    }
+    if let Some(err) = child.stderr.take() {
+        spawn_lines(err, name.clone(), Arc::clone(log));
+    }
+    let status = match tokio::time::timeout(s.timeout, child.wait()).await {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => return Err(format!("waiting for restart script {name}: {e}")),
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(script_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait().await;
+            return Err(format!(
+                "restart script {name} did not finish within {} ms: killed its process group",
+                s.timeout.as_millis()
+            ));
+        }
+    };
+    if !status.success() {
+        return Err(
+            match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(c), _) => format!("restart script {name} exited with status {c}"),
+                (None, Some(sig)) => format!("restart script {name} was killed by signal {sig}"),
+                _ => format!("restart script {name} failed"),
+            },
+        );
+    }
+    let deadline = Instant::now() + s.start_wait;
+    loop {
+        if let Some(stat) = procfs::find(s.pname, s.pidfile) {
+            return Ok(Started {
+                stat,
+                script_sid: script_pid,
+            });
+        }
+        if Instant::now() >= deadline {
+            let how = match s.pidfile {
+                Some(pf) => format!("no live {} in pidfile {}", s.pname.display(), pf.display()),
+                None => format!("no process runs {}", s.pname.display()),
+            };
+            return Err(format!(
+                "restart script {name} exited 0 but {how} after {} ms",
+                s.start_wait.as_millis()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spawn_lines<R>(r: R, name: String, log: Arc<Logger>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line: String = line.chars().take(1000).collect();
+            log.info(&format!("restart script {name}: {line}"));
+        }
+    });
+}

@@ -1,0 +1,174 @@
+//! The control socket that `padmin` talks to, and the protocol: one JSON request
+//! line, one JSON response line.
+//!
+//! One socket per pfile, mode 0600, in a root-owned directory; each peer's
+//! credentials are checked (root, or pcheck's own uid).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A request from padmin.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    ShowPent,
+    Shutdown,
+    Stop { pent_id: u32 },
+    Start { pent_id: u32 },
+}
+
+/// pcheck's answer.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<PentView>,
+}
+
+impl Response {
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(msg.into()),
+            ..Self::default()
+        }
+    }
+    pub fn message(msg: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            message: Some(msg.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// One process entry as `show pent` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PentView {
+    pub pname: String,
+    pub pid: Option<i32>,
+    pub retry_count: u32,
+    /// The entry's configured retry count (not in the seed's text block).
+    pub retry_limit: u32,
+    pub restart_count: u32,
+    pub proc_sts: String,
+    /// (tag, state): ("web", "AVAIL").
+    pub stall_chk: Option<(String, String)>,
+    pub retry_over_act: String,
+    /// Local time of the last successful restart, `YYYY/MM/DD hh:mm:ss`.
+    pub rerun_time: Option<String>,
+    pub pent_id: u32,
+    pub monitor_sts: String,
+    /// Where death evidence comes from for this entry (ebpf, pidfd, procfs).
+    pub evidence: String,
+}
+
+impl PentView {
+    /// The seed's block (SPEC 5), exactly.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let mut line = |k: &str, v: &str| {
+            s.push_str(&format!("{k:<21}= {v}\n"));
+        };
+        line("pname", &self.pname);
+        line(
+            "pid",
+            &self
+                .pid
+                .map_or_else(|| "-----".to_string(), |p| p.to_string()),
+        );
+        line("retry_count", &self.retry_count.to_string());
+        line("restart_count", &self.restart_count.to_string());
+        line("proc_sts", &self.proc_sts);
+        if let Some((tag, st)) = &self.stall_chk {
+            line(&format!("stall_chk ({tag})"), st);
+        }
+        line("retry_over_act", &self.retry_over_act);
+        line("rerun_time", self.rerun_time.as_deref().unwrap_or("-----"));
+        line("pent_id", &self.pent_id.to_string());
+        line("monitor_sts", &self.monitor_sts);
+        s
+    }
+}
+
+/// Where pcheck for `pfile` serves padmin: `control_socket` from the pfile, else
+/// `$PSWEB_RUN_DIR` (default /run/psweb) + `pcheck-<hash of the pfile's absolute
+/// path>.sock`. pcheck and padmin compute the same path from the same pfile.
+pub fn socket_path(pfile: &Path, configured: Option<&Path>) -> PathBuf {
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    let abs = std::fs::canonicalize(pfile).unwrap_or_else(|_| pfile.to_path_buf());
+    let dir = std::env::var_os("PSWEB_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/psweb"));
+    dir.join(format!(
+        "pcheck-{:016x}.sock",
+        fnv1a(abs.as_os_str().as_encoded_bytes())
+    ))
+}
+
+/// FNV-1a, 64 bit: stable across builds and versions (unlike std's hasher).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+pub mod server;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_pent_text_is_the_seed_block() {
+        let v = PentView {
+            pname: "/opt/HA/PS/test_pm".into(),
+            pid: Some(26206),
+            retry_count: 0,
+            retry_limit: 3,
+            restart_count: 0,
+            proc_sts: "AVAIL".into(),
+            stall_chk: Some(("web".into(), "AVAIL".into())),
+            retry_over_act: "continue".into(),
+            rerun_time: None,
+            pent_id: 1,
+            monitor_sts: "on".into(),
+            evidence: "pidfd".into(),
+        };
+        let seed = "\
+pname                = /opt/HA/PS/test_pm
+pid                  = 26206
+retry_count          = 0
+restart_count        = 0
+proc_sts             = AVAIL
+stall_chk (web)      = AVAIL
+retry_over_act       = continue
+rerun_time           = -----
+pent_id              = 1
+monitor_sts          = on
+";
+        assert_eq!(v.to_text(), seed);
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for r in [
+            Request::ShowPent,
+            Request::Shutdown,
+            Request::Stop { pent_id: 2 },
+            Request::Start { pent_id: 1 },
+        ] {
+            let s = serde_json::to_string(&r).expect("serialises");
+            assert_eq!(serde_json::from_str::<Request>(&s).expect("parses"), r);
+        }
+    }
+}

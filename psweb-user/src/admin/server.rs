@@ -1,0 +1,168 @@
+//! pcheck's side of the control socket.
+
+use super::{Request, Response};
+use crate::report::Logger;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// A request with the way back to its padmin. `written` resolves once the answer
+/// has been written to padmin (so that a shutdown answers before pcheck ends).
+pub struct Call {
+    pub req: Request,
+    pub reply: oneshot::Sender<Response>,
+    pub written: oneshot::Receiver<()>,
+}
+
+/// The bound socket and the lock that makes pcheck one-per-pfile.
+pub struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Control {
+    /// Takes the pfile's lock (`<socket>.lock`) and binds the socket with mode 0600.
+    /// Fails if another pcheck already serves this pfile.
+    pub fn bind(path: &Path) -> Result<Self, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        // SAFETY: flock on an fd we own.
+        let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let owner = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(format!(
+                "another pcheck (pid {}) already watches this pfile (lock {})",
+                owner.trim(),
+                lock_path.display()
+            ));
+        }
+        let _ = lock.set_len(0);
+        let _ = std::fs::write(&lock_path, format!("{}\n", std::process::id()));
+        let _ = std::fs::remove_file(path);
+        // Bind under a umask that leaves the socket 0600 from its first moment.
+        // SAFETY: umask only swaps the process's file-creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = std::os::unix::net::UnixListener::bind(path);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        let std_listener = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let listener =
+            UnixListener::from_std(std_listener).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self {
+            listener,
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves padmin connections until the agent goes away.
+    pub async fn serve(self, calls: mpsc::Sender<Call>, log: Arc<Logger>) {
+        // SAFETY: geteuid cannot fail.
+        let my_uid = unsafe { libc::geteuid() };
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                continue;
+            };
+            let calls = calls.clone();
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                if let Err(e) = handle(stream, my_uid, calls, &log).await {
+                    log.warn(&format!("control socket: {e}"));
+                }
+            });
+        }
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    my_uid: u32,
+    calls: mpsc::Sender<Call>,
+    log: &Logger,
+) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("peer credentials: {e}"))?;
+    let (r, mut w) = stream.into_split();
+    let reply = |resp: Response| async move {
+        let mut line = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        line.push('\n');
+        let _ = w.write_all(line.as_bytes()).await;
+    };
+    // The request is read first, so that a refused padmin still gets its answer.
+    let mut line = String::new();
+    let mut reader = BufReader::new(r).take(64 * 1024);
+    reader
+        .read_line(&mut line)
+        .await
+        .map_err(|e| format!("reading a request: {e}"))?;
+    if cred.uid() != 0 && cred.uid() != my_uid {
+        log.warn(&format!(
+            "control socket: refused uid {} (pid {:?}): only root or uid {my_uid} may control pcheck",
+            cred.uid(),
+            cred.pid()
+        ));
+        reply(Response::error(format!(
+            "permission denied: uid {} may not control this pcheck (root only)",
+            cred.uid()
+        )))
+        .await;
+        return Ok(());
+    }
+    let req: Request = match serde_json::from_str(line.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            reply(Response::error(format!("bad request: {e}"))).await;
+            return Ok(());
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let (written_tx, written) = oneshot::channel();
+    let call = Call {
+        req,
+        reply: tx,
+        written,
+    };
+    if calls.send(call).await.is_err() {
+        reply(Response::error("pcheck is shutting down")).await;
+        return Ok(());
+    }
+    let resp = rx
+        .await
+        .unwrap_or_else(|_| Response::error("pcheck is shutting down"));
+    reply(resp).await;
+    let _ = written_tx.send(());
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! The agent: one tokio task owns every entry's decision state; senses and actors run
+//! in their own tasks and report back through one channel. Evidence -> core -> actions.
+
+use crate::act::{self, kill::ServiceId};
+use crate::admin::{server::Call, server::Control, PentView, Request, Response};
+use crate::core::{Action, DeathKind, Entry, Evidence, Source, WatchId};
+use crate::pfile::{EvidenceMode, Pfile, ProcEntry};
+use crate::report::{format_local, Logger};
+use crate::sense::ebpf::{self, KernelEvent, KernelEvidence};
+use crate::sense::pidfd::{self, PidFd};
+use crate::sense::procfs::{self, Liveness};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub struct Options {
+    pub pfile: Pfile,
+    /// Overrides the pfile's `evidence`.
+    pub evidence: Option<EvidenceMode>,
+    /// How often /proc is polled when it is the source of death evidence.
+    pub poll_interval: Duration,
+    /// Where the eBPF object is (default: [`ebpf::locate_object`]).
+    pub bpf_object: Option<PathBuf>,
+    pub log: Arc<Logger>,
+}
+
+/// Messages from the agent's helpers to its main task.
+enum Msg {
+    Evidence(usize, Evidence),
+    Started(usize, act::restart::Started),
+}
+
+struct Slot {
+    cfg: ProcEntry,
+    core: Entry,
+    /// The running instance, while watched.
+    service: Option<ServiceId>,
+    /// The last instance that ran: what is left of it is killed before a restart.
+    last_service: Option<ServiceId>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// The death-evidence source actually in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Ebpf,
+    Pidfd,
+    Procfs,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Ebpf => "ebpf",
+            Mode::Pidfd => "pidfd",
+            Mode::Procfs => "procfs",
+        }
+    }
+}
+
+/// Runs pcheck until shutdown; returns its exit status.
+pub async fn run(opts: Options) -> Result<u8, String> {
+    let log = Arc::clone(&opts.log);
+    let pfile = opts.pfile;
+    let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
+    let control = Control::bind(&sock_path)?;
+    for w in &pfile.warnings {
+        log.warn(&format!("warning: {w}"));
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (ktx, mut krx) = mpsc::unbounded_channel::<KernelEvent>();
+    let wanted = opts.evidence.unwrap_or(pfile.globals.evidence);
+    let (mode, mut kernel) = choose_mode(wanted, opts.bpf_object.as_deref(), ktx, &log)?;
+
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
+    log.info(&format!(
+        "pcheck started: pfile= {} entries= {} evidence= {} control= {}",
+        pfile.path.display(),
+        pfile.entries.len(),
+        mode.name(),
+        control.path().display()
+    ));
+    tokio::spawn(control.serve(calls_tx, Arc::clone(&log)));
+
+    let anchor = (Instant::now(), SystemTime::now());
+    let mut slots: Vec<Slot> = pfile
+        .entries
+        .iter()
+        .map(|cfg| Slot {
+            cfg: cfg.clone(),
+            core: Entry::new(cfg),
+            service: None,
+            last_service: None,
+            watcher: None,
+        })
+        .collect();
+    let mut by_tgid: HashMap<i32, usize> = HashMap::new();
+
+    let mut ctx = Ctx {
+        tx: tx.clone(),
+        log: Arc::clone(&log),
+        mode,
+        poll_interval: opts.poll_interval,
+    };
+
+    // Adopt what already runs; start what does not.
+    for idx in 0..slots.len() {
+        let found = procfs::find(&slots[idx].cfg.pname, slots[idx].cfg.pidfile.as_deref());
+        let ev = match found {
+            Some(st) => {
+                slots[idx].service = Some(ServiceId::of(&st, None));
+                Evidence::Running {
+                    pid: st.pid,
+                    adopted: true,
+                }
+            }
+            None => Evidence::NotRunning,
+        };
+        if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+            return Ok(code);
+        }
+    }
+
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            Some(msg) = rx.recv() => {
+                let (idx, ev) = match msg {
+                    Msg::Evidence(idx, ev) => (idx, ev),
+                    Msg::Started(idx, started) => {
+                        let st = started.stat;
+                        if let Some(slot) = slots.get_mut(idx) {
+                            slot.service = Some(ServiceId::of(&st, Some(started.script_sid)));
+                        }
+                        (idx, Evidence::Running { pid: st.pid, adopted: false })
+                    }
+                };
+                if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+                    return Ok(code);
+                }
+            }
+            Some(kev) = krx.recv() => {
+                if let KernelEvent::Exit { tgid, exit_code, .. } = kev {
+                    let Ok(pid) = i32::try_from(tgid) else { continue };
+                    let Some(&idx) = by_tgid.get(&pid) else { continue };
+                    let Some(watch) = slots[idx].core.watch_id() else { continue };
+                    let sig = (exit_code & 0x7f) as i32;
+                    let how = if sig != 0 { DeathKind::Signaled(sig) } else { DeathKind::Exited(((exit_code >> 8) & 0xff) as i32) };
+                    let ev = Evidence::Died { watch, pid, how, source: Source::Ebpf };
+                    if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+                        return Ok(code);
+                    }
+                }
+            }
+            Some(Call { req, reply, written }) = calls.recv() => {
+                match req {
+                    Request::ShowPent => {
+                        let entries = slots.iter().map(|s| view(s, mode, anchor)).collect();
+                        let _ = reply.send(Response { ok: true, entries, ..Response::default() });
+                    }
+                    Request::Shutdown => {
+                        log.info("pcheck shutdown: requested by padmin");
+                        let _ = reply.send(Response::message("pcheck shut down"));
+                        let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+                        return Ok(0);
+                    }
+                    Request::Stop { pent_id } | Request::Start { pent_id } => {
+                        let on = matches!(req, Request::Start { .. });
+                        let Some(idx) = slots.iter().position(|s| s.cfg.pent_id == pent_id) else {
+                            let _ = reply.send(Response::error(format!("no process entry with pent_id {pent_id} (this pfile has {})", slots.len())));
+                            continue;
+                        };
+                        let ev = if on { Evidence::MonitorOn } else { Evidence::MonitorOff };
+                        let code = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid);
+                        let _ = reply.send(Response::message(format!("monitor_sts of pent_id {pent_id} is {}", if on { "on" } else { "off" })));
+                        if let Some(code) = code {
+                            return Ok(code);
+                        }
+                    }
+                }
+            }
+            _ = sigterm.recv() => {
+                log.info("pcheck shutdown: SIGTERM");
+                return Ok(0);
+            }
+            _ = sigint.recv() => {
+                log.info("pcheck shutdown: SIGINT");
+                return Ok(0);
+            }
+        }
+    }
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, String> {
+    tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"))
+}
+
+struct Ctx {
+    tx: mpsc::UnboundedSender<Msg>,
+    log: Arc<Logger>,
+    mode: Mode,
+    poll_interval: Duration,
+}
+
+/// Picks the source of death evidence, logging one line for each one that is lost.
+fn choose_mode(
+    wanted: EvidenceMode,
+    object: Option<&std::path::Path>,
+    ktx: mpsc::UnboundedSender<KernelEvent>,
+    log: &Logger,
+) -> Result<(Mode, Option<KernelEvidence>), String> {
+    let pidfd_ok = pidfd::available();
+    match wanted {
+        EvidenceMode::Procfs => return Ok((Mode::Procfs, None)),
+        EvidenceMode::Pidfd if pidfd_ok => return Ok((Mode::Pidfd, None)),
+        EvidenceMode::Pidfd => {
+            return Err("evidence=pidfd: this kernel has no pidfd_open (Linux 5.3+)".into())
+        }
+        EvidenceMode::Ebpf | EvidenceMode::Auto => {}
+    }
+    let loaded = match object.map(PathBuf::from).or_else(ebpf::locate_object) {
+        None => {
+            Err("no eBPF object found (set PSWEB_BPF_OBJECT or install psweb.bpf.o)".to_string())
+        }
+        Some(path) => KernelEvidence::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|(mut k, report)| {
+                k.spawn_reader(ktx).map_err(|e| e.to_string())?;
+                Ok((k, report))
+            }),
+    };
+    match loaded {
+        Ok((k, report)) => {
+            let hooks: Vec<String> = report
+                .hooks
+                .iter()
+                .map(|(what, hook)| format!("{what}: {hook}"))
+                .collect();
+            log.info(&format!(
+                "eBPF loaded in {} us ({})",
+                report.load_attach.as_micros(),
+                hooks.join("; ")
+            ));
+            Ok((Mode::Ebpf, Some(k)))
+        }
+        Err(why) if wanted == EvidenceMode::Ebpf => Err(format!("evidence=ebpf: {why}")),
+        Err(why) => {
+            let fallback = if pidfd_ok { Mode::Pidfd } else { Mode::Procfs };
+            let replacement = match fallback {
+                Mode::Pidfd => "pidfd exit notification (same verdicts, no kernel exit codes)",
+                _ => "/proc polling (same verdicts, detection within the poll interval)",
+            };
+            log.warn(&format!(
+                "eBPF evidence unavailable: {why}; death evidence now from {replacement}"
+            ));
+            Ok((fallback, None))
+        }
+    }
+}
+
+/// Feeds one piece of evidence to one entry and carries out what it decides.
+/// Returns Some(exit status) when pcheck must end.
+fn feed(
+    slots: &mut [Slot],
+    idx: usize,
+    ev: Evidence,
+    ctx: &mut Ctx,
+    kernel: &mut Option<KernelEvidence>,
+    by_tgid: &mut HashMap<i32, usize>,
+) -> Option<u8> {
+    let slot = slots.get_mut(idx)?;
+    let actions = slot.core.on(ev, Instant::now());
+    let mut exit = None;
+    for a in actions {
+        match a {
+            Action::Log(level, msg) => ctx.log.log(level, &msg),
+            Action::Watch { watch, pid } => {
+                let Some(service) = slot.service else {
+                    continue;
+                };
+                if let Some(k) = kernel.as_mut() {
+                    if let Err(e) = k.watch_pid(pid as u32) {
+                        ctx.log.warn(&format!("eBPF: cannot watch pid {pid}: {e}"));
+                    }
+                    by_tgid.insert(pid, idx);
+                }
+                slot.watcher = Some(spawn_watcher(idx, watch, service, ctx));
+            }
+            Action::Unwatch { .. } => {
+                if let Some(h) = slot.watcher.take() {
+                    h.abort();
+                }
+                if let Some(s) = slot.service.take() {
+                    if let Some(k) = kernel.as_mut() {
+                        let _ = k.unwatch_pid(s.pid as u32);
+                        by_tgid.remove(&s.pid);
+                    }
+                    slot.last_service = Some(s);
+                }
+            }
+            Action::Restart {
+                attempt,
+                of,
+                delay,
+                kill_remnants,
+            } => {
+                let remnants = if kill_remnants {
+                    slot.last_service
+                } else {
+                    None
+                };
+                spawn_restart(idx, &slot.cfg, attempt, of, delay, remnants, ctx);
+            }
+            Action::RetryOver(_) => {}
+            Action::Exit(code) => exit = Some(code),
+        }
+    }
+    if let Some(code) = exit {
+        ctx.log.info(&format!(
+            "pcheck shutdown: retry-over action, exit status {code}"
+        ));
+    }
+    exit
+}
+
+fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> JoinHandle<()> {
+    let tx = ctx.tx.clone();
+    let log = Arc::clone(&ctx.log);
+    let mode = ctx.mode;
+    let poll = ctx.poll_interval;
+    let pid = service.pid;
+    let died = move |how: DeathKind, source: Source| {
+        let _ = tx.send(Msg::Evidence(
+            idx,
+            Evidence::Died {
+                watch,
+                pid,
+                how,
+                source,
+            },
+        ));
+    };
+    tokio::spawn(async move {
+        if mode != Mode::Procfs {
+            match PidFd::open(pid) {
+                Ok(fd) => {
+                    // The pidfd now pins this process; make sure it is the one we found
+                    // (the pid could have been recycled between finding and opening).
+                    match procfs::alive(pid, service.start_time) {
+                        Liveness::Alive => {}
+                        Liveness::Zombie => return died(DeathKind::Zombie, Source::Pidfd),
+                        Liveness::Gone => return died(DeathKind::Vanished, Source::Pidfd),
+                    }
+                    if fd.exited().await.is_ok() {
+                        if mode == Mode::Ebpf {
+                            // The kernel's event normally arrives first; this is the backstop.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        let how = match procfs::alive(pid, service.start_time) {
+                            Liveness::Zombie => DeathKind::Zombie,
+                            _ => DeathKind::Vanished,
+                        };
+                        return died(how, Source::Pidfd);
+                    }
+                    log.warn(&format!("pidfd of pid {pid} failed; polling /proc instead"));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    return died(DeathKind::Vanished, Source::Pidfd);
+                }
+                Err(e) => log.warn(&format!("pidfd_open({pid}): {e}; polling /proc instead")),
+            }
+        }
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match procfs::alive(pid, service.start_time) {
+                Liveness::Alive => {}
+                Liveness::Zombie => return died(DeathKind::Zombie, Source::Procfs),
+                Liveness::Gone => return died(DeathKind::Vanished, Source::Procfs),
+            }
+        }
+    })
+}
+
+fn spawn_restart(
+    idx: usize,
+    cfg: &ProcEntry,
+    attempt: u32,
+    of: u32,
+    delay: Duration,
+    remnants: Option<ServiceId>,
+    ctx: &Ctx,
+) {
+    let tx = ctx.tx.clone();
+    let log = Arc::clone(&ctx.log);
+    let cfg = cfg.clone();
+    tokio::spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(id) = remnants {
+            let (killed, survivors) = act::kill::kill_service(&id, cfg.settings.kill_wait).await;
+            for pid in &killed {
+                log.info(&format!(
+                    "Killed remaining process of pent_id= {}: pid= {pid}",
+                    cfg.pent_id
+                ));
+            }
+            if !survivors.is_empty() {
+                log.error(&format!(
+                    "pent_id= {}: processes {survivors:?} survived SIGKILL for {} ms",
+                    cfg.pent_id,
+                    cfg.settings.kill_wait.as_millis()
+                ));
+            }
+        }
+        if let Some(port) = cfg.stall.as_ref().map(|s| s.port) {
+            wait_port_free(port, cfg.settings.kill_wait, &log, cfg.pent_id).await;
+        }
+        log.info(&format!(
+            "Restart Process: pname= {} pent_id= {} attempt {attempt}/{of}: {}",
+            cfg.pname.display(),
+            cfg.pent_id,
+            cfg.restart_script.display()
+        ));
+        let script = act::restart::Script {
+            path: &cfg.restart_script,
+            pname: &cfg.pname,
+            pidfile: cfg.pidfile.as_deref(),
+            pent_id: cfg.pent_id,
+            timeout: cfg.settings.restart_timeout,
+            start_wait: cfg.settings.start_wait,
+        };
+        let msg = match act::restart::run(&script, &log).await {
+            Ok(started) => Msg::Started(idx, started),
+            Err(reason) => Msg::Evidence(idx, Evidence::StartFailed { reason }),
+        };
+        let _ = tx.send(msg);
+    });
+}
+
+/// Before a restart, the watched port should have no listener left (a surviving
+/// worker holding it makes every start fail with "Address already in use").
+async fn wait_port_free(port: u16, wait: Duration, log: &Logger, pent_id: u32) {
+    let deadline = Instant::now() + wait;
+    while procfs::listeners_on(port) > 0 {
+        if Instant::now() >= deadline {
+            log.warn(&format!(
+                "pent_id= {pent_id}: port {port} still has a listener after {} ms; restarting anyway",
+                wait.as_millis()
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentView {
+    let c = &s.core;
+    let rerun_time = c.rerun_at.map(|at| {
+        let wall = anchor.1 + at.saturating_duration_since(anchor.0);
+        let secs = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format_local(secs, "%Y/%m/%d %H:%M:%S")
+    });
+    PentView {
+        pname: c.pname.clone(),
+        pid: c.pid,
+        retry_count: c.retry_count,
+        retry_limit: c.retry_limit,
+        restart_count: c.restart_count,
+        proc_sts: c.proc_sts.to_string(),
+        stall_chk: s
+            .cfg
+            .stall
+            .as_ref()
+            .zip(c.stall)
+            .map(|(cfg, st)| (cfg.kind.tag().to_string(), st.to_string())),
+        retry_over_act: c.retry_over_action.as_str().to_string(),
+        rerun_time,
+        pent_id: c.pent_id,
+        monitor_sts: if c.monitor_on { "on" } else { "off" }.to_string(),
+        evidence: mode.name().to_string(),
+    }
+}

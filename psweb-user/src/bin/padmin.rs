@@ -1,0 +1,120 @@
+//! padmin: talk to the running pcheck of a pfile. Argument parsing and wiring only.
+
+use clap::Parser;
+use psweb::admin::{socket_path, Request, Response};
+use psweb::pfile;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Control the pcheck that runs a pfile.
+#[derive(Parser, Debug)]
+#[command(name = "padmin", version)]
+struct Args {
+    /// The pfile pcheck was started with.
+    #[arg(short = 'f', long = "file", value_name = "PFILE")]
+    pfile: PathBuf,
+    /// The command: "show pent", "shutdown", "stop" or "start" (the last two with -n).
+    #[arg(short = 'c', long = "command", num_args = 1.., value_name = "COMMAND", required = true)]
+    command: Vec<String>,
+    /// pent_id of the entry for stop / start.
+    #[arg(short = 'n', value_name = "PENT_ID")]
+    pent_id: Option<u32>,
+    /// Print JSON instead of the seed's text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("padmin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    let words: Vec<&str> = args
+        .command
+        .iter()
+        .flat_map(|c| c.split_whitespace())
+        .collect();
+    let need_id = |what: &str| {
+        args.pent_id
+            .ok_or_else(|| format!("-c {what} needs -n <pent_id>"))
+    };
+    let req = match words.as_slice() {
+        ["show", "pent"] => Request::ShowPent,
+        ["shutdown"] => Request::Shutdown,
+        ["stop"] => Request::Stop {
+            pent_id: need_id("stop")?,
+        },
+        ["start"] => Request::Start {
+            pent_id: need_id("start")?,
+        },
+        _ => {
+            return Err(format!(
+                "unknown command {:?}; expected \"show pent\", shutdown, stop or start",
+                words.join(" ")
+            ))
+        }
+    };
+    // The pfile names the socket when it sets control_socket; parse errors are not
+    // padmin's business, so fall back to the default path.
+    let configured = pfile::load(&args.pfile)
+        .ok()
+        .and_then(|p| p.globals.control_socket);
+    let sock = socket_path(&args.pfile, configured.as_deref());
+    let mut stream = UnixStream::connect(&sock).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+            "no pcheck is running for {} ({}: {e})",
+            args.pfile.display(),
+            sock.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied on {}: padmin must run as root",
+            sock.display()
+        ),
+        _ => format!("{}: {e}", sock.display()),
+    })?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut line = serde_json::to_string(&req).map_err(|e| e.to_string())?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("sending to pcheck: {e}"))?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading pcheck's answer: {e}"))?;
+    let resp: Response = serde_json::from_str(answer.trim())
+        .map_err(|e| format!("pcheck's answer is not understood ({e}): {answer:?}"))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&resp).map_err(|e| e.to_string())?
+        );
+    } else if !resp.ok {
+        eprintln!(
+            "padmin: {}",
+            resp.error
+                .as_deref()
+                .unwrap_or("pcheck refused the command")
+        );
+    } else if let Some(m) = &resp.message {
+        println!("{m}");
+    } else {
+        let blocks: Vec<String> = resp.entries.iter().map(|e| e.to_text()).collect();
+        print!("{}", blocks.join("\n"));
+    }
+    Ok(if resp.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,327 @@
+use super::*;
+use crate::pfile::{EntrySettings, ProcEntry};
+use std::path::PathBuf;
+
+fn cfg(retry_limit: u32, act: RetryOverAction) -> ProcEntry {
+    ProcEntry {
+        pent_id: 1,
+        pname: PathBuf::from("/usr/sbin/httpd"),
+        restart_script: PathBuf::from("/etc/psweb/httpd.rc"),
+        script_pos: Default::default(),
+        retry_limit,
+        pidfile: None,
+        settings: EntrySettings {
+            retry_over_action: act,
+            retry_delay: Duration::from_millis(250),
+            ..EntrySettings::default()
+        },
+        stall: None,
+        line: 1,
+    }
+}
+
+fn running(e: &mut Entry, pid: i32, t: Instant) -> WatchId {
+    let acts = e.on(Evidence::Running { pid, adopted: true }, t);
+    match acts.last() {
+        Some(Action::Watch { watch, pid: p }) if *p == pid => *watch,
+        other => panic!("expected a Watch action, got {other:?}"),
+    }
+}
+
+fn died(watch: WatchId, pid: i32) -> Evidence {
+    Evidence::Died {
+        watch,
+        pid,
+        how: DeathKind::Signaled(9),
+        source: Source::Pidfd,
+    }
+}
+
+fn failed() -> Evidence {
+    Evidence::StartFailed {
+        reason: "exit status 1".into(),
+    }
+}
+
+fn non_log(acts: &[Action]) -> Vec<Action> {
+    acts.iter()
+        .filter(|a| !matches!(a, Action::Log(..)))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn adopted_process_is_avail_and_watched() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    assert_eq!(e.proc_sts, ProcSts::Init);
+    let w = running(&mut e, 100, t);
+    assert_eq!(e.proc_sts, ProcSts::Avail);
+    assert_eq!(e.pid, Some(100));
+    assert_eq!(e.watch_id(), Some(w));
+    assert_eq!((e.retry_count, e.restart_count), (0, 0));
+}
+
+#[test]
+fn not_running_at_start_is_started_not_counted_as_restart() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    let acts = non_log(&e.on(Evidence::NotRunning, t));
+    assert_eq!(
+        acts,
+        vec![Action::Restart {
+            attempt: 1,
+            of: 3,
+            delay: Duration::ZERO,
+            kill_remnants: false
+        }]
+    );
+    assert_eq!(e.proc_sts, ProcSts::Restart);
+    e.on(
+        Evidence::Running {
+            pid: 7,
+            adopted: false,
+        },
+        t,
+    );
+    assert_eq!(e.proc_sts, ProcSts::Avail);
+    assert_eq!(e.restart_count, 0, "a first start is not a restart");
+    assert_eq!(e.rerun_at, None);
+}
+
+#[test]
+fn death_restarts_and_counts() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(5);
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    let w = running(&mut e, 100, t0);
+    let acts = non_log(&e.on(died(w, 100), t1));
+    assert_eq!(
+        acts,
+        vec![
+            Action::Unwatch { watch: w },
+            Action::Restart {
+                attempt: 1,
+                of: 3,
+                delay: Duration::ZERO,
+                kill_remnants: true
+            }
+        ]
+    );
+    assert_eq!(e.proc_sts, ProcSts::Restart);
+    assert_eq!(e.pid, None);
+    let acts = non_log(&e.on(
+        Evidence::Running {
+            pid: 200,
+            adopted: false,
+        },
+        t1,
+    ));
+    assert!(matches!(acts[..], [Action::Watch { pid: 200, .. }]));
+    assert_eq!(e.proc_sts, ProcSts::Avail);
+    assert_eq!((e.retry_count, e.restart_count), (0, 1));
+    assert_eq!(e.rerun_at, Some(t1));
+}
+
+#[test]
+fn stale_death_report_is_ignored() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    let w1 = running(&mut e, 100, t);
+    e.on(died(w1, 100), t);
+    let w2 = match non_log(&e.on(
+        Evidence::Running {
+            pid: 100,
+            adopted: false,
+        },
+        t,
+    ))[..]
+    {
+        [Action::Watch { watch, .. }] => watch,
+        ref other => panic!("{other:?}"),
+    };
+    assert_ne!(w1, w2, "a recycled pid gets a new watch id");
+    // A second report about the first watch (same pid!) must not touch the new process.
+    assert!(e.on(died(w1, 100), t).is_empty());
+    assert_eq!(e.proc_sts, ProcSts::Avail);
+    assert_eq!(e.restart_count, 1);
+}
+
+#[test]
+fn failures_retry_with_delay_then_retry_over() {
+    // (retry count, action, expected trailing actions at retry-over)
+    let table: &[(u32, RetryOverAction, &[Action])] = &[
+        (
+            1,
+            RetryOverAction::Continue,
+            &[Action::RetryOver(RetryOverAction::Continue)],
+        ),
+        (
+            3,
+            RetryOverAction::Continue,
+            &[Action::RetryOver(RetryOverAction::Continue)],
+        ),
+        (
+            2,
+            RetryOverAction::Shutdown,
+            &[
+                Action::RetryOver(RetryOverAction::Shutdown),
+                Action::Exit(0),
+            ],
+        ),
+        (
+            3,
+            RetryOverAction::Exit,
+            &[
+                Action::RetryOver(RetryOverAction::Exit),
+                Action::Exit(EXIT_RETRY_OVER),
+            ],
+        ),
+    ];
+    for (limit, act, tail) in table {
+        let t = Instant::now();
+        let mut e = Entry::new(&cfg(*limit, *act));
+        let w = running(&mut e, 100, t);
+        e.on(died(w, 100), t);
+        for n in 1..*limit {
+            let acts = non_log(&e.on(failed(), t));
+            assert_eq!(
+                acts,
+                vec![Action::Restart {
+                    attempt: n + 1,
+                    of: *limit,
+                    delay: Duration::from_millis(250),
+                    kill_remnants: true
+                }],
+                "limit {limit}, after failure {n}"
+            );
+            assert_eq!(e.retry_count, n);
+            assert_eq!(e.proc_sts, ProcSts::Restart);
+        }
+        let acts = non_log(&e.on(failed(), t));
+        assert_eq!(acts, tail.to_vec(), "limit {limit} {act:?}");
+        assert_eq!(e.retry_count, *limit);
+        assert_eq!(e.proc_sts, ProcSts::Unavail);
+        // Nothing more happens on late reports.
+        assert!(e.on(failed(), t).is_empty());
+    }
+}
+
+#[test]
+fn retry_count_zero_means_retry_over_at_first_death() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(0, RetryOverAction::Exit));
+    let w = running(&mut e, 100, t);
+    let acts = non_log(&e.on(died(w, 100), t));
+    assert_eq!(
+        acts,
+        vec![
+            Action::Unwatch { watch: w },
+            Action::RetryOver(RetryOverAction::Exit),
+            Action::Exit(EXIT_RETRY_OVER)
+        ]
+    );
+}
+
+#[test]
+fn first_start_gets_one_attempt_even_with_retry_count_zero() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(0, RetryOverAction::Continue));
+    let acts = non_log(&e.on(Evidence::NotRunning, t));
+    assert!(matches!(
+        acts[..],
+        [Action::Restart {
+            attempt: 1,
+            of: 1,
+            ..
+        }]
+    ));
+    let acts = non_log(&e.on(failed(), t));
+    assert_eq!(acts, vec![Action::RetryOver(RetryOverAction::Continue)]);
+}
+
+#[test]
+fn success_after_failures_resets_retry_count() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    let w = running(&mut e, 100, t);
+    e.on(died(w, 100), t);
+    e.on(failed(), t);
+    e.on(failed(), t);
+    assert_eq!(e.retry_count, 2);
+    e.on(
+        Evidence::Running {
+            pid: 300,
+            adopted: false,
+        },
+        t,
+    );
+    assert_eq!(
+        (e.retry_count, e.restart_count, e.proc_sts),
+        (0, 1, ProcSts::Avail)
+    );
+}
+
+#[test]
+fn monitor_off_death_is_not_restarted_until_on() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    let w = running(&mut e, 100, t);
+    e.on(Evidence::MonitorOff, t);
+    assert!(!e.monitor_on);
+    let acts = non_log(&e.on(died(w, 100), t));
+    assert_eq!(acts, vec![Action::Unwatch { watch: w }]);
+    assert_eq!(e.proc_sts, ProcSts::Unavail);
+    let acts = non_log(&e.on(Evidence::MonitorOn, t));
+    assert!(matches!(
+        acts[..],
+        [Action::Restart {
+            attempt: 1,
+            kill_remnants: true,
+            ..
+        }]
+    ));
+    assert_eq!(e.proc_sts, ProcSts::Restart);
+}
+
+#[test]
+fn monitor_on_twice_does_nothing() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    running(&mut e, 100, t);
+    assert!(e.on(Evidence::MonitorOn, t).is_empty());
+    assert_eq!(e.proc_sts, ProcSts::Avail);
+}
+
+#[test]
+fn stall_state_starts_at_init_only_with_a_block() {
+    let e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    assert_eq!(e.stall, None);
+}
+
+#[test]
+fn log_lines_name_the_entry_and_evidence() {
+    let t = Instant::now();
+    let mut e = Entry::new(&cfg(3, RetryOverAction::Continue));
+    let w = running(&mut e, 100, t);
+    let acts = e.on(
+        Evidence::Died {
+            watch: w,
+            pid: 100,
+            how: DeathKind::Zombie,
+            source: Source::Procfs,
+        },
+        t,
+    );
+    let logs: Vec<&String> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Log(_, m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        logs,
+        vec!["Process Down: pname= /usr/sbin/httpd pid= 100 pent_id= 1 (zombie; evidence: procfs)"]
+    );
+}

@@ -1,0 +1,13 @@
+//! psweb: keep web servers (Apache httpd, Tomcat, nginx) and any TCP service alive.
+//!
+//! Data flows one way: evidence (`sense`) -> verdict (`core`, pure) -> action (`act`)
+//! -> report (`report`, `admin`). `pfile` turns configuration text into types; nothing
+//! else sees raw pfile text. `agent` wires these together on a tokio runtime.
+
+pub mod act;
+pub mod admin;
+pub mod agent;
+pub mod core;
+pub mod pfile;
+pub mod report;
+pub mod sense;

@@ -1,0 +1,565 @@
+//! pfile: the configuration of one `pcheck`. Text in, typed [`Pfile`] out.
+//!
+//! The format is documented for operators in `pfiles/README.md`. In short:
+//!
+//! ```text
+//! # comment
+//! retry_over_action = continue                 # a global setting
+//! /usr/sbin/httpd /etc/psweb/httpd.rc 3 pidfile=/run/httpd/httpd.pid   # a process entry
+//! _bi_webserv {                                # the seed's stall block, verbatim
+//!     PS_INIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0
+//!     PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:
+//!                                   DIRECT:-:60:0:2:600:8080
+//!     PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:1:0
+//!     PS_QUIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0
+//! }
+//! ```
+//!
+//! Every error names file, line and column and says what was expected.
+
+mod lex;
+mod stall;
+mod types;
+
+pub use types::*;
+
+use lex::{logical_lines, split_tokens, LogicalLine, Token};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A place in a pfile: 1-based line and column (in characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// An error or warning about a pfile, with its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub pos: Pos,
+    pub msg: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.pos.line,
+            self.pos.col,
+            self.msg
+        )
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Reads and parses a pfile from disk.
+pub fn load(path: &Path) -> Result<Pfile, Diagnostic> {
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostic {
+        file: path.to_path_buf(),
+        pos: Pos { line: 0, col: 0 },
+        msg: format!("cannot read the pfile: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+pub(crate) struct Ctx<'a> {
+    pub file: &'a Path,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    pub fn err(&self, pos: Pos, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            pos,
+            msg: msg.into(),
+        }
+    }
+    pub fn warn(&mut self, pos: Pos, msg: impl Into<String>) {
+        let d = self.err(pos, msg);
+        self.warnings.push(d);
+    }
+}
+
+/// Parses pfile text. `file` is used in diagnostics only.
+pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
+    let mut cx = Ctx {
+        file,
+        warnings: Vec::new(),
+    };
+    let lines = logical_lines(text);
+    let mut globals = Globals::default();
+    let mut seen_globals: HashMap<&'static str, Pos> = HashMap::new();
+    let mut raw_entries: Vec<RawEntry> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = &lines[i];
+        i += 1;
+        let toks = split_tokens(&cx, line)?;
+        let Some(first) = toks.first() else { continue };
+        if first.text.starts_with("_bi_") {
+            if raw_entries.is_empty() {
+                let name = first.text.split('{').next().unwrap_or_default();
+                return Err(cx.err(
+                    first.pos,
+                    format!(
+                        "a {name} block must follow the process entry it belongs to; no process entry comes before it"
+                    ),
+                ));
+            }
+            let (block, next) = stall::parse_block(&mut cx, &lines, i - 1, &toks)?;
+            i = next;
+            let Some(owner) = raw_entries.last_mut() else {
+                continue;
+            };
+            if let Some(prev) = &owner.entry.stall {
+                return Err(cx.err(
+                    first.pos,
+                    format!(
+                        "the process entry at line {} already has a {} block (line {}); one process needs at most one stall check (HTTP and HTTPS checks include the TCP check)",
+                        owner.pos.line, prev.block_name, prev.pos.line
+                    ),
+                ));
+            }
+            owner.entry.stall = Some(block);
+            continue;
+        }
+        if is_setting(&toks) {
+            let (key, value) = setting_parts(&cx, &toks)?;
+            let name = global_key(&cx, &key)?;
+            if let Some(prev) = seen_globals.insert(name, key.pos) {
+                return Err(cx.err(
+                    key.pos,
+                    format!("{name} is set twice (first at line {})", prev.line),
+                ));
+            }
+            apply_setting(&cx, &mut globals.defaults, name, &value)?;
+            match name {
+                "evidence" => globals.evidence = parse_evidence(&cx, &value)?,
+                "control_socket" => globals.control_socket = Some(abs_path(&cx, value)?),
+                _ => {}
+            }
+            continue;
+        }
+        if first.text.starts_with('/') {
+            raw_entries.push(parse_entry(&cx, &toks, line)?);
+            continue;
+        }
+        if first.text == "}" {
+            return Err(cx.err(first.pos, "a '}' with no open _bi_ block"));
+        }
+        return Err(cx.err(
+            first.pos,
+            format!(
+                "expected a setting (key = value), a process entry (an absolute path of the program to watch) or a _bi_ block, found {:?}",
+                first.text
+            ),
+        ));
+    }
+
+    // Per-entry settings fall back to the globals in force at the end of the file.
+    let mut entries = Vec::with_capacity(raw_entries.len());
+    for (idx, raw) in raw_entries.into_iter().enumerate() {
+        let mut e = raw.entry;
+        e.pent_id = u32::try_from(idx + 1).unwrap_or(u32::MAX);
+        let s = &raw.overrides;
+        e.settings = EntrySettings {
+            retry_over_action: s
+                .retry_over_action
+                .unwrap_or(globals.defaults.retry_over_action),
+            restart_timeout: s
+                .restart_timeout
+                .unwrap_or(globals.defaults.restart_timeout),
+            start_wait: s.start_wait.unwrap_or(globals.defaults.start_wait),
+            retry_delay: s.retry_delay.unwrap_or(globals.defaults.retry_delay),
+            kill_wait: s.kill_wait.unwrap_or(globals.defaults.kill_wait),
+        };
+        entries.push((raw.pos, e));
+    }
+    // Two entries watching the same program must be told apart by pidfile.
+    for (a, (pos_a, ea)) in entries.iter().enumerate() {
+        for (pos_b, eb) in entries.iter().skip(a + 1) {
+            if ea.pname == eb.pname && (ea.pidfile.is_none() || eb.pidfile.is_none()) {
+                return Err(cx.err(
+                    *pos_b,
+                    format!(
+                        "{} is watched by the entries at lines {} and {}; give each a pidfile= so that pcheck can tell the instances apart",
+                        eb.pname.display(),
+                        pos_a.line,
+                        pos_b.line
+                    ),
+                ));
+            }
+            if ea.pidfile.is_some() && ea.pidfile == eb.pidfile {
+                return Err(cx.err(
+                    *pos_b,
+                    format!(
+                        "the entries at lines {} and {} name the same pidfile",
+                        pos_a.line, pos_b.line
+                    ),
+                ));
+            }
+        }
+    }
+    if entries.is_empty() {
+        cx.warn(
+            Pos { line: 1, col: 1 },
+            "the pfile has no process entry: pcheck will watch nothing",
+        );
+    }
+    Ok(Pfile {
+        path: file.to_path_buf(),
+        globals,
+        entries: entries.into_iter().map(|(_, e)| e).collect(),
+        warnings: cx.warnings,
+    })
+}
+
+/// Checks what the text alone cannot: that each restart script exists and is an
+/// executable regular file. Returns one diagnostic per problem.
+pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for e in &pfile.entries {
+        let problem = match std::fs::metadata(&e.restart_script) {
+            Err(err) => Some(format!(
+                "restart script {}: {err}",
+                e.restart_script.display()
+            )),
+            Ok(m) if !m.is_file() => Some(format!(
+                "restart script {} is not a regular file",
+                e.restart_script.display()
+            )),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(format!(
+                "restart script {} is not executable",
+                e.restart_script.display()
+            )),
+            Ok(_) => None,
+        };
+        if let Some(msg) = problem {
+            out.push(Diagnostic {
+                file: pfile.path.clone(),
+                pos: e.script_pos,
+                msg,
+            });
+        }
+    }
+    out
+}
+
+struct RawEntry {
+    pos: Pos,
+    entry: ProcEntry,
+    overrides: Overrides,
+}
+
+#[derive(Default)]
+struct Overrides {
+    retry_over_action: Option<RetryOverAction>,
+    restart_timeout: Option<Duration>,
+    start_wait: Option<Duration>,
+    retry_delay: Option<Duration>,
+    kill_wait: Option<Duration>,
+}
+
+fn is_setting(toks: &[Token]) -> bool {
+    let first = &toks[0];
+    !first.text.starts_with('/')
+        && (first.text.contains('=') || toks.get(1).is_some_and(|t| t.text.starts_with('=')))
+}
+
+/// Splits `key = value`, `key=value`, `key= value` or `key =value` into its parts.
+fn setting_parts<'t>(cx: &Ctx, toks: &'t [Token]) -> Result<(Token, Token), Diagnostic> {
+    let joined: Vec<&'t Token> = toks.iter().collect();
+    let first = joined[0];
+    let (key, mut rest): (Token, Vec<Token>) = if let Some(eq) = first.text.find('=') {
+        let key = Token {
+            text: first.text[..eq].to_string(),
+            pos: first.pos,
+        };
+        let after = &first.text[eq + 1..];
+        let mut rest = Vec::new();
+        if !after.is_empty() {
+            rest.push(Token {
+                text: after.to_string(),
+                pos: Pos {
+                    line: first.pos.line,
+                    col: first.pos.col + first.text[..=eq].chars().count(),
+                },
+            });
+        }
+        rest.extend(joined[1..].iter().map(|t| (*t).clone()));
+        (key, rest)
+    } else {
+        let eq = joined[1];
+        let mut rest = Vec::new();
+        if eq.text.len() > 1 {
+            rest.push(Token {
+                text: eq.text[1..].to_string(),
+                pos: Pos {
+                    line: eq.pos.line,
+                    col: eq.pos.col + 1,
+                },
+            });
+        }
+        rest.extend(joined[2..].iter().map(|t| (*t).clone()));
+        (first.clone(), rest)
+    };
+    if key.text.is_empty() {
+        return Err(cx.err(key.pos, "expected a setting name before '='"));
+    }
+    if rest.is_empty() {
+        let end = toks.last().map_or(key.pos, |t| Pos {
+            line: t.pos.line,
+            col: t.pos.col + t.text.chars().count(),
+        });
+        return Err(cx.err(end, format!("expected a value after '{} ='", key.text)));
+    }
+    if rest.len() > 1 {
+        return Err(cx.err(
+            rest[1].pos,
+            format!(
+                "expected one value for {}, found more: {:?} (quote a value that has spaces)",
+                key.text, rest[1].text
+            ),
+        ));
+    }
+    let value = rest.remove(0);
+    Ok((key, value))
+}
+
+const GLOBAL_KEYS: &[&str] = &[
+    "retry_over_action",
+    "restart_timeout",
+    "start_wait",
+    "retry_delay",
+    "kill_wait",
+    "evidence",
+    "control_socket",
+];
+const ENTRY_KEYS: &[&str] = &[
+    "pidfile",
+    "retry_over_action",
+    "restart_timeout",
+    "start_wait",
+    "retry_delay",
+    "kill_wait",
+];
+
+fn global_key(cx: &Ctx, key: &Token) -> Result<&'static str, Diagnostic> {
+    GLOBAL_KEYS
+        .iter()
+        .copied()
+        .find(|k| *k == key.text)
+        .ok_or_else(|| {
+            cx.err(
+                key.pos,
+                format!(
+                    "unknown setting {:?}; expected one of: {}",
+                    key.text,
+                    GLOBAL_KEYS.join(", ")
+                ),
+            )
+        })
+}
+
+fn apply_setting(
+    cx: &Ctx,
+    d: &mut EntrySettings,
+    name: &str,
+    value: &Token,
+) -> Result<(), Diagnostic> {
+    match name {
+        "retry_over_action" => d.retry_over_action = parse_action(cx, value)?,
+        "restart_timeout" => d.restart_timeout = parse_duration(cx, value, name)?,
+        "start_wait" => d.start_wait = parse_duration(cx, value, name)?,
+        "retry_delay" => d.retry_delay = parse_duration_zero_ok(cx, value, name)?,
+        "kill_wait" => d.kill_wait = parse_duration(cx, value, name)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry, Diagnostic> {
+    let pname_tok = &toks[0];
+    let pname = abs_path(cx, pname_tok.clone())?;
+    let end_of_line = line.end_pos();
+    let Some(script_tok) = toks.get(1) else {
+        return Err(cx.err(
+            end_of_line,
+            "expected the restart script (an absolute path) after the program path",
+        ));
+    };
+    if script_tok.text.contains('=') {
+        return Err(cx.err(
+            script_tok.pos,
+            format!(
+                "expected the restart script (an absolute path), found the setting {:?}",
+                script_tok.text
+            ),
+        ));
+    }
+    let restart_script = abs_path(cx, script_tok.clone())?;
+    let Some(count_tok) = toks.get(2) else {
+        return Err(cx.err(
+            end_of_line,
+            "expected the retry count (0 to 1000) after the restart script",
+        ));
+    };
+    let retry_limit: u32 = count_tok
+        .text
+        .parse()
+        .ok()
+        .filter(|n| *n <= 1000)
+        .ok_or_else(|| {
+            cx.err(
+                count_tok.pos,
+                format!(
+                    "expected the retry count, a whole number from 0 to 1000, found {:?}",
+                    count_tok.text
+                ),
+            )
+        })?;
+    let mut overrides = Overrides::default();
+    let mut pidfile = None;
+    let mut seen: HashMap<String, Pos> = HashMap::new();
+    for t in &toks[3..] {
+        let Some(eq) = t.text.find('=') else {
+            return Err(cx.err(
+                t.pos,
+                format!(
+                    "expected key=value after the retry count, found {:?}",
+                    t.text
+                ),
+            ));
+        };
+        let key = &t.text[..eq];
+        let val = Token {
+            text: t.text[eq + 1..].to_string(),
+            pos: Pos {
+                line: t.pos.line,
+                col: t.pos.col + t.text[..=eq].chars().count(),
+            },
+        };
+        if !ENTRY_KEYS.contains(&key) {
+            return Err(cx.err(
+                t.pos,
+                format!(
+                    "unknown entry setting {key:?}; expected one of: {}",
+                    ENTRY_KEYS.join(", ")
+                ),
+            ));
+        }
+        if let Some(prev) = seen.insert(key.to_string(), t.pos) {
+            return Err(cx.err(
+                t.pos,
+                format!(
+                    "{key} is set twice on this entry (first at column {})",
+                    prev.col
+                ),
+            ));
+        }
+        if val.text.is_empty() {
+            return Err(cx.err(val.pos, format!("expected a value after {key}=")));
+        }
+        match key {
+            "pidfile" => pidfile = Some(abs_path(cx, val)?),
+            "retry_over_action" => overrides.retry_over_action = Some(parse_action(cx, &val)?),
+            "restart_timeout" => overrides.restart_timeout = Some(parse_duration(cx, &val, key)?),
+            "start_wait" => overrides.start_wait = Some(parse_duration(cx, &val, key)?),
+            "retry_delay" => overrides.retry_delay = Some(parse_duration_zero_ok(cx, &val, key)?),
+            "kill_wait" => overrides.kill_wait = Some(parse_duration(cx, &val, key)?),
+            _ => {}
+        }
+    }
+    Ok(RawEntry {
+        pos: pname_tok.pos,
+        entry: ProcEntry {
+            pent_id: 0,
+            pname,
+            restart_script,
+            script_pos: script_tok.pos,
+            retry_limit,
+            pidfile,
+            settings: EntrySettings::default(),
+            stall: None,
+            line: pname_tok.pos.line,
+        },
+        overrides,
+    })
+}
+
+fn abs_path(cx: &Ctx, t: Token) -> Result<PathBuf, Diagnostic> {
+    if !t.text.starts_with('/') {
+        return Err(cx.err(
+            t.pos,
+            format!("expected an absolute path, found {:?}", t.text),
+        ));
+    }
+    Ok(PathBuf::from(t.text))
+}
+
+fn parse_action(cx: &Ctx, t: &Token) -> Result<RetryOverAction, Diagnostic> {
+    match t.text.as_str() {
+        "continue" => Ok(RetryOverAction::Continue),
+        "shutdown" => Ok(RetryOverAction::Shutdown),
+        "exit" => Ok(RetryOverAction::Exit),
+        other => Err(cx.err(
+            t.pos,
+            format!("expected continue, shutdown or exit, found {other:?}"),
+        )),
+    }
+}
+
+fn parse_evidence(cx: &Ctx, t: &Token) -> Result<EvidenceMode, Diagnostic> {
+    t.text.parse().map_err(|e: String| cx.err(t.pos, e))
+}
+
+fn parse_duration(cx: &Ctx, t: &Token, what: &str) -> Result<Duration, Diagnostic> {
+    let d = parse_duration_zero_ok(cx, t, what)?;
+    if d.is_zero() {
+        return Err(cx.err(t.pos, format!("{what} must be more than 0")));
+    }
+    Ok(d)
+}
+
+fn parse_duration_zero_ok(cx: &Ctx, t: &Token, what: &str) -> Result<Duration, Diagnostic> {
+    parse_duration_text(&t.text).ok_or_else(|| {
+        cx.err(
+            t.pos,
+            format!(
+                "expected a duration for {what} (seconds, or a number with ms, s or m), found {:?}",
+                t.text
+            ),
+        )
+    })
+}
+
+/// `30`, `30s`, `500ms`, `2m`. Plain numbers are seconds. At most one day.
+pub fn parse_duration_text(s: &str) -> Option<Duration> {
+    let (num, unit_ms): (&str, u64) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    let ms = n.checked_mul(unit_ms)?;
+    (ms <= 86_400_000).then(|| Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests;

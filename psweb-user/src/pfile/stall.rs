@@ -1,0 +1,489 @@
+//! The seed's stall blocks: `_bi_webserv`, `_bi_webservs`, `_bi_socket` (SPEC 3.4).
+//!
+//! ```text
+//! ##### entry type:file:call:timeout:interval:error:argc:argv[0]:...#####
+//! ```
+//!
+//! The guide's samples disagree on how many fields INIT/ACTION/QUIT carry
+//! (`:-:::0`, `:-:-:0`, `:-:1:0`, `:-::-:1:0`). All are accepted: the last field is
+//! argc, and ACTION's error is the field just before it (where the guide documents
+//! it, for the documented seven fields). Any other shape of ACTION is read the same
+//! way, with a warning that says which value was taken.
+
+use super::lex::{split_fields, split_tokens, LogicalLine, Token};
+use super::{Ctx, Diagnostic, Pos, StallCheck, StallKind};
+use std::time::Duration;
+
+const LIBS: &[&str] = &[
+    "lib_bi_webserv.so",
+    "lib_bi_websevr.so",
+    "lib_bi_webservs.so",
+    "lib_bi_websevs.so",
+    "lib_bi_socket.so",
+];
+
+fn kind_of_block(name: &str) -> Option<StallKind> {
+    match name {
+        "_bi_webserv" | "_bi_websevr" => Some(StallKind::Web),
+        "_bi_webservs" | "_bi_websevs" => Some(StallKind::Ssl),
+        "_bi_socket" => Some(StallKind::Socket),
+        _ => None,
+    }
+}
+
+fn kind_of_lib(base: &str) -> Option<StallKind> {
+    match base {
+        "lib_bi_webserv.so" | "lib_bi_websevr.so" => Some(StallKind::Web),
+        "lib_bi_webservs.so" | "lib_bi_websevs.so" => Some(StallKind::Ssl),
+        "lib_bi_socket.so" => Some(StallKind::Socket),
+        _ => None,
+    }
+}
+
+struct Exec {
+    interval: Duration,
+    stop_after_detect: bool,
+    duration: Duration,
+    port: u16,
+    host: Option<String>,
+    probe_timeout: Option<Duration>,
+    path: Option<String>,
+}
+
+/// Parses the block whose header is `lines[start]`. Returns the check and the index
+/// of the first line after the closing `}`.
+pub fn parse_block(
+    cx: &mut Ctx,
+    lines: &[LogicalLine],
+    start: usize,
+    header: &[Token],
+) -> Result<(StallCheck, usize), Diagnostic> {
+    let head = &header[0];
+    let (name, brace_in_head) = match head.text.find('{') {
+        Some(i) => (&head.text[..i], Some(&head.text[i + 1..])),
+        None => (head.text.as_str(), None),
+    };
+    let kind = kind_of_block(name).ok_or_else(|| {
+        cx.err(
+            head.pos,
+            format!(
+                "unknown block {name:?}; expected _bi_webserv (or _bi_websevr), _bi_webservs (or _bi_websevs) or _bi_socket"
+            ),
+        )
+    })?;
+    let mut next = start + 1;
+    match brace_in_head {
+        Some("") if header.len() == 1 => {}
+        Some("") => return Err(cx.err(header[1].pos, "expected nothing after '{' on this line")),
+        Some(_) => return Err(cx.err(head.pos, "expected nothing after '{' on this line")),
+        None => match header.get(1) {
+            Some(t) if t.text == "{" && header.len() == 2 => {}
+            Some(t) if t.text == "{" => {
+                return Err(cx.err(header[2].pos, "expected nothing after '{' on this line"))
+            }
+            Some(t) => return Err(cx.err(t.pos, format!("expected '{{', found {:?}", t.text))),
+            None => {
+                // `{` alone on the next non-empty line.
+                while next < lines.len() && lines[next].chars.is_empty() {
+                    next += 1;
+                }
+                let toks = match lines.get(next) {
+                    Some(l) => split_tokens(cx, l)?,
+                    None => Vec::new(),
+                };
+                match toks.first() {
+                    Some(t) if t.text == "{" && toks.len() == 1 => next += 1,
+                    Some(t) => {
+                        return Err(cx.err(t.pos, format!("expected '{{', found {:?}", t.text)))
+                    }
+                    None => return Err(cx.err(head.pos, format!("expected '{{' after {name}"))),
+                }
+            }
+        },
+    }
+
+    let mut init: Option<Pos> = None;
+    let mut quit: Option<Pos> = None;
+    let mut exec: Option<(Pos, Exec)> = None;
+    let mut action: Option<(Pos, bool)> = None;
+    loop {
+        let Some(line) = lines.get(next) else {
+            return Err(cx.err(
+                head.pos,
+                format!(
+                    "this {name} block is never closed: expected '}}' before the end of the file"
+                ),
+            ));
+        };
+        next += 1;
+        let toks = split_tokens(cx, line)?;
+        let Some(first) = toks.first() else { continue };
+        if first.text == "}" {
+            if toks.len() > 1 {
+                return Err(cx.err(toks[1].pos, "expected nothing after '}'"));
+            }
+            break;
+        }
+        let rest = after_first_token(line);
+        let fields = split_fields(rest, line.end_pos());
+        let slot =
+            match first.text.as_str() {
+                "PS_INIT" => &mut init,
+                "PS_QUIT" => &mut quit,
+                "PS_EXEC" => {
+                    dup(cx, exec.as_ref().map(|e| e.0), first)?;
+                    check_common(cx, kind, &fields, first)?;
+                    exec = Some((first.pos, parse_exec(cx, kind, &fields, line)?));
+                    continue;
+                }
+                "PS_ACTION" => {
+                    dup(cx, action.as_ref().map(|e| e.0), first)?;
+                    check_common(cx, kind, &fields, first)?;
+                    action = Some((first.pos, parse_action(cx, &fields, first)?));
+                    continue;
+                }
+                "{" => {
+                    return Err(cx.err(
+                        first.pos,
+                        "expected PS_INIT, PS_EXEC, PS_ACTION, PS_QUIT or '}', found another '{'",
+                    ))
+                }
+                other => return Err(cx.err(
+                    first.pos,
+                    format!(
+                        "expected PS_INIT, PS_EXEC, PS_ACTION, PS_QUIT or '}}', found {other:?}"
+                    ),
+                )),
+            };
+        dup(cx, *slot, first)?;
+        check_common(cx, kind, &fields, first)?;
+        check_no_arg_entry(cx, &fields, first)?;
+        *slot = Some(first.pos);
+    }
+    let Some((_, exec)) = exec else {
+        return Err(cx.err(head.pos, format!("the {name} block has no PS_EXEC entry (it carries the interval, retry-over time and port)")));
+    };
+    let Some((_, retry_over_on_kill_failure)) = action else {
+        return Err(cx.err(head.pos, format!("the {name} block has no PS_ACTION entry (it carries what to do when the kill fails)")));
+    };
+    let _ = (init, quit);
+    Ok((
+        StallCheck {
+            kind,
+            block_name: name.to_string(),
+            pos: head.pos,
+            interval: exec.interval,
+            duration: exec.duration,
+            port: exec.port,
+            host: exec.host,
+            probe_timeout: exec.probe_timeout,
+            path: exec.path,
+            stop_after_detect: exec.stop_after_detect,
+            retry_over_on_kill_failure,
+        },
+        next,
+    ))
+}
+
+fn after_first_token(line: &LogicalLine) -> &[(char, Pos)] {
+    let cs = &line.chars;
+    let mut i = cs.iter().take_while(|c| c.0.is_whitespace()).count();
+    while i < cs.len() && !cs[i].0.is_whitespace() {
+        i += 1;
+    }
+    &cs[i..]
+}
+
+fn dup(cx: &Ctx, prev: Option<Pos>, t: &Token) -> Result<(), Diagnostic> {
+    match prev {
+        Some(p) => Err(cx.err(
+            t.pos,
+            format!(
+                "{} appears twice in this block (first at line {})",
+                t.text, p.line
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// type (DLL), file (a known library), call (DIRECT).
+fn check_common(
+    cx: &mut Ctx,
+    kind: StallKind,
+    f: &[Token],
+    entry: &Token,
+) -> Result<(), Diagnostic> {
+    if f.len() < 3 || f[0].text.is_empty() {
+        return Err(cx.err(
+            f.first().map_or(entry.pos, |t| t.pos),
+            format!(
+                "expected {} fields as type:file:call:timeout:interval:error:argc, found {:?}",
+                entry.text,
+                join(f)
+            ),
+        ));
+    }
+    if f[0].text != "DLL" {
+        return Err(cx.err(
+            f[0].pos,
+            format!("expected type DLL, found {:?}", f[0].text),
+        ));
+    }
+    let base = f[1].text.rsplit('/').next().unwrap_or_default();
+    if !f[1].text.starts_with('/') || !LIBS.contains(&base) {
+        return Err(cx.err(
+            f[1].pos,
+            format!(
+                "expected one of the seed's libraries ({}) as an absolute path, found {:?}",
+                LIBS.join(", "),
+                f[1].text
+            ),
+        ));
+    }
+    if kind_of_lib(base) != Some(kind) {
+        cx.warn(
+            f[1].pos,
+            format!("{base} is not the library of this block; the block name decides the check"),
+        );
+    }
+    if f[2].text != "DIRECT" {
+        return Err(cx.err(
+            f[2].pos,
+            format!("expected call DIRECT, found {:?}", f[2].text),
+        ));
+    }
+    if f.len() > 3 && !is_default(&f[3]) {
+        cx.warn(
+            f[3].pos,
+            format!("the timeout field is not used; {:?} is ignored", f[3].text),
+        );
+    }
+    Ok(())
+}
+
+fn is_default(t: &Token) -> bool {
+    t.text.is_empty() || t.text == "-"
+}
+
+fn join(f: &[Token]) -> String {
+    f.iter()
+        .map(|t| t.text.as_str())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The last field must be argc 0.
+fn last_is_argc_zero(cx: &Ctx, f: &[Token], entry: &Token) -> Result<(), Diagnostic> {
+    let last = &f[f.len() - 1];
+    if f.len() < 5 || last.text != "0" {
+        return Err(cx.err(
+            last.pos,
+            format!(
+                "expected {} to end with argc 0 (type:file:call:timeout:interval:error:argc), found {:?}",
+                entry.text,
+                join(f)
+            ),
+        ));
+    }
+    if f.len() > 8 {
+        return Err(cx.err(
+            f[8].pos,
+            format!("too many fields for {}: {:?}", entry.text, join(f)),
+        ));
+    }
+    Ok(())
+}
+
+/// INIT and QUIT take no values (the seed: "cannot be changed").
+fn check_no_arg_entry(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<(), Diagnostic> {
+    last_is_argc_zero(cx, f, entry)?;
+    for t in &f[4..f.len() - 1] {
+        if !is_default(t) {
+            cx.warn(
+                t.pos,
+                format!("{} takes no values; {:?} is ignored", entry.text, t.text),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_action(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<bool, Diagnostic> {
+    last_is_argc_zero(cx, f, entry)?;
+    let err_tok = &f[f.len() - 2];
+    let value = match err_tok.text.as_str() {
+        "" | "-" => false,
+        "0" => false,
+        "1" => true,
+        other => {
+            return Err(cx.err(
+                err_tok.pos,
+                format!("expected the ACTION error 0 or 1 (1: run the retry-over action when the kill fails), found {other:?}"),
+            ))
+        }
+    };
+    // Values other than the one taken, between call and argc, would be a second guess.
+    let others: Vec<&Token> = f[4..f.len() - 2]
+        .iter()
+        .filter(|t| !is_default(t))
+        .collect();
+    if let Some(t) = others.first() {
+        return Err(cx.err(
+            t.pos,
+            format!(
+                "ambiguous PS_ACTION {:?}: expected one value (error) before argc, found also {:?}",
+                join(f),
+                t.text
+            ),
+        ));
+    }
+    if f.len() != 7 {
+        cx.warn(
+            err_tok.pos,
+            format!(
+                "PS_ACTION has {} fields where the guide documents 7 (type:file:call:timeout:interval:error:argc); reading {:?} (the field before argc) as error = {}",
+                f.len(),
+                err_tok.text,
+                u8::from(value)
+            ),
+        );
+    }
+    Ok(value)
+}
+
+fn parse_exec(
+    cx: &mut Ctx,
+    kind: StallKind,
+    f: &[Token],
+    line: &LogicalLine,
+) -> Result<Exec, Diagnostic> {
+    if f.len() < 7 {
+        return Err(cx.err(
+            f.last().map_or(line.end_pos(), |t| t.pos),
+            format!(
+                "expected PS_EXEC as type:file:call:timeout:interval:error:argc:argv..., found {:?}",
+                join(f)
+            ),
+        ));
+    }
+    let interval_s = num_or(cx, &f[4], 60, "the interval (seconds)")?;
+    if interval_s < 10 {
+        return Err(cx.err(
+            f[4].pos,
+            format!("expected an interval of at least 10 seconds, found {interval_s}"),
+        ));
+    }
+    let stop_after_detect = match f[5].text.as_str() {
+        "" | "-" | "0" => false,
+        "1" => true,
+        other => {
+            return Err(cx.err(
+                f[5].pos,
+                format!("expected the EXEC error 0 (keep stall-watching) or 1 (stop after one detection), found {other:?}"),
+            ))
+        }
+    };
+    let argc_tok = &f[6];
+    let argc: usize = argc_tok.text.parse().map_err(|_| {
+        cx.err(
+            argc_tok.pos,
+            format!("expected argc, a whole number, found {:?}", argc_tok.text),
+        )
+    })?;
+    let argv = &f[7..];
+    let (lo, hi, shape) = match kind {
+        StallKind::Web => (2, 3, "duration:port[:host]"),
+        StallKind::Socket => (2, 2, "duration:port"),
+        StallKind::Ssl => (2, 5, "duration:port[:host[:timeout[:path]]]"),
+    };
+    if argc < lo || argc > hi {
+        let want = if lo == hi {
+            format!("{lo}")
+        } else {
+            format!("{lo} to {hi}")
+        };
+        return Err(cx.err(
+            argc_tok.pos,
+            format!("expected argc {want} ({shape}), found {argc}"),
+        ));
+    }
+    if argv.len() != argc {
+        let at = argv.get(argc).map_or(argc_tok.pos, |t| t.pos);
+        return Err(cx.err(
+            at,
+            format!(
+                "argc is {argc} but {} argument(s) follow; expected {shape}",
+                argv.len()
+            ),
+        ));
+    }
+    let duration_s = num_or(cx, &argv[0], 600, "the retry-over time (seconds)")?;
+    if duration_s < interval_s {
+        return Err(cx.err(
+            argv[0].pos,
+            format!("expected a retry-over time of at least the interval ({interval_s} s), found {duration_s}"),
+        ));
+    }
+    let port = match argv[1].text.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(cx.err(
+                argv[1].pos,
+                format!("expected a port from 1 to 65535, found {:?}", argv[1].text),
+            ))
+        }
+    };
+    let host = argv
+        .get(2)
+        .filter(|t| !is_default(t))
+        .map(|t| t.text.clone());
+    let probe_timeout = match argv.get(3).filter(|t| !is_default(t)) {
+        Some(t) => {
+            let s = num_or(cx, t, 0, "the probe timeout (seconds)")?;
+            if s == 0 {
+                return Err(cx.err(t.pos, "expected a probe timeout of at least 1 second"));
+            }
+            Some(Duration::from_secs(s))
+        }
+        None => None,
+    };
+    let path = match argv.get(4).filter(|t| !is_default(t)) {
+        Some(t) if t.text.starts_with('/') => Some(t.text.clone()),
+        Some(t) => {
+            return Err(cx.err(
+                t.pos,
+                format!("expected a path starting with '/', found {:?}", t.text),
+            ))
+        }
+        None => None,
+    };
+    Ok(Exec {
+        interval: Duration::from_secs(interval_s),
+        stop_after_detect,
+        duration: Duration::from_secs(duration_s),
+        port,
+        host,
+        probe_timeout,
+        path,
+    })
+}
+
+fn num_or(cx: &Ctx, t: &Token, default: u64, what: &str) -> Result<u64, Diagnostic> {
+    if is_default(t) {
+        return Ok(default);
+    }
+    t.text
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= 86_400)
+        .ok_or_else(|| {
+            cx.err(
+                t.pos,
+                format!(
+                    "expected {what}, a whole number up to 86400, found {:?}",
+                    t.text
+                ),
+            )
+        })
+}

@@ -1,0 +1,192 @@
+use super::*;
+
+const ENTRY: &str = "/usr/sbin/httpd /etc/psweb/httpd.rc 3\n";
+
+fn p(text: &str) -> Result<Pfile, Diagnostic> {
+    parse(Path::new("t.pfile"), text)
+}
+
+fn err_at(text: &str) -> (usize, usize, String) {
+    match p(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(d) => (d.pos.line, d.pos.col, d.msg),
+    }
+}
+
+#[test]
+fn entry_with_keys_and_globals() {
+    let pf = p("retry_over_action = exit\nrestart_timeout=5s\n\
+        /usr/sbin/httpd /etc/psweb/httpd.rc 3 pidfile=/run/httpd/httpd.pid retry_over_action=shutdown\n\
+        /usr/sbin/nginx /etc/psweb/nginx.rc 0 start_wait=500ms\n")
+    .expect("parses");
+    assert_eq!(pf.entries.len(), 2);
+    let a = &pf.entries[0];
+    assert_eq!(a.pent_id, 1);
+    assert_eq!(a.pname, Path::new("/usr/sbin/httpd"));
+    assert_eq!(a.retry_limit, 3);
+    assert_eq!(
+        a.pidfile.as_deref(),
+        Some(Path::new("/run/httpd/httpd.pid"))
+    );
+    assert_eq!(a.settings.retry_over_action, RetryOverAction::Shutdown);
+    assert_eq!(a.settings.restart_timeout, Duration::from_secs(5));
+    let b = &pf.entries[1];
+    assert_eq!(b.pent_id, 2);
+    assert_eq!(b.settings.retry_over_action, RetryOverAction::Exit);
+    assert_eq!(b.settings.start_wait, Duration::from_millis(500));
+    assert_eq!(b.settings.retry_delay, Duration::from_secs(1));
+}
+
+#[test]
+fn seed_webserv_sample_with_continued_exec_line() {
+    let text = format!(
+        "{ENTRY}_bi_webserv {{\n    PS_INIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0\n    PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:\n                                  DIRECT:-:60:0:2:600:8080\n    PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:1:0\n    PS_QUIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0\n}}\n"
+    );
+    let pf = p(&text).expect("parses");
+    let s = pf.entries[0].stall.as_ref().expect("stall block");
+    assert_eq!(s.kind, StallKind::Web);
+    assert_eq!(s.interval, Duration::from_secs(60));
+    assert_eq!(s.duration, Duration::from_secs(600));
+    assert_eq!(s.port, 8080);
+    assert!(!s.stop_after_detect);
+    assert!(s.retry_over_on_kill_failure, "ACTION error 1");
+    // The 6-field ACTION is read, and said to be read, the documented way.
+    assert_eq!(pf.warnings.len(), 1, "{:?}", pf.warnings);
+    assert!(
+        pf.warnings[0].msg.contains("PS_ACTION has 6 fields"),
+        "{}",
+        pf.warnings[0]
+    );
+    assert_eq!(pf.warnings[0].pos.line, 6);
+}
+
+#[test]
+fn guide_table_spellings_websevr_and_host() {
+    let text = format!(
+        "{ENTRY}_bi_websevr {{\n PS_INIT DLL:/opt/HA/PSWE/lib/lib_bi_websevr.so:DIRECT:-:::0\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_websevr.so:DIRECT:-:30:1:3:90:80:www.example.com\n PS_ACTION DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:-:0:0\n PS_QUIT DLL:/opt/HA/PSWE/lib/lib_bi_websevr.so:DIRECT:-:::0\n}}\n"
+    );
+    let pf = p(&text).expect("parses");
+    let s = pf.entries[0].stall.as_ref().expect("stall");
+    assert_eq!(
+        (s.kind, s.port, s.host.as_deref()),
+        (StallKind::Web, 80, Some("www.example.com"))
+    );
+    assert_eq!((s.interval.as_secs(), s.duration.as_secs()), (30, 90));
+    assert!(s.stop_after_detect);
+    assert!(!s.retry_over_on_kill_failure);
+    assert!(pf.warnings.is_empty(), "{:?}", pf.warnings);
+}
+
+#[test]
+fn https_sample_five_arguments() {
+    let text = format!(
+        "{ENTRY}_bi_webservs{{\n  PS_INIT    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-::-:0\n  PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:60:-:5:600:433:localhost:5:/\n  PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-::-:1:0\n  PS_QUIT    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-::-:0\n}}\n"
+    );
+    let pf = p(&text).expect("parses");
+    let s = pf.entries[0].stall.as_ref().expect("stall");
+    assert_eq!(s.kind, StallKind::Ssl);
+    assert_eq!(s.port, 433);
+    assert_eq!(s.host.as_deref(), Some("localhost"));
+    assert_eq!(s.probe_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(s.path.as_deref(), Some("/"));
+    assert!(s.retry_over_on_kill_failure);
+    assert_eq!(
+        pf.warnings.len(),
+        1,
+        "the 8-field ACTION is flagged: {:?}",
+        pf.warnings
+    );
+}
+
+#[test]
+fn socket_sample_six_field_init() {
+    let text = format!(
+        "{ENTRY}_bi_socket{{\n    PS_INIT          DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:0\n    PS_EXEC          DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:\n                                     DIRECT:-:60:-:2:600:8080\n    PS_ACTION       DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:1:0\n    PS_QUIT         DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:0\n}}\n"
+    );
+    let pf = p(&text).expect("parses");
+    let s = pf.entries[0].stall.as_ref().expect("stall");
+    assert_eq!((s.kind, s.port), (StallKind::Socket, 8080));
+    assert!(s.retry_over_on_kill_failure);
+    assert!(pf.warnings.is_empty(), "{:?}", pf.warnings);
+}
+
+#[test]
+fn comment_ending_in_colon_continues_like_the_seed_sample3() {
+    let text = format!(
+        "# DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:<interval>:-:5:\n                                     <duration>:<port>:<host>:<timeout>:<html path>\n{ENTRY}"
+    );
+    assert_eq!(p(&text).expect("parses").entries.len(), 1);
+}
+
+/// Ten (and more) malformed pfiles: each error at the right line:column.
+#[test]
+fn malformed_pfiles_name_line_and_column() {
+    let web = |exec: &str| {
+        format!(
+            "{ENTRY}_bi_webserv {{\n PS_INIT DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:{exec}\n PS_ACTION DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:-:1:0\n}}\n"
+        )
+    };
+    // exec line 3: " PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:" is 57 chars,
+    // so the interval field starts at column 58.
+    let cases: Vec<(String, usize, usize, &str)> = vec![
+        ("retry_over_acton = exit\n".into(), 1, 1, "unknown setting"),
+        ("retry_over_action = restart\n".into(), 1, 21, "expected continue, shutdown or exit"),
+        ("/usr/sbin/httpd /etc/psweb/httpd.rc three\n".into(), 1, 37, "retry count"),
+        ("/usr/sbin/httpd\n".into(), 1, 16, "restart script"),
+        ("/usr/sbin/httpd /etc/psweb/httpd.rc 3 pidfle=/run/x.pid\n".into(), 1, 39, "unknown entry setting"),
+        ("httpd /etc/psweb/httpd.rc 3\n".into(), 1, 1, "expected a setting"),
+        (
+            "_bi_socket{\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:60:-:2:600:80\n}\n".into(),
+            1,
+            1,
+            "must follow the process entry",
+        ),
+        (format!("{ENTRY}_bi_webserv {{\n PS_INIT DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0\n"), 2, 1, "never closed"),
+        (web("5:0:2:600:8080"), 4, 58, "at least 10 seconds"),
+        (web("60:0:2:30:8080"), 4, 65, "at least the interval"),
+        (web("60:0:2:600:0"), 4, 69, "port from 1 to 65535"),
+        (web("60:0:3:600:8080"), 4, 63, "argc is 3 but 2"),
+        (web("60:0:4:600:8080:h:x"), 4, 63, "expected argc 2 to 3"),
+        (
+            format!("{ENTRY}_bi_webserv {{\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_nothing.so:DIRECT:-:60:0:2:600:80\n}}\n"),
+            3,
+            14,
+            "seed's libraries",
+        ),
+        (format!("{ENTRY}_bi_webserver {{\n}}\n"), 2, 1, "unknown block"),
+        (format!("{ENTRY}{ENTRY}"), 2, 1, "give each a pidfile="),
+        ("restart_timeout = 10x\n".into(), 1, 19, "expected a duration"),
+    ];
+    for (text, line, col, needle) in &cases {
+        let (l, c, msg) = err_at(text);
+        assert_eq!((l, c), (*line, *col), "for {text:?}: {msg}");
+        assert!(
+            msg.contains(needle),
+            "for {text:?}: {msg:?} lacks {needle:?}"
+        );
+    }
+    assert!(cases.len() >= 10);
+}
+
+#[test]
+fn diagnostics_print_as_file_line_col() {
+    let d = p("bogus = 1\n").expect_err("bad key");
+    assert!(
+        d.to_string()
+            .starts_with("t.pfile:1:1: unknown setting \"bogus\""),
+        "{d}"
+    );
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration_text("30"), Some(Duration::from_secs(30)));
+    assert_eq!(
+        parse_duration_text("250ms"),
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(parse_duration_text("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration_text("-1"), None);
+    assert_eq!(parse_duration_text("1.5s"), None);
+    assert_eq!(parse_duration_text("999999999999999999999"), None);
+}

@@ -1,0 +1,175 @@
+//! The typed configuration that the rest of the program sees.
+
+use super::{Diagnostic, Pos};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One pfile, parsed and validated.
+#[derive(Clone, Debug)]
+pub struct Pfile {
+    pub path: PathBuf,
+    pub globals: Globals,
+    pub entries: Vec<ProcEntry>,
+    /// Things that parse but deserve the operator's eye (e.g. an ambiguous seed line).
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Globals {
+    /// Defaults for every entry (an entry's own key=value wins).
+    pub defaults: EntrySettings,
+    /// Which source of death evidence to use.
+    pub evidence: EvidenceMode,
+    /// Where pcheck serves padmin. Default: derived from the pfile's path.
+    pub control_socket: Option<PathBuf>,
+}
+
+/// What to do when a process cannot be restarted within its retry count (seed 3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryOverAction {
+    /// Drop that process from watching; keep watching the others.
+    #[default]
+    Continue,
+    /// End pcheck (exit status 0).
+    Shutdown,
+    /// End pcheck with exit status [`EXIT_RETRY_OVER`], so that a cluster product or
+    /// the auto-reboot feature can take over.
+    Exit,
+}
+
+/// pcheck's exit status after the `exit` retry-over action.
+pub const EXIT_RETRY_OVER: u8 = 3;
+
+impl RetryOverAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Continue => "continue",
+            Self::Shutdown => "shutdown",
+            Self::Exit => "exit",
+        }
+    }
+}
+
+/// Where death evidence comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceMode {
+    /// eBPF if it loads, else pidfd, else /proc polling.
+    #[default]
+    Auto,
+    /// eBPF only (pcheck refuses to start if it cannot load).
+    Ebpf,
+    /// pidfd readiness only.
+    Pidfd,
+    /// /proc polling only.
+    Procfs,
+}
+
+impl FromStr for EvidenceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ebpf" => Ok(Self::Ebpf),
+            "pidfd" => Ok(Self::Pidfd),
+            "procfs" => Ok(Self::Procfs),
+            other => Err(format!(
+                "expected auto, ebpf, pidfd or procfs, found {other:?}"
+            )),
+        }
+    }
+}
+
+/// Settings an entry may override; the pfile's globals supply the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntrySettings {
+    pub retry_over_action: RetryOverAction,
+    /// A restart script still running after this is killed with its process group,
+    /// and the attempt counts as failed.
+    pub restart_timeout: Duration,
+    /// After the script exits 0, how long the process has to appear (pidfile / exe).
+    pub start_wait: Duration,
+    /// Pause between a failed attempt and the next.
+    pub retry_delay: Duration,
+    /// How long the remnants of a dead service have to vanish after SIGKILL.
+    pub kill_wait: Duration,
+}
+
+impl Default for EntrySettings {
+    fn default() -> Self {
+        Self {
+            retry_over_action: RetryOverAction::Continue,
+            restart_timeout: Duration::from_secs(60),
+            start_wait: Duration::from_secs(10),
+            retry_delay: Duration::from_secs(1),
+            kill_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One process entry.
+#[derive(Clone, Debug)]
+pub struct ProcEntry {
+    /// 1-based position among the entries (`pent_id` in `show pent`).
+    pub pent_id: u32,
+    /// The program watched: matched against /proc/PID/exe (or argv[0]).
+    pub pname: PathBuf,
+    pub restart_script: PathBuf,
+    pub script_pos: Pos,
+    /// How many restart attempts before the retry-over action.
+    pub retry_limit: u32,
+    pub pidfile: Option<PathBuf>,
+    pub settings: EntrySettings,
+    pub stall: Option<StallCheck>,
+    pub line: usize,
+}
+
+/// The three stall-check kinds (seed 3.3, 3.5, 4.2-4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StallKind {
+    /// `_bi_webserv`: HTTP HEAD.
+    Web,
+    /// `_bi_webservs`: HTTP HEAD over TLS.
+    Ssl,
+    /// `_bi_socket`: TCP connect.
+    Socket,
+}
+
+impl StallKind {
+    /// The tag `show pent` prints: `stall_chk (web)`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Ssl => "ssl",
+            Self::Socket => "skt",
+        }
+    }
+}
+
+/// A stall check block, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StallCheck {
+    pub kind: StallKind,
+    /// The block's name as written (`_bi_webserv`, `_bi_websevr`, ...).
+    pub block_name: String,
+    pub pos: Pos,
+    /// Seconds between probes (>= 10, default 60).
+    pub interval: Duration,
+    /// Retry-over time: probes failing this long mean a stall (>= interval, default 600).
+    pub duration: Duration,
+    pub port: u16,
+    /// Host to probe (default localhost).
+    pub host: Option<String>,
+    /// HTTPS probe timeout (argv[3]).
+    pub probe_timeout: Option<Duration>,
+    /// HTTPS HEAD path (argv[4]).
+    pub path: Option<String>,
+    /// EXEC error: after a stall was detected, stop stall-watching this process.
+    pub stop_after_detect: bool,
+    /// ACTION error: when the kill fails, run the entry's retry-over action.
+    pub retry_over_on_kill_failure: bool,
+}

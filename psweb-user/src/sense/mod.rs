@@ -1,0 +1,10 @@
+//! Where evidence comes from. Each source degrades on its own.
+//!
+//! - `procfs`: process identity (pid + start time), zombie state, adoption by pidfile
+//!   or by executable, the processes of a service (session / process group).
+//! - `pidfd`: a watched process held by pidfd; readable the moment it exits.
+//! - `ebpf`: the kernel's own exit and accept-queue-overflow events.
+
+pub mod ebpf;
+pub mod pidfd;
+pub mod procfs;

@@ -1,0 +1,210 @@
+//! padmin against a real pcheck: show pent, stop/start, shutdown, who may connect,
+//! and a bad pfile that starts nothing.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn started(sb: &Sandbox, port: u16) -> Pcheck {
+    let (script, pidfile) = sb.demo_script("web", port, 0);
+    let pfile = sb.pfile(&format!(
+        "retry_over_action = exit\n{DEMO} {} 2 pidfile={}\n_bi_webserv {{\n    PS_INIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0\n    PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:\n                   DIRECT:-:60:0:2:600:{port}\n    PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:-:1:0\n    PS_QUIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0\n}}\n",
+        script.display(),
+        pidfile.display()
+    ));
+    let mut pc = Pcheck::start(sb, &pfile, &[]);
+    pc.wait_for("Started Process", T);
+    pc
+}
+
+#[test]
+fn show_pent_prints_the_seed_block() {
+    if !root_or_skip("show_pent_prints_the_seed_block") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let pc = started(&sb, free_port());
+    let pid = pid_of(&pc.entry(1));
+    let out = pc.padmin(&["-c", "show pent"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "pname                = {DEMO}\n\
+         pid                  = {pid}\n\
+         retry_count          = 0\n\
+         restart_count        = 0\n\
+         proc_sts             = AVAIL\n\
+         stall_chk (web)      = INIT\n\
+         retry_over_act       = exit\n\
+         rerun_time           = -----\n\
+         pent_id              = 1\n\
+         monitor_sts          = on\n"
+    );
+    assert_eq!(text, expected);
+    // The seed's spelling of the command as separate words works too.
+    let out = pc.padmin(&["-c", "show", "pent"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn stop_and_start_turn_monitoring_off_and_on() {
+    if !root_or_skip("stop_and_start") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let mut pc = started(&sb, port);
+    let out = pc.padmin(&["-c", "stop", "-n", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pc.entry(1)["monitor_sts"], "off");
+    kill(pid_of(&pc.entry(1)), libc::SIGKILL);
+    pc.wait_for("not restarting", T);
+    let e = pc.entry(1);
+    assert_eq!(e["proc_sts"], "UNAVAIL");
+    assert_eq!(sb.runs("web"), 1, "not restarted while monitoring is off");
+    let out = pc.padmin(&["-c", "start", "-n", "1"]);
+    assert!(out.status.success());
+    pc.wait_for("Restarted Process", T);
+    let e = pc.entry(1);
+    assert_eq!(
+        (e["monitor_sts"].as_str(), e["proc_sts"].as_str()),
+        (Some("on"), Some("AVAIL"))
+    );
+    assert!(http_ok(port));
+    // An unknown pent_id is a clear error.
+    let out = pc.padmin(&["-c", "stop", "-n", "9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no process entry with pent_id 9"));
+}
+
+#[test]
+fn shutdown_ends_pcheck_and_leaves_the_server_running() {
+    if !root_or_skip("shutdown") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let mut pc = started(&sb, port);
+    let out = pc.padmin(&["-c", "shutdown"]);
+    assert!(out.status.success());
+    assert_eq!(pc.wait_exit(T), Some(0));
+    assert!(
+        http_ok(port),
+        "ending pcheck does not stop the watched server"
+    );
+    let out = pc.padmin(&["-c", "show pent"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pcheck is running"));
+}
+
+#[test]
+fn non_root_peer_is_refused() {
+    if !root_or_skip("non_root_peer_is_refused") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let mut pc = started(&sb, free_port());
+    let nobody = 65534;
+    // The socket is 0600: the file system refuses first.
+    let out = padmin_as(&sb.run_dir(), &pc.pfile, &["-c", "show pent"], Some(nobody));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+    // Even if someone loosens the socket's mode, pcheck checks the peer's uid.
+    let sock = std::fs::read_dir(sb.run_dir())
+        .expect("run dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "sock"))
+        .expect("socket");
+    let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is created 0600");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = padmin_as(&sb.run_dir(), &pc.pfile, &["-c", "shutdown"], Some(nobody));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("uid 65534 may not control"),
+        "{out:?}"
+    );
+    pc.wait_for("refused uid 65534", T);
+    assert!(
+        pc.child.try_wait().expect("try_wait").is_none(),
+        "the refused shutdown did nothing"
+    );
+}
+
+#[test]
+fn bad_pfile_starts_nothing() {
+    let sb = Sandbox::new();
+    let (script, _) = sb.demo_script("web", free_port(), 0);
+    let pfile = sb.pfile(&format!("{DEMO} {} 3 colour=blue\n", script.display()));
+    let out = Command::new(PCHECK)
+        .arg("-f")
+        .arg(&pfile)
+        .args(["--syslog", "none"])
+        .env("PSWEB_RUN_DIR", sb.run_dir())
+        .output()
+        .expect("run pcheck");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let col = DEMO.len() + 1 + script.display().to_string().len() + 4;
+    assert!(
+        err.contains(&format!(
+            "{}:1:{col}: unknown entry setting \"colour\"",
+            pfile.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(sb.runs("web"), 0, "nothing started");
+    // --check says the same and also starts nothing.
+    let out = Command::new(PCHECK)
+        .arg("--check")
+        .arg("-f")
+        .arg(&pfile)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(sb.runs("web"), 0);
+}
+
+#[test]
+fn check_accepts_a_good_pfile_and_flags_a_missing_script() {
+    let sb = Sandbox::new();
+    let (script, _) = sb.demo_script("web", free_port(), 0);
+    let good = sb.pfile(&format!("{DEMO} {} 3\n", script.display()));
+    let out = Command::new(PCHECK)
+        .arg("--check")
+        .arg("-f")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 process entry, 0 stall checks)"));
+    std::fs::write(
+        &good,
+        format!("{DEMO} {}/missing.rc 3\n", sb.path().display()),
+    )
+    .expect("write");
+    let out = Command::new(PCHECK)
+        .arg("--check")
+        .arg("-f")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(":1:{}: restart script", DEMO.len() + 2)),
+        "{err}"
+    );
+}

@@ -1,0 +1,45 @@
+//! Developer tasks: `cargo xtask <build-ebpf | run | test | bench>`.
+//!
+//! Each task installs what it needs (apt packages, rust-src, bpf-linker) on a fresh
+//! machine and says what it is doing, so that a newcomer needs only the command.
+
+mod ebpf;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build-ebpf [--release]   build the eBPF object (installs nightly rust-src and bpf-linker if missing)
+  run                      build everything, then run pcheck in the foreground on the demo pfile
+  test                     install what the tests need, build, run every test
+  bench                    run the benchmarks; prints a table, writes JSON under target/bench/
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "build-ebpf" => ebpf::build(rest.iter().any(|a| a == "--release")).map(|_| ()),
+        "run" => util::run_demo(rest),
+        "test" => util::test(rest),
+        "bench" => util::bench(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

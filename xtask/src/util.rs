@@ -1,0 +1,123 @@
+//! `run`, `test` and `bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (xtask's parent directory).
+pub fn root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .map_or_else(|| here.to_path_buf(), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace root; Err names it when it fails.
+pub fn sh(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: running {cmd:?}");
+    let st = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({st})"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `cargo xtask test`: everything the tests need, then every test.
+pub fn test(args: &[String]) -> Result<(), String> {
+    let obj = crate::ebpf::build(false)?;
+    sh(cargo().args(["build", "--workspace", "--bins"]))?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
+        .env("PSWEB_BPF_OBJECT", &obj);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    sh(&mut cmd)
+}
+
+/// `cargo xtask run [--port N]`: pcheck in the foreground watching the demo server.
+pub fn run_demo(args: &[String]) -> Result<(), String> {
+    let port = match args {
+        [] => 8080,
+        [flag, p] if flag == "--port" => p.parse().map_err(|e| format!("--port: {e}"))?,
+        _ => return Err("usage: cargo xtask run [--port N]".into()),
+    };
+    let obj = crate::ebpf::build(false);
+    if let Err(e) = &obj {
+        eprintln!(
+            "xtask: the eBPF object could not be built ({e}); pcheck will say what it uses instead"
+        );
+    }
+    sh(cargo().args(["build", "-p", "psweb", "--bins"]))?;
+    let root = root();
+    let bin = root.join("target/debug");
+    let dir = root.join("target/demo");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let demo = bin.join("psweb-demo-httpd");
+    let fill = |t: &str| {
+        t.replace("@DEMO@", &demo.display().to_string())
+            .replace("@DIR@", &dir.display().to_string())
+            .replace("@PORT@", &port.to_string())
+    };
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).map_err(|e| format!("{p}: {e}"));
+    let pfile = dir.join("pfile");
+    let rc = dir.join("demo-httpd.rc");
+    std::fs::write(&pfile, fill(&read("pfiles/demo/pfile.in")?)).map_err(|e| e.to_string())?;
+    std::fs::write(&rc, fill(&read("pfiles/demo/demo-httpd.rc.in")?)).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+
+    let mut cmd = Command::new(bin.join("pcheck"));
+    cmd.arg("-f").arg(&pfile);
+    if let Ok(o) = &obj {
+        cmd.arg("--bpf-object").arg(o);
+    }
+    if !is_root() {
+        cmd.env("PSWEB_RUN_DIR", dir.join("run"));
+    }
+    let padmin = bin.join("padmin");
+    eprintln!(
+        "\nxtask: pcheck watches the demo server on http://127.0.0.1:{port}/ (Ctrl-C ends both).\n\
+         Try, in another terminal:\n  {padmin} -f {pf} -c show pent\n  kill -9 $(cat {dir}/demo-httpd.pid)\n  {padmin} -f {pf} -c show pent\n",
+        padmin = padmin.display(),
+        pf = pfile.display(),
+        dir = dir.display()
+    );
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start pcheck: {e}"))?;
+    // Ctrl-C reaches pcheck (same process group); xtask stays to clean up after it.
+    // SAFETY: setting a signal disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let st = child.wait().map_err(|e| e.to_string())?;
+    if let Some(pid) = std::fs::read_to_string(dir.join("demo-httpd.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // The demo server leads its own session: end it and its workers.
+        // SAFETY: plain kill of a process group.
+        unsafe { libc::kill(-pid, libc::SIGTERM) };
+        eprintln!("xtask: stopped the demo server (pid {pid})");
+    }
+    if st.success() || st.code().is_none() {
+        Ok(())
+    } else {
+        Err(format!("pcheck ended with {st}"))
+    }
+}
+
+pub fn bench(_args: &[String]) -> Result<(), String> {
+    Err("the benchmarks are not written yet (issue 3)".into())
+}
