@@ -57,6 +57,14 @@ fn kill9_restarts(mode: &str) {
     assert!(detect < Duration::from_secs(5), "sanity bound");
 }
 
+/// With the eBPF program loaded, the kernel's exit event is the evidence.
+#[test]
+fn kill9_restarts_ebpf() {
+    if root_or_skip("kill9_restarts_ebpf") && bpf_object_or_skip("kill9_restarts_ebpf") {
+        kill9_restarts("ebpf");
+    }
+}
+
 #[test]
 fn kill9_restarts_pidfd() {
     if root_or_skip("kill9_restarts_pidfd") {

@@ -473,6 +473,7 @@ fn final_ack_overflow_reported_as_such() {
             let rc = unsafe { libc::send(s.as_raw_fd(), b"x".as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
             check(rc as libc::c_int, "send");
         }
+        let send_time = t_send.elapsed();
         let deadline = Instant::now() + EVENT_TIMEOUT;
         let mut seen = Vec::new();
         loop {
@@ -503,6 +504,24 @@ fn final_ack_overflow_reported_as_such() {
                 None => panic!("no FinalAck overflow for port {port}; saw {seen:?}"),
             }
         }
+        // The 6 dropped segments fall within one rate-limit window (10 ms) unless sending
+        // was slow: count the FinalAck events, stopping at a sentinel exit (FIFO order).
+        let mut sentinel = spawn_sleeper();
+        ke.watch_pid(sentinel.id()).unwrap();
+        sigkill(&sentinel);
+        let mut final_acks = 1;
+        loop {
+            match next_event(&mut rx, EVENT_TIMEOUT).await {
+                Some(KernelEvent::Exit { tgid, .. }) if tgid == sentinel.id() => break,
+                Some(KernelEvent::Overflow { path: OverflowPath::FinalAck, .. }) => final_acks += 1,
+                Some(other) => seen.push(other),
+                None => panic!("the sentinel's exit never arrived"),
+            }
+        }
+        let _ = sentinel.wait();
+        let allowed = 1 + (send_time.as_nanos() / 10_000_000) as usize;
+        println!("{test}: {final_acks} FinalAck event(s) for 6 drops sent in {send_time:?}");
+        assert!(final_acks <= allowed, "{final_acks} FinalAck events: rate limit not applied");
         for ev in &seen {
             assert!(matches!(ev, KernelEvent::Overflow { port: p, .. } if *p == port), "{ev:?}");
         }

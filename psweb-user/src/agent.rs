@@ -2,14 +2,14 @@
 //! in their own tasks and report back through one channel. Evidence -> core -> actions.
 
 use crate::act::{self, kill::ServiceId};
-use crate::admin::{server::Call, server::Control, PentView, Request, Response};
+use crate::admin::{server::Call, server::Control, KernelView, PentView, PortView, Request, Response};
 use crate::core::{Action, DeathKind, Entry, Evidence, Source, WatchId};
 use crate::pfile::{EvidenceMode, Pfile, ProcEntry};
 use crate::report::{format_local, Logger};
-use crate::sense::ebpf::{self, KernelEvent, KernelEvidence};
+use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport, OverflowPath};
 use crate::sense::pidfd::{self, PidFd};
 use crate::sense::procfs::{self, Liveness};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,6 +31,40 @@ pub struct Options {
 enum Msg {
     Evidence(usize, Evidence),
     Started(usize, act::restart::Started),
+    /// sock_diag found a watched port's accept queue full: (port, depth, limit).
+    QueueFull(u16, u32, u32),
+}
+
+/// Accept-queue evidence gathered for one watched port.
+#[derive(Clone, Debug, Default)]
+struct PortStats {
+    syn: u64,
+    final_ack: u64,
+    full_polls: u64,
+    backlog: u32,
+    max_backlog: u32,
+    last: Option<SystemTime>,
+    last_logged: Option<Instant>,
+    source: &'static str,
+}
+
+impl PortStats {
+    /// Records one piece of overflow evidence; returns true when it should be logged
+    /// (at most once per port every 10 s, so a storm cannot flood syslog).
+    fn record(&mut self, backlog: u32, max_backlog: u32, source: &'static str) -> bool {
+        self.backlog = backlog;
+        self.max_backlog = max_backlog;
+        self.last = Some(SystemTime::now());
+        self.source = source;
+        let now = Instant::now();
+        let log = self
+            .last_logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10));
+        if log {
+            self.last_logged = Some(now);
+        }
+        log
+    }
 }
 
 struct Slot {
@@ -74,7 +108,32 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (ktx, mut krx) = mpsc::unbounded_channel::<KernelEvent>();
     let wanted = opts.evidence.unwrap_or(pfile.globals.evidence);
-    let (mode, mut kernel) = choose_mode(wanted, opts.bpf_object.as_deref(), ktx, &log)?;
+    let (mode, mut kernel, load_report) = choose_mode(wanted, opts.bpf_object.as_deref(), ktx, &log)?;
+
+    // Accept-queue evidence for every stall-check port: from the kernel program where
+    // it serves the SYN path, else from sock_diag polling.
+    let mut ports: BTreeMap<u16, PortStats> = pfile
+        .entries
+        .iter()
+        .filter_map(|e| e.stall.as_ref().map(|s| (s.port, PortStats::default())))
+        .collect();
+    let kernel_serves_syn = load_report
+        .as_ref()
+        .is_some_and(|r| r.serves(ebpf::EVIDENCE_OVERFLOW_SYN));
+    if let Some(k) = kernel.as_mut() {
+        for port in ports.keys() {
+            if let Err(e) = k.watch_port(*port) {
+                log.warn(&format!("eBPF: cannot watch port {port}: {e}"));
+            }
+        }
+    }
+    if !ports.is_empty() && !kernel_serves_syn {
+        log.warn(&format!(
+            "accept-queue evidence for ports {:?} from sock_diag polling every second (the kernel program does not serve it)",
+            ports.keys().collect::<Vec<_>>()
+        ));
+        spawn_queue_poller(ports.keys().copied().collect(), tx.clone());
+    }
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
     log.info(&format!(
@@ -132,6 +191,15 @@ pub async fn run(opts: Options) -> Result<u8, String> {
             Some(msg) = rx.recv() => {
                 let (idx, ev) = match msg {
                     Msg::Evidence(idx, ev) => (idx, ev),
+                    Msg::QueueFull(port, depth, limit) => {
+                        if let Some(st) = ports.get_mut(&port) {
+                            st.full_polls += 1;
+                            if st.record(depth, limit, "sock_diag") {
+                                log.warn(&format!("Accept Queue Full: port= {port} depth= {depth}/{limit} (evidence: sock_diag)"));
+                            }
+                        }
+                        continue;
+                    }
                     Msg::Started(idx, started) => {
                         let st = started.stat;
                         if let Some(slot) = slots.get_mut(idx) {
@@ -145,9 +213,21 @@ pub async fn run(opts: Options) -> Result<u8, String> {
                 }
             }
             Some(kev) = krx.recv() => {
+                if let KernelEvent::Overflow { port, path, backlog, max_backlog, .. } = kev {
+                    if let Some(st) = ports.get_mut(&port) {
+                        let which = match path {
+                            OverflowPath::Syn => { st.syn += 1; "syn" }
+                            OverflowPath::FinalAck => { st.final_ack += 1; "final ack" }
+                        };
+                        if st.record(backlog, max_backlog, "ebpf") {
+                            log.warn(&format!("Accept Queue Overflow: port= {port} depth= {backlog}/{max_backlog} (evidence: ebpf, {which} path)"));
+                        }
+                    }
+                }
                 if let KernelEvent::Exit { tgid, exit_code, .. } = kev {
                     let Ok(pid) = i32::try_from(tgid) else { continue };
                     let Some(&idx) = by_tgid.get(&pid) else { continue };
+                    if slots[idx].core.pid != Some(pid) { continue }
                     let Some(watch) = slots[idx].core.watch_id() else { continue };
                     let sig = (exit_code & 0x7f) as i32;
                     let how = if sig != 0 { DeathKind::Signaled(sig) } else { DeathKind::Exited(((exit_code >> 8) & 0xff) as i32) };
@@ -162,6 +242,10 @@ pub async fn run(opts: Options) -> Result<u8, String> {
                     Request::ShowPent => {
                         let entries = slots.iter().map(|s| view(s, mode, anchor)).collect();
                         let _ = reply.send(Response { ok: true, entries, ..Response::default() });
+                    }
+                    Request::ShowKernel => {
+                        let kv = kernel_view(mode, load_report.as_ref(), &ports, kernel_serves_syn);
+                        let _ = reply.send(Response { ok: true, kernel: Some(kv), ..Response::default() });
                     }
                     Request::Shutdown => {
                         log.info("pcheck shutdown: requested by padmin");
@@ -213,11 +297,11 @@ fn choose_mode(
     object: Option<&std::path::Path>,
     ktx: mpsc::UnboundedSender<KernelEvent>,
     log: &Logger,
-) -> Result<(Mode, Option<KernelEvidence>), String> {
+) -> Result<(Mode, Option<KernelEvidence>, Option<LoadReport>), String> {
     let pidfd_ok = pidfd::available();
     match wanted {
-        EvidenceMode::Procfs => return Ok((Mode::Procfs, None)),
-        EvidenceMode::Pidfd if pidfd_ok => return Ok((Mode::Pidfd, None)),
+        EvidenceMode::Procfs => return Ok((Mode::Procfs, None, None)),
+        EvidenceMode::Pidfd if pidfd_ok => return Ok((Mode::Pidfd, None, None)),
         EvidenceMode::Pidfd => {
             return Err("evidence=pidfd: this kernel has no pidfd_open (Linux 5.3+)".into())
         }
@@ -246,7 +330,10 @@ fn choose_mode(
                 report.load_attach.as_micros(),
                 hooks.join("; ")
             ));
-            Ok((Mode::Ebpf, Some(k)))
+            for (what, why) in &report.unavailable {
+                log.warn(&format!("eBPF: no hook for {what}: {why}"));
+            }
+            Ok((Mode::Ebpf, Some(k), Some(report)))
         }
         Err(why) if wanted == EvidenceMode::Ebpf => Err(format!("evidence=ebpf: {why}")),
         Err(why) => {
@@ -256,9 +343,9 @@ fn choose_mode(
                 _ => "/proc polling (same verdicts, detection within the poll interval)",
             };
             log.warn(&format!(
-                "eBPF evidence unavailable: {why}; death evidence now from {replacement}"
+                "eBPF evidence unavailable: {why}; death evidence now from {replacement}, accept-queue evidence from sock_diag polling"
             ));
-            Ok((fallback, None))
+            Ok((fallback, None, None))
         }
     }
 }
@@ -345,9 +432,11 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
             },
         ));
     };
+    // Opened now, before the caller logs that the process is watched.
+    let pidfd = (mode != Mode::Procfs).then(|| PidFd::open(pid));
     tokio::spawn(async move {
-        if mode != Mode::Procfs {
-            match PidFd::open(pid) {
+        if let Some(opened) = pidfd {
+            match opened {
                 Ok(fd) => {
                     // The pidfd now pins this process; make sure it is the one we found
                     // (the pid could have been recycled between finding and opening).
@@ -461,16 +550,73 @@ async fn wait_port_free(port: u16, wait: Duration, log: &Logger, pent_id: u32) {
     }
 }
 
+/// Polls sock_diag once a second for the watched ports; reports full queues.
+fn spawn_queue_poller(ports: Vec<u16>, tx: mpsc::UnboundedSender<Msg>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(all) = crate::sense::sockdiag::listeners() else { continue };
+            for port in &ports {
+                if let Some(l) = all.iter().filter(|l| l.port == *port).max_by_key(|l| l.depth) {
+                    // The kernel's own test (sk_acceptq_is_full): depth > limit.
+                    if l.depth > l.limit && tx.send(Msg::QueueFull(*port, l.depth, l.limit)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn local_time(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_local(secs, "%Y/%m/%d %H:%M:%S")
+}
+
+fn kernel_view(
+    mode: Mode,
+    report: Option<&LoadReport>,
+    ports: &BTreeMap<u16, PortStats>,
+    kernel_serves_syn: bool,
+) -> KernelView {
+    let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
+    if mode != Mode::Ebpf {
+        let death = if mode == Mode::Pidfd { "pidfd readiness" } else { "/proc polling" };
+        hooks.push((ebpf::EVIDENCE_EXIT.to_string(), death.to_string()));
+    }
+    if !kernel_serves_syn {
+        hooks.push(("accept-queue full".to_string(), "sock_diag polling, every 1 s".to_string()));
+    }
+    KernelView {
+        death_evidence: mode.name().to_string(),
+        load_attach_us: report.map(|r| u64::try_from(r.load_attach.as_micros()).unwrap_or(u64::MAX)),
+        hooks,
+        ports: ports
+            .iter()
+            .map(|(port, st)| PortView {
+                port: *port,
+                syn_overflows: st.syn,
+                final_ack_overflows: st.final_ack,
+                full_polls: st.full_polls,
+                backlog: st.backlog,
+                max_backlog: st.max_backlog,
+                last_seen: st.last.map(local_time),
+                source: if kernel_serves_syn { "ebpf" } else { "sock_diag" }.to_string(),
+            })
+            .collect(),
+    }
+}
+
 fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentView {
     let c = &s.core;
-    let rerun_time = c.rerun_at.map(|at| {
-        let wall = anchor.1 + at.saturating_duration_since(anchor.0);
-        let secs = wall
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format_local(secs, "%Y/%m/%d %H:%M:%S")
-    });
+    let rerun_time = c
+        .rerun_at
+        .map(|at| local_time(anchor.1 + at.saturating_duration_since(anchor.0)));
     PentView {
         pname: c.pname.clone(),
         pid: c.pid,

@@ -25,6 +25,20 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// True when pcheck can find the built eBPF object (PSWEB_BPF_OBJECT, as
+/// `cargo xtask test` sets it, or target/debug/psweb.bpf.o); otherwise prints why
+/// the test is skipped.
+pub fn bpf_object_or_skip(test: &str) -> bool {
+    let p = std::env::var_os("PSWEB_BPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(PCHECK).with_file_name("psweb.bpf.o"));
+    if p.exists() {
+        return true;
+    }
+    println!("SKIPPED {test}: no eBPF object at {} (run `cargo xtask build-ebpf`, or the tests through `cargo xtask test`)", p.display());
+    false
+}
+
 /// A test's own directory; on drop, every process whose command line names it is
 /// killed.
 pub struct Sandbox {
@@ -217,6 +231,13 @@ impl Pcheck {
                     self.seen.join("\n")
                 ),
             }
+        }
+    }
+
+    /// Moves every line logged so far into `seen`.
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
         }
     }
 

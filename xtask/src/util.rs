@@ -118,6 +118,11 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// `cargo xtask bench`: the benchmark programs; each prints a table and writes JSON
+/// under target/bench/.
 pub fn bench(_args: &[String]) -> Result<(), String> {
-    Err("the benchmarks are not written yet (issue 3)".into())
+    let obj = crate::ebpf::build(false)?;
+    sh(cargo()
+        .args(["bench", "-p", "psweb", "--bench", "death"])
+        .env("PSWEB_BPF_OBJECT", &obj))
 }

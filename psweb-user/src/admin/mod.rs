@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     ShowPent,
+    ShowKernel,
     Shutdown,
     Stop { pent_id: u32 },
     Start { pent_id: u32 },
@@ -27,6 +28,64 @@ pub struct Response {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<PentView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelView>,
+}
+
+/// `show kernel`: where evidence comes from, and what the kernel said of each
+/// watched port's accept queue.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct KernelView {
+    /// Death evidence in use: ebpf, pidfd or procfs.
+    pub death_evidence: String,
+    /// Load + attach time of the eBPF programs, when loaded.
+    pub load_attach_us: Option<u64>,
+    /// (evidence kind, what serves it).
+    pub hooks: Vec<(String, String)>,
+    pub ports: Vec<PortView>,
+}
+
+/// Accept-queue evidence for one watched port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct PortView {
+    pub port: u16,
+    /// Overflows seen on the SYN path (queue full where a connection is queued).
+    pub syn_overflows: u64,
+    /// Overflows seen on the final-ACK path (kfree_skb TCP_LISTEN_OVERFLOW).
+    pub final_ack_overflows: u64,
+    /// sock_diag polls that found the queue full (when eBPF does not serve this).
+    pub full_polls: u64,
+    /// Queue depth and limit at the last evidence.
+    pub backlog: u32,
+    pub max_backlog: u32,
+    /// Local time of the last evidence.
+    pub last_seen: Option<String>,
+    /// ebpf or sock_diag.
+    pub source: String,
+}
+
+impl KernelView {
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<21}= {v}\n"));
+        line("death_evidence", &self.death_evidence);
+        if let Some(us) = self.load_attach_us {
+            line("load_attach", &format!("{:.1} ms", us as f64 / 1000.0));
+        }
+        for (what, hook) in &self.hooks {
+            line("hook", &format!("{what}: {hook}"));
+        }
+        for p in &self.ports {
+            line("port", &p.port.to_string());
+            line("  source", &p.source);
+            line("  overflows (syn)", &p.syn_overflows.to_string());
+            line("  overflows (ack)", &p.final_ack_overflows.to_string());
+            line("  full_polls", &p.full_polls.to_string());
+            line("  accept_queue", &format!("{}/{}", p.backlog, p.max_backlog));
+            line("  last_seen", p.last_seen.as_deref().unwrap_or("-----"));
+        }
+        s
+    }
 }
 
 impl Response {
@@ -163,6 +222,7 @@ monitor_sts          = on
     fn requests_round_trip() {
         for r in [
             Request::ShowPent,
+            Request::ShowKernel,
             Request::Shutdown,
             Request::Stop { pent_id: 2 },
             Request::Start { pent_id: 1 },

@@ -4,6 +4,7 @@
 //! serves from worker processes that share the listening socket.
 //!
 //! usage: psweb-demo-httpd --port P [--bind ADDR] [--pidfile F] [--workers N] [--daemon]
+//!        [--backlog N]     (listen(2) backlog; default 128)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +16,7 @@ struct Args {
     pidfile: Option<String>,
     workers: u32,
     daemon: bool,
+    backlog: i32,
 }
 
 fn parse() -> Result<Args, String> {
@@ -24,6 +26,7 @@ fn parse() -> Result<Args, String> {
         pidfile: None,
         workers: 0,
         daemon: false,
+        backlog: 128,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -34,6 +37,7 @@ fn parse() -> Result<Args, String> {
             "--pidfile" => a.pidfile = Some(val()?),
             "--workers" => a.workers = val()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--daemon" => a.daemon = true,
+            "--backlog" => a.backlog = val()?.parse().map_err(|e| format!("--backlog: {e}"))?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind((args.bind.as_str(), args.port)) {
+    let listener = match listen(&args.bind, args.port, args.backlog) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -120,6 +124,42 @@ fn main() -> ExitCode {
         if unsafe { libc::wait(&mut status) } < 0 {
             std::thread::park();
         }
+    }
+}
+
+/// socket + SO_REUSEADDR + bind + listen(backlog): std's TcpListener has no backlog.
+fn listen(bind: &str, port: u16, backlog: i32) -> std::io::Result<TcpListener> {
+    use std::os::fd::FromRawFd;
+    let ip: std::net::Ipv4Addr = bind
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{bind}: {e}")))?;
+    // SAFETY: plain socket calls on a fresh fd, checked one by one.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let listener = TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0
+            || libc::listen(fd, backlog) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(listener)
     }
 }
 

@@ -16,7 +16,7 @@ struct Args {
     /// The pfile pcheck was started with.
     #[arg(short = 'f', long = "file", value_name = "PFILE")]
     pfile: PathBuf,
-    /// The command: "show pent", "shutdown", "stop" or "start" (the last two with -n).
+    /// The command: "show pent", "show kernel", "shutdown", "stop" or "start" (the last two with -n).
     #[arg(short = 'c', long = "command", num_args = 1.., value_name = "COMMAND", required = true)]
     command: Vec<String>,
     /// pent_id of the entry for stop / start.
@@ -50,6 +50,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     };
     let req = match words.as_slice() {
         ["show", "pent"] => Request::ShowPent,
+        ["show", "kernel"] => Request::ShowKernel,
         ["shutdown"] => Request::Shutdown,
         ["stop"] => Request::Stop {
             pent_id: need_id("stop")?,
@@ -59,7 +60,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         },
         _ => {
             return Err(format!(
-                "unknown command {:?}; expected \"show pent\", shutdown, stop or start",
+                "unknown command {:?}; expected \"show pent\", \"show kernel\", shutdown, stop or start",
                 words.join(" ")
             ))
         }
@@ -106,6 +107,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 .as_deref()
                 .unwrap_or("pcheck refused the command")
         );
+    } else if let Some(k) = &resp.kernel {
+        print!("{}", k.to_text());
     } else if let Some(m) = &resp.message {
         println!("{m}");
     } else {

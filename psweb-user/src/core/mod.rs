@@ -239,6 +239,8 @@ impl Entry {
                 self.next_watch += 1;
                 let watch = self.next_watch;
                 self.watch = Some(watch);
+                // Watch first: once the line is logged, the process is watched.
+                out.push(Action::Watch { watch, pid });
                 out.push(Action::Log(
                     Level::Info,
                     format!(
@@ -246,7 +248,6 @@ impl Entry {
                         self.pname, self.pent_id
                     ),
                 ));
-                out.push(Action::Watch { watch, pid });
             }
             Evidence::NotRunning => {
                 if self.proc_sts != ProcSts::Init {

@@ -22,7 +22,7 @@ fn cfg(retry_limit: u32, act: RetryOverAction) -> ProcEntry {
 
 fn running(e: &mut Entry, pid: i32, t: Instant) -> WatchId {
     let acts = e.on(Evidence::Running { pid, adopted: true }, t);
-    match acts.last() {
+    match acts.first() {
         Some(Action::Watch { watch, pid: p }) if *p == pid => *watch,
         other => panic!("expected a Watch action, got {other:?}"),
     }

@@ -938,6 +938,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_evidence_is_send() {
+        fn send<T: Send>() {}
+        send::<KernelEvidence>();
+    }
+
+    #[test]
     fn decode_rejects_short_and_unknown_records() {
         assert_eq!(decode(&[0u8; 8]), None);
         let ev = Event {

@@ -8,3 +8,4 @@
 pub mod ebpf;
 pub mod pidfd;
 pub mod procfs;
+pub mod sockdiag;

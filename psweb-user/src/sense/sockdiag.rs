@@ -1,0 +1,140 @@
+//! sock_diag (NETLINK_SOCK_DIAG, as `ss -ltn` uses): the accept-queue depth and
+//! limit of each TCP listener. For a LISTEN socket the kernel reports
+//! `idiag_rqueue` = sk_ack_backlog (connections waiting for accept) and
+//! `idiag_wqueue` = sk_max_ack_backlog (the limit).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const TCP_LISTEN: u32 = 10;
+const NLMSG_HDR: usize = 16;
+const DIAG_MSG: usize = 72;
+
+/// One listener's accept queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub port: u16,
+    pub depth: u32,
+    pub limit: u32,
+}
+
+/// Every TCP listener (IPv4 and IPv6) with its accept queue.
+pub fn listeners() -> io::Result<Vec<Listener>> {
+    let mut out = dump(libc::AF_INET as u8)?;
+    out.extend(dump(libc::AF_INET6 as u8)?);
+    Ok(out)
+}
+
+/// The fullest listener on `port`: (depth, limit).
+pub fn accept_queue(port: u16) -> io::Result<Option<(u32, u32)>> {
+    Ok(listeners()?
+        .into_iter()
+        .filter(|l| l.port == port)
+        .max_by_key(|l| l.depth)
+        .map(|l| (l.depth, l.limit)))
+}
+
+fn dump(family: u8) -> io::Result<Vec<Listener>> {
+    // SAFETY: socket(2) with constant arguments; the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+
+    let mut req = [0u8; NLMSG_HDR + 56];
+    let len = req.len() as u32;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[NLMSG_HDR] = family;
+    req[NLMSG_HDR + 1] = libc::IPPROTO_TCP as u8;
+    req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    // SAFETY: sending our own buffer on our own socket (kernel as destination).
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: valid buffer, valid sockaddr of the right size.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: reading into our own buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        let mut off = 0;
+        while off + NLMSG_HDR <= n {
+            let h = &buf[off..];
+            let mlen = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let mtype = u16::from_ne_bytes([h[4], h[5]]);
+            if mlen < NLMSG_HDR || off + mlen > n {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink message"));
+            }
+            match mtype {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let errno = i32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+                SOCK_DIAG_BY_FAMILY if mlen >= NLMSG_HDR + DIAG_MSG => {
+                    let m = &h[NLMSG_HDR..];
+                    let port = u16::from_be_bytes([m[4], m[5]]);
+                    let rq = u32::from_ne_bytes([m[56], m[57], m[58], m[59]]);
+                    let wq = u32::from_ne_bytes([m[60], m[61], m[62], m[63]]);
+                    out.push(Listener { port, depth: rq, limit: wq });
+                }
+                _ => {}
+            }
+            off += (mlen + 3) & !3;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn depth_and_limit_of_a_listener_that_never_accepts() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let (depth, limit) = accept_queue(port).expect("sock_diag").expect("the listener is seen");
+        assert_eq!(depth, 0);
+        assert!(limit >= 1, "the default backlog: {limit}");
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while accept_queue(port).ok().flatten().map(|q| q.0) != Some(1) {
+            assert!(Instant::now() < deadline, "the queued connection shows as depth 1");
+            std::thread::yield_now();
+        }
+        assert_eq!(accept_queue(1).expect("sock_diag"), None, "nothing listens on port 1");
+    }
+}
