@@ -11,7 +11,10 @@ fn setup(sb: &Sandbox, port: u16, mode: &str) -> (Pcheck, i32) {
     let pidfile = sb.file("web.pid");
     let script = sb.script(
         "web.rc",
-        &format!("exec {DEMO} --port {port} --backlog 1 --pidfile {} --daemon", pidfile.display()),
+        &format!(
+            "exec {DEMO} --port {port} --backlog 1 --pidfile {} --daemon",
+            pidfile.display()
+        ),
     );
     let pfile = sb.pfile(&format!(
         "{DEMO} {} 3 pidfile={}\n_bi_socket{{\n PS_INIT DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:0\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:60:-:2:600:{port}\n PS_ACTION DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:1:0\n}}\n",
@@ -35,7 +38,11 @@ fn fill(port: u16, pid: i32) -> Vec<TcpStream> {
 
 fn port_view(pc: &Pcheck, port: u16) -> serde_json::Value {
     let out = pc.padmin(&["-c", "show kernel", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     v["kernel"]["ports"]
         .as_array()
@@ -45,7 +52,8 @@ fn port_view(pc: &Pcheck, port: u16) -> serde_json::Value {
 
 #[test]
 fn overflow_on_a_watched_port_from_the_kernel() {
-    if !root_or_skip("overflow_from_the_kernel") || !bpf_object_or_skip("overflow_from_the_kernel") {
+    if !root_or_skip("overflow_from_the_kernel") || !bpf_object_or_skip("overflow_from_the_kernel")
+    {
         return;
     }
     let sb = Sandbox::new();
@@ -61,7 +69,10 @@ fn overflow_on_a_watched_port_from_the_kernel() {
     assert!(v["last_seen"].is_string());
     let text = String::from_utf8_lossy(&pc.padmin(&["-c", "show kernel"]).stdout).into_owned();
     assert!(text.contains("death_evidence       = ebpf"), "{text}");
-    assert!(text.contains(&format!("port                 = {port}")), "{text}");
+    assert!(
+        text.contains(&format!("port                 = {port}")),
+        "{text}"
+    );
     kill(pid, libc::SIGCONT);
 }
 

@@ -208,3 +208,57 @@ fn check_accepts_a_good_pfile_and_flags_a_missing_script() {
         "{err}"
     );
 }
+
+/// pcheck's lines reach syslog as glibc's syslog(3) would send them:
+/// `<PRI>Mmm dd hh:mm:ss pcheck[PID]: msg`, facility daemon.
+#[test]
+fn log_lines_reach_syslog_in_the_seed_format() {
+    if !root_or_skip("log_lines_reach_syslog") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let sock_path = sb.file("devlog");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind a syslog socket");
+    syslog.set_read_timeout(Some(T)).expect("timeout");
+    let port = free_port();
+    let (script, pidfile) = sb.demo_script("web", port, 0);
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ));
+    let mut child = Command::new(PCHECK)
+        .arg("-f")
+        .arg(&pfile)
+        .arg("--syslog")
+        .arg(&sock_path)
+        .arg("-q")
+        .env("PSWEB_RUN_DIR", sb.run_dir())
+        .spawn()
+        .expect("spawn pcheck");
+    let pid = child.id();
+    let mut buf = [0u8; 2048];
+    let started = loop {
+        let n = syslog
+            .recv(&mut buf)
+            .expect("a datagram before the timeout");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.contains("Started Process") {
+            break msg;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // <30> = daemon.info; then "Mmm dd hh:mm:ss pcheck[PID]: ".
+    assert!(started.starts_with("<30>"), "{started}");
+    let rest = &started[4..];
+    let stamp = &rest[..15];
+    assert_eq!(stamp.as_bytes()[3], b' ', "{stamp}");
+    assert_eq!((&stamp[9..10], &stamp[12..13]), (":", ":"), "{stamp}");
+    assert!(
+        rest[15..].starts_with(&format!(
+            " pcheck[{pid}]: Started Process: pname= {DEMO} pid= "
+        )),
+        "{started}"
+    );
+}

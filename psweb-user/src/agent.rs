@@ -2,7 +2,9 @@
 //! in their own tasks and report back through one channel. Evidence -> core -> actions.
 
 use crate::act::{self, kill::ServiceId};
-use crate::admin::{server::Call, server::Control, KernelView, PentView, PortView, Request, Response};
+use crate::admin::{
+    server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
+};
 use crate::core::{Action, DeathKind, Entry, Evidence, Source, WatchId};
 use crate::pfile::{EvidenceMode, Pfile, ProcEntry};
 use crate::report::{format_local, Logger};
@@ -108,7 +110,8 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (ktx, mut krx) = mpsc::unbounded_channel::<KernelEvent>();
     let wanted = opts.evidence.unwrap_or(pfile.globals.evidence);
-    let (mode, mut kernel, load_report) = choose_mode(wanted, opts.bpf_object.as_deref(), ktx, &log)?;
+    let (mode, mut kernel, load_report) =
+        choose_mode(wanted, opts.bpf_object.as_deref(), ktx, &log)?;
 
     // Accept-queue evidence for every stall-check port: from the kernel program where
     // it serves the SYN path, else from sock_diag polling.
@@ -557,11 +560,19 @@ fn spawn_queue_poller(ports: Vec<u16>, tx: mpsc::UnboundedSender<Msg>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Ok(all) = crate::sense::sockdiag::listeners() else { continue };
+            let Ok(all) = crate::sense::sockdiag::listeners() else {
+                continue;
+            };
             for port in &ports {
-                if let Some(l) = all.iter().filter(|l| l.port == *port).max_by_key(|l| l.depth) {
+                if let Some(l) = all
+                    .iter()
+                    .filter(|l| l.port == *port)
+                    .max_by_key(|l| l.depth)
+                {
                     // The kernel's own test (sk_acceptq_is_full): depth > limit.
-                    if l.depth > l.limit && tx.send(Msg::QueueFull(*port, l.depth, l.limit)).is_err() {
+                    if l.depth > l.limit
+                        && tx.send(Msg::QueueFull(*port, l.depth, l.limit)).is_err()
+                    {
                         return;
                     }
                 }
@@ -586,15 +597,23 @@ fn kernel_view(
 ) -> KernelView {
     let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
     if mode != Mode::Ebpf {
-        let death = if mode == Mode::Pidfd { "pidfd readiness" } else { "/proc polling" };
+        let death = if mode == Mode::Pidfd {
+            "pidfd readiness"
+        } else {
+            "/proc polling"
+        };
         hooks.push((ebpf::EVIDENCE_EXIT.to_string(), death.to_string()));
     }
     if !kernel_serves_syn {
-        hooks.push(("accept-queue full".to_string(), "sock_diag polling, every 1 s".to_string()));
+        hooks.push((
+            "accept-queue full".to_string(),
+            "sock_diag polling, every 1 s".to_string(),
+        ));
     }
     KernelView {
         death_evidence: mode.name().to_string(),
-        load_attach_us: report.map(|r| u64::try_from(r.load_attach.as_micros()).unwrap_or(u64::MAX)),
+        load_attach_us: report
+            .map(|r| u64::try_from(r.load_attach.as_micros()).unwrap_or(u64::MAX)),
         hooks,
         ports: ports
             .iter()
@@ -606,7 +625,12 @@ fn kernel_view(
                 backlog: st.backlog,
                 max_backlog: st.max_backlog,
                 last_seen: st.last.map(local_time),
-                source: if kernel_serves_syn { "ebpf" } else { "sock_diag" }.to_string(),
+                source: if kernel_serves_syn {
+                    "ebpf"
+                } else {
+                    "sock_diag"
+                }
+                .to_string(),
             })
             .collect(),
     }

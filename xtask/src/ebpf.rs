@@ -211,6 +211,10 @@ fn ensure_bpf_linker(major: u32) -> Result<PathBuf, String> {
             ));
         }
         run(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update (needs root)",
+        )?;
+        run(
             Command::new("apt-get").args(["install", "-y", &pkg]),
             &format!("apt-get install -y {pkg} (needs root; if the package is unknown, add apt.llvm.org's repository for LLVM {major})"),
         )?;
@@ -226,7 +230,8 @@ fn ensure_bpf_linker(major: u32) -> Result<PathBuf, String> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .args([
                 "install",
-                "bpf-linker",
+                // The version known to build against LLVM 22 here (TOOLCHAIN.md).
+                "bpf-linker@0.13.0",
                 "--locked",
                 "--no-default-features",
                 "--features",

@@ -81,7 +81,10 @@ impl KernelView {
             line("  overflows (syn)", &p.syn_overflows.to_string());
             line("  overflows (ack)", &p.final_ack_overflows.to_string());
             line("  full_polls", &p.full_polls.to_string());
-            line("  accept_queue", &format!("{}/{}", p.backlog, p.max_backlog));
+            line(
+                "  accept_queue",
+                &format!("{}/{}", p.backlog, p.max_backlog),
+            );
             line("  last_seen", p.last_seen.as_deref().unwrap_or("-----"));
         }
         s

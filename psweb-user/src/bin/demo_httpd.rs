@@ -130,9 +130,9 @@ fn main() -> ExitCode {
 /// socket + SO_REUSEADDR + bind + listen(backlog): std's TcpListener has no backlog.
 fn listen(bind: &str, port: u16, backlog: i32) -> std::io::Result<TcpListener> {
     use std::os::fd::FromRawFd;
-    let ip: std::net::Ipv4Addr = bind
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{bind}: {e}")))?;
+    let ip: std::net::Ipv4Addr = bind.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{bind}: {e}"))
+    })?;
     // SAFETY: plain socket calls on a fresh fd, checked one by one.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -151,10 +151,16 @@ fn listen(bind: &str, port: u16, backlog: i32) -> std::io::Result<TcpListener> {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
             sin_zero: [0; 8],
         };
-        if libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0
+        if libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
             || libc::listen(fd, backlog) != 0
         {
             return Err(std::io::Error::last_os_error());

@@ -126,35 +126,36 @@ pub fn parse_block(
         }
         let rest = after_first_token(line);
         let fields = split_fields(rest, line.end_pos());
-        let slot =
-            match first.text.as_str() {
-                "PS_INIT" => &mut init,
-                "PS_QUIT" => &mut quit,
-                "PS_EXEC" => {
-                    dup(cx, exec.as_ref().map(|e| e.0), first)?;
-                    check_common(cx, kind, &fields, first)?;
-                    exec = Some((first.pos, parse_exec(cx, kind, &fields, line)?));
-                    continue;
-                }
-                "PS_ACTION" => {
-                    dup(cx, action.as_ref().map(|e| e.0), first)?;
-                    check_common(cx, kind, &fields, first)?;
-                    action = Some((first.pos, parse_action(cx, &fields, first)?));
-                    continue;
-                }
-                "{" => {
-                    return Err(cx.err(
-                        first.pos,
-                        "expected PS_INIT, PS_EXEC, PS_ACTION, PS_QUIT or '}', found another '{'",
-                    ))
-                }
-                other => return Err(cx.err(
+        let slot = match first.text.as_str() {
+            "PS_INIT" => &mut init,
+            "PS_QUIT" => &mut quit,
+            "PS_EXEC" => {
+                dup(cx, exec.as_ref().map(|e| e.0), first)?;
+                check_common(cx, kind, &fields, first)?;
+                exec = Some((first.pos, parse_exec(cx, kind, &fields, line)?));
+                continue;
+            }
+            "PS_ACTION" => {
+                dup(cx, action.as_ref().map(|e| e.0), first)?;
+                check_common(cx, kind, &fields, first)?;
+                action = Some((first.pos, parse_action(cx, &fields, first)?));
+                continue;
+            }
+            "{" => {
+                return Err(cx.err(
+                    first.pos,
+                    "expected PS_INIT, PS_EXEC, PS_ACTION, PS_QUIT or '}', found another '{'",
+                ))
+            }
+            other => {
+                return Err(cx.err(
                     first.pos,
                     format!(
                         "expected PS_INIT, PS_EXEC, PS_ACTION, PS_QUIT or '}}', found {other:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         dup(cx, *slot, first)?;
         check_common(cx, kind, &fields, first)?;
         check_no_arg_entry(cx, &fields, first)?;

@@ -95,7 +95,10 @@ fn dump(family: u8) -> io::Result<Vec<Listener>> {
             let mlen = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
             let mtype = u16::from_ne_bytes([h[4], h[5]]);
             if mlen < NLMSG_HDR || off + mlen > n {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink message"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "short netlink message",
+                ));
             }
             match mtype {
                 NLMSG_DONE => return Ok(out),
@@ -108,7 +111,11 @@ fn dump(family: u8) -> io::Result<Vec<Listener>> {
                     let port = u16::from_be_bytes([m[4], m[5]]);
                     let rq = u32::from_ne_bytes([m[56], m[57], m[58], m[59]]);
                     let wq = u32::from_ne_bytes([m[60], m[61], m[62], m[63]]);
-                    out.push(Listener { port, depth: rq, limit: wq });
+                    out.push(Listener {
+                        port,
+                        depth: rq,
+                        limit: wq,
+                    });
                 }
                 _ => {}
             }
@@ -126,15 +133,24 @@ mod tests {
     fn depth_and_limit_of_a_listener_that_never_accepts() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
-        let (depth, limit) = accept_queue(port).expect("sock_diag").expect("the listener is seen");
+        let (depth, limit) = accept_queue(port)
+            .expect("sock_diag")
+            .expect("the listener is seen");
         assert_eq!(depth, 0);
         assert!(limit >= 1, "the default backlog: {limit}");
         let _c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let deadline = Instant::now() + Duration::from_secs(5);
         while accept_queue(port).ok().flatten().map(|q| q.0) != Some(1) {
-            assert!(Instant::now() < deadline, "the queued connection shows as depth 1");
+            assert!(
+                Instant::now() < deadline,
+                "the queued connection shows as depth 1"
+            );
             std::thread::yield_now();
         }
-        assert_eq!(accept_queue(1).expect("sock_diag"), None, "nothing listens on port 1");
+        assert_eq!(
+            accept_queue(1).expect("sock_diag"),
+            None,
+            "nothing listens on port 1"
+        );
     }
 }
