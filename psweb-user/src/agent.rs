@@ -6,7 +6,10 @@ use crate::admin::{
     server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
 };
 use crate::core::{Action, DeathKind, Entry, Evidence, Source, WatchId};
-use crate::pfile::{EvidenceMode, Pfile, ProcEntry};
+use crate::pfile::{
+    EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
+};
+use crate::probe::{self, Prober};
 use crate::report::{format_local, Logger};
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport, OverflowPath};
 use crate::sense::pidfd::{self, PidFd};
@@ -72,6 +75,10 @@ impl PortStats {
 struct Slot {
     cfg: ProcEntry,
     core: Entry,
+    /// The stall check's probe, built once (TLS configuration included).
+    prober: Option<Arc<Prober>>,
+    /// Probe loop and kernel-evidence watcher of the current watch.
+    stall_tasks: Vec<JoinHandle<()>>,
     /// The running instance, while watched.
     service: Option<ServiceId>,
     /// The last instance that ran: what is left of it is killed before a restart.
@@ -149,17 +156,27 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     tokio::spawn(control.serve(calls_tx, Arc::clone(&log)));
 
     let anchor = (Instant::now(), SystemTime::now());
-    let mut slots: Vec<Slot> = pfile
-        .entries
-        .iter()
-        .map(|cfg| Slot {
+    let mut slots: Vec<Slot> = Vec::with_capacity(pfile.entries.len());
+    for cfg in &pfile.entries {
+        let prober = match &cfg.stall {
+            Some(sc) => Some(Arc::new(build_prober(sc).map_err(|e| {
+                format!(
+                    "pent_id {}: the {} check cannot be set up: {e}",
+                    cfg.pent_id, sc.block_name
+                )
+            })?)),
+            None => None,
+        };
+        slots.push(Slot {
             cfg: cfg.clone(),
             core: Entry::new(cfg),
+            prober,
+            stall_tasks: Vec::new(),
             service: None,
             last_service: None,
             watcher: None,
-        })
-        .collect();
+        });
+    }
     let mut by_tgid: HashMap<i32, usize> = HashMap::new();
 
     let mut ctx = Ctx {
@@ -381,7 +398,47 @@ fn feed(
                 }
                 slot.watcher = Some(spawn_watcher(idx, watch, service, ctx));
             }
+            Action::StallWatch { watch, pid } => {
+                let (Some(sc), Some(prober)) = (slot.cfg.stall.as_ref(), slot.prober.as_ref())
+                else {
+                    continue;
+                };
+                slot.stall_tasks.push(spawn_probe_loop(
+                    idx,
+                    watch,
+                    sc.interval,
+                    Arc::clone(prober),
+                    sc.status_classes.clone(),
+                    ctx,
+                ));
+                if sc.evidence == StallEvidence::Kernel {
+                    slot.stall_tasks.push(spawn_queue_watch(
+                        idx,
+                        watch,
+                        sc.port,
+                        sc.kernel_window,
+                        ctx,
+                    ));
+                }
+                let _ = pid;
+            }
+            Action::StallStop { .. } => {
+                for h in slot.stall_tasks.drain(..) {
+                    h.abort();
+                }
+            }
+            Action::KillStalled { watch, pid } => {
+                let start_time = slot.service.map(|s| s.start_time);
+                let result = kill_exact(pid, start_time);
+                let _ = ctx.tx.send(Msg::Evidence(
+                    idx,
+                    Evidence::KillResult { watch, pid, result },
+                ));
+            }
             Action::Unwatch { .. } => {
+                for h in slot.stall_tasks.drain(..) {
+                    h.abort();
+                }
                 if let Some(h) = slot.watcher.take() {
                     h.abort();
                 }
@@ -553,6 +610,157 @@ async fn wait_port_free(port: u16, wait: Duration, log: &Logger, pent_id: u32) {
     }
 }
 
+fn build_prober(sc: &StallCheck) -> Result<Prober, probe::ProbeError> {
+    let kind = match sc.kind {
+        StallKind::Web => probe::Kind::Http,
+        StallKind::Ssl => probe::Kind::Https,
+        StallKind::Socket => probe::Kind::Tcp,
+    };
+    let tls = (sc.kind == StallKind::Ssl).then(|| probe::TlsOptions {
+        verify: match &sc.tls_verify {
+            TlsVerifyCfg::System => probe::TlsVerify::SystemRoots,
+            TlsVerifyCfg::CaFile(p) => probe::TlsVerify::CaFile(p.clone()),
+            TlsVerifyCfg::Off => probe::TlsVerify::Off,
+        },
+        sni: None,
+    });
+    let target = probe::Target {
+        host: sc.host.clone().unwrap_or_else(|| "localhost".to_string()),
+        port: sc.port,
+        path: sc.path.clone().unwrap_or_else(|| "/".to_string()),
+        timeout: sc.effective_probe_timeout(),
+        tls,
+    };
+    Prober::new(kind, target)
+}
+
+/// Probes every `interval` (the first at once) and reports each result. Probes run
+/// in their own task, so a slow one never delays another entry.
+fn spawn_probe_loop(
+    idx: usize,
+    watch: WatchId,
+    interval: Duration,
+    prober: Arc<Prober>,
+    classes: Option<Vec<u8>>,
+    ctx: &Ctx,
+) -> JoinHandle<()> {
+    let tx = ctx.tx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let outcome = prober.run().await;
+            let ev = match outcome.result {
+                Ok(answer) => match (answer.status, &classes) {
+                    (Some(code), Some(cls))
+                        if !cls.contains(&u8::try_from(code / 100).unwrap_or(0)) =>
+                    {
+                        Evidence::ProbeFailed {
+                            watch,
+                            reason: format!(
+                                "status {code} is not in the required classes {}",
+                                cls.iter()
+                                    .map(|c| format!("{c}xx"))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            ),
+                        }
+                    }
+                    _ => Evidence::ProbeOk { watch },
+                },
+                Err(e) => Evidence::ProbeFailed {
+                    watch,
+                    reason: e.to_string(),
+                },
+            };
+            if tx.send(Msg::Evidence(idx, ev)).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Kernel evidence for one watch: samples the port's accept queue and accepted
+/// connections every 100 ms (sock_diag, filtered by port in the kernel). When the
+/// queue stays full and no new connection is accepted for `window`, the process is
+/// stuck. A server that accepts anything in the window - however slowly - restarts
+/// the window, so a busy-but-draining server is never reported.
+fn spawn_queue_watch(
+    idx: usize,
+    watch: WatchId,
+    port: u16,
+    window: Duration,
+    ctx: &Ctx,
+) -> JoinHandle<()> {
+    let tx = ctx.tx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // (since, accepted inodes at that moment)
+        let mut full_since: Option<(Instant, std::collections::HashSet<u32>)> = None;
+        loop {
+            tick.tick().await;
+            let Ok(snap) = crate::sense::sockdiag::port_snapshot(port) else {
+                continue;
+            };
+            let Some((depth, limit)) = snap.queue.filter(|(d, l)| d > l) else {
+                full_since = None;
+                continue;
+            };
+            let now = Instant::now();
+            let accepted: std::collections::HashSet<u32> = snap.accepted.into_iter().collect();
+            match &full_since {
+                Some((_, base)) if accepted.iter().any(|i| !base.contains(i)) => {
+                    full_since = Some((now, accepted)); // it accepted: draining
+                }
+                Some((since, _)) if now.saturating_duration_since(*since) >= window => {
+                    let for_ms = u64::try_from(now.saturating_duration_since(*since).as_millis())
+                        .unwrap_or(u64::MAX);
+                    let ev = Evidence::QueueStuck {
+                        watch,
+                        depth,
+                        limit,
+                        for_ms,
+                    };
+                    if tx.send(Msg::Evidence(idx, ev)).is_err() {
+                        return;
+                    }
+                    full_since = Some((now, accepted));
+                }
+                Some(_) => {}
+                None => full_since = Some((now, accepted)),
+            }
+        }
+    })
+}
+
+/// SIGKILLs exactly the process that was watched: through a pidfd opened now and
+/// checked against the recorded start time, so a recycled pid is never hit.
+fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
+    let check = |st: Option<u64>| match st {
+        Some(t) if procfs::alive(pid, t) == Liveness::Gone => {
+            Err(format!("pid {pid} is no longer the watched process"))
+        }
+        _ => Ok(()),
+    };
+    match PidFd::open(pid) {
+        Ok(fd) => {
+            check(start_time)?;
+            fd.send_signal(libc::SIGKILL).map_err(|e| e.to_string())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            check(start_time)?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Polls sock_diag once a second for the watched ports; reports full queues.
 fn spawn_queue_poller(ports: Vec<u16>, tx: mpsc::UnboundedSender<Msg>) {
     tokio::spawn(async move {
@@ -652,8 +860,8 @@ fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentView {
             .cfg
             .stall
             .as_ref()
-            .zip(c.stall)
-            .map(|(cfg, st)| (cfg.kind.tag().to_string(), st.to_string())),
+            .zip(c.stall.as_ref())
+            .map(|(cfg, sw)| (cfg.kind.tag().to_string(), sw.sts.to_string())),
         retry_over_act: c.retry_over_action.as_str().to_string(),
         rerun_time,
         pent_id: c.pent_id,

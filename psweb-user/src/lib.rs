@@ -9,5 +9,6 @@ pub mod admin;
 pub mod agent;
 pub mod core;
 pub mod pfile;
+pub mod probe;
 pub mod report;
 pub mod sense;

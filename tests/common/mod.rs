@@ -165,7 +165,7 @@ pub fn http_ok(port: u16) -> bool {
     }
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200")
+    buf.starts_with("HTTP/1.") && buf.split_whitespace().nth(1) == Some("200")
 }
 
 /// A running pcheck with its log lines (stderr) readable as they come.
@@ -179,7 +179,17 @@ pub struct Pcheck {
 
 impl Pcheck {
     pub fn start(sb: &Sandbox, pfile: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(PCHECK)
+        Self::start_as(sb, pfile, extra, None)
+    }
+
+    /// `start`, with pcheck running as `uid` (and gid) when given.
+    pub fn start_as(sb: &Sandbox, pfile: &Path, extra: &[&str], uid: Option<u32>) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(PCHECK);
+        if let Some(u) = uid {
+            cmd.uid(u).gid(u);
+        }
+        let mut child = cmd
             .arg("-f")
             .arg(pfile)
             .args(["--syslog", "none"])
@@ -326,3 +336,95 @@ pub fn kill(pid: i32, sig: i32) {
 }
 
 pub const T: Duration = Duration::from_secs(20);
+
+pub const APACHE: &str = "/usr/sbin/apache2";
+
+/// True when Debian's apache2 is installed; otherwise prints why the test is skipped.
+pub fn apache_or_skip(test: &str) -> bool {
+    if Path::new(APACHE).exists() && Path::new("/usr/lib/apache2/modules/mod_mpm_event.so").exists()
+    {
+        return true;
+    }
+    println!("SKIPPED {test}: Debian's apache2 is not installed (cargo xtask test installs it)");
+    false
+}
+
+/// A real Apache httpd instance of the sandbox: its own config, port, pidfile and
+/// logs. `tls`: (certificate PEM, key PEM) to serve HTTPS. Returns (restart script,
+/// pidfile).
+pub fn apache_instance(
+    sb: &Sandbox,
+    port: u16,
+    tls: Option<(&str, &str)>,
+    backlog: u32,
+) -> (PathBuf, PathBuf) {
+    let d = sb.path().display().to_string();
+    std::fs::create_dir_all(sb.file("htdocs")).expect("htdocs");
+    std::fs::write(sb.file("htdocs/index.html"), "psweb test page\n").expect("index");
+    let m = "/usr/lib/apache2/modules";
+    let mut conf = format!(
+        "ServerRoot \"{d}\"\nServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\n\
+         ErrorLog {d}/error.log\nDefaultRuntimeDir {d}\nMutex file:{d} default\n\
+         LoadModule mpm_event_module {m}/mod_mpm_event.so\nLoadModule authz_core_module {m}/mod_authz_core.so\n\
+         LoadModule dir_module {m}/mod_dir.so\nDirectoryIndex index.html\n\
+         User nobody\nGroup nogroup\nDocumentRoot {d}/htdocs\n<Directory />\n  Require all granted\n</Directory>\n\
+         StartServers 2\nServerLimit 2\nThreadsPerChild 8\nMaxRequestWorkers 16\nMinSpareThreads 8\nMaxSpareThreads 16\n\
+         ListenBacklog {backlog}\n"
+    );
+    if let Some((cert, key)) = tls {
+        std::fs::write(sb.file("cert.pem"), cert).expect("cert");
+        std::fs::write(sb.file("key.pem"), key).expect("key");
+        conf.push_str(&format!(
+            "LoadModule socache_shmcb_module {m}/mod_socache_shmcb.so\nLoadModule ssl_module {m}/mod_ssl.so\n\
+             SSLEngine on\nSSLCertificateFile {d}/cert.pem\nSSLCertificateKeyFile {d}/key.pem\n"
+        ));
+    }
+    std::fs::write(sb.file("httpd.conf"), conf).expect("httpd.conf");
+    let script = sb.script(
+        "httpd.rc",
+        &format!("echo run >> {d}/httpd.runs\nexec {APACHE} -f {d}/httpd.conf -k start"),
+    );
+    (script, sb.file("httpd.pid"))
+}
+
+/// The seed's stall block for `kind` (_bi_webserv, _bi_webservs, _bi_socket) with
+/// the given EXEC fields and ACTION error, plus psweb `key = value` lines.
+pub fn stall_block(block: &str, exec: &str, action_error: u8, extra: &str) -> String {
+    let lib = format!("/opt/HA/PSWE/lib/lib{block}.so");
+    format!(
+        "{block} {{\n    PS_INIT    DLL:{lib}:DIRECT:-:::0\n    PS_EXEC    DLL:{lib}:DIRECT:-:{exec}\n    \
+         PS_ACTION  DLL:{lib}:DIRECT:-:-:{action_error}:0\n    PS_QUIT    DLL:{lib}:DIRECT:-:::0\n{extra}}}\n"
+    )
+}
+
+/// Live pids running `exe` whose command line mentions this sandbox.
+pub fn sandbox_pids_of(sb: &Sandbox, exe: &str) -> Vec<i32> {
+    pids_with_cmdline(&sb.path().to_string_lossy())
+        .into_iter()
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == Path::new(exe)))
+        .collect()
+}
+
+/// HEAD over TLS without verification (for the tests' self-signed servers): true when
+/// an HTTP status line comes back.
+pub fn https_ok(port: u16) -> bool {
+    Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            if let Some(mut i) = c.stdin.take() {
+                let _ = i.write_all(b"HEAD / HTTP/1.0\r\n\r\n");
+            }
+            c.wait_with_output()
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).starts_with("HTTP/1."))
+        .unwrap_or(false)
+}

@@ -5,6 +5,7 @@
 //!
 //! usage: psweb-demo-httpd --port P [--bind ADDR] [--pidfile F] [--workers N] [--daemon]
 //!        [--backlog N]     (listen(2) backlog; default 128)
+//!        [--delay-ms N]    (answer each request N ms late: a slow but working server)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ struct Args {
     workers: u32,
     daemon: bool,
     backlog: i32,
+    delay_ms: u64,
 }
 
 fn parse() -> Result<Args, String> {
@@ -27,6 +29,7 @@ fn parse() -> Result<Args, String> {
         workers: 0,
         daemon: false,
         backlog: 128,
+        delay_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -37,6 +40,7 @@ fn parse() -> Result<Args, String> {
             "--pidfile" => a.pidfile = Some(val()?),
             "--workers" => a.workers = val()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--daemon" => a.daemon = true,
+            "--delay-ms" => a.delay_ms = val()?.parse().map_err(|e| format!("--delay-ms: {e}"))?,
             "--backlog" => a.backlog = val()?.parse().map_err(|e| format!("--backlog: {e}"))?,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -108,13 +112,14 @@ fn main() -> ExitCode {
             }
         }
     }
+    let delay = std::time::Duration::from_millis(args.delay_ms);
     if args.workers == 0 {
-        serve(&listener);
+        serve(&listener, delay);
     }
     for _ in 0..args.workers {
         // SAFETY: as above; each worker only serves.
         if unsafe { libc::fork() } == 0 {
-            serve(&listener);
+            serve(&listener, delay);
         }
     }
     // The master waits on its workers, as Apache's does.
@@ -169,9 +174,10 @@ fn listen(bind: &str, port: u16, backlog: i32) -> std::io::Result<TcpListener> {
     }
 }
 
-fn serve(listener: &TcpListener) -> ! {
+fn serve(listener: &TcpListener, delay: std::time::Duration) -> ! {
     loop {
         if let Ok((s, _)) = listener.accept() {
+            std::thread::sleep(delay);
             let _ = answer(s);
         }
     }

@@ -4,7 +4,9 @@
 //! comes in as an argument (a monotonic `Instant`), so a wall-clock jump cannot reach
 //! any rule here, and every rule is tested in microseconds (see `tests.rs`).
 
-use crate::pfile::{ProcEntry, RetryOverAction, EXIT_RETRY_OVER};
+use crate::pfile::{
+    ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
+};
 use serde::Serialize;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -122,6 +124,24 @@ pub enum Evidence {
     },
     /// A start attempt failed (script non-zero, timed out, or process never appeared).
     StartFailed { reason: String },
+    /// A stall probe of the current watch answered (alive).
+    ProbeOk { watch: WatchId },
+    /// A stall probe of the current watch failed.
+    ProbeFailed { watch: WatchId, reason: String },
+    /// Kernel evidence: the watched port's accept queue stayed full and nothing was
+    /// accepted for the check's window.
+    QueueStuck {
+        watch: WatchId,
+        depth: u32,
+        limit: u32,
+        for_ms: u64,
+    },
+    /// The outcome of a forced kill of a stalled process.
+    KillResult {
+        watch: WatchId,
+        pid: i32,
+        result: Result<(), String>,
+    },
     /// `padmin -c stop -n ID`.
     MonitorOff,
     /// `padmin -c start -n ID`.
@@ -156,6 +176,20 @@ pub enum Action {
         delay: Duration,
         kill_remnants: bool,
     },
+    /// Start the stall check (probes, and kernel evidence where configured) for this watch.
+    StallWatch {
+        watch: WatchId,
+        pid: i32,
+    },
+    /// Stop the stall check of this watch; death watching goes on.
+    StallStop {
+        watch: WatchId,
+    },
+    /// The seed's ACTION: SIGKILL the stalled process (it works on stopped processes).
+    KillStalled {
+        watch: WatchId,
+        pid: i32,
+    },
     /// The entry is out of retries: the retry-over action (already logged).
     RetryOver(RetryOverAction),
     /// End pcheck with this exit status.
@@ -180,11 +214,59 @@ pub struct Entry {
     pub monitor_on: bool,
     /// When the last successful restart happened.
     pub rerun_at: Option<Instant>,
-    pub stall: Option<StallSts>,
+    pub stall: Option<StallWatch>,
     watch: Option<WatchId>,
     next_watch: WatchId,
     /// An attempt in flight is the first start (not a restart).
     first_start: bool,
+}
+
+/// The stall-check rules of one entry (seed 3.3, SPEC 3.2-3.5).
+#[derive(Clone, Debug)]
+pub struct StallWatch {
+    pub kind: StallKind,
+    pub port: u16,
+    pub duration: Duration,
+    pub stop_after_detect: bool,
+    pub retry_over_on_kill_failure: bool,
+    pub kernel: bool,
+    pub sts: StallSts,
+    /// False once stall watching stopped for good (EXEC error 1 after a detection, or
+    /// a failed kill). Death watching is not affected.
+    pub enabled: bool,
+    pub detections: u32,
+    /// The first failure of the current run of failed probes.
+    failing_since: Option<Instant>,
+}
+
+impl StallWatch {
+    pub fn new(c: &StallCheck) -> Self {
+        Self {
+            kind: c.kind,
+            port: c.port,
+            duration: c.duration,
+            stop_after_detect: c.stop_after_detect,
+            retry_over_on_kill_failure: c.retry_over_on_kill_failure,
+            kernel: c.evidence == StallEvidence::Kernel,
+            sts: StallSts::Init,
+            enabled: true,
+            detections: 0,
+            failing_since: None,
+        }
+    }
+
+    /// The seed's detection line, verbatim (SPEC 3.3).
+    fn find_line(&self, pid: i32) -> String {
+        match self.kind {
+            StallKind::Socket => format!(
+                "Find Socket Service Stall: pid = {pid} : port = {}",
+                self.port
+            ),
+            StallKind::Web | StallKind::Ssl => {
+                format!("Find Web Server Stall: pid = {pid} : port = {}", self.port)
+            }
+        }
+    }
 }
 
 impl Entry {
@@ -201,7 +283,7 @@ impl Entry {
             restart_count: 0,
             monitor_on: true,
             rerun_at: None,
-            stall: cfg.stall.as_ref().map(|_| StallSts::Init),
+            stall: cfg.stall.as_ref().map(StallWatch::new),
             watch: None,
             next_watch: u64::from(cfg.pent_id) << 32,
             first_start: true,
@@ -241,6 +323,15 @@ impl Entry {
                 self.watch = Some(watch);
                 // Watch first: once the line is logged, the process is watched.
                 out.push(Action::Watch { watch, pid });
+                if let Some(sw) = self.stall.as_mut() {
+                    sw.failing_since = None;
+                    if sw.sts != StallSts::Detect {
+                        sw.sts = StallSts::Init;
+                    }
+                    if sw.enabled {
+                        out.push(Action::StallWatch { watch, pid });
+                    }
+                }
                 out.push(Action::Log(
                     Level::Info,
                     format!(
@@ -275,6 +366,12 @@ impl Entry {
                 }
                 self.watch = None;
                 self.pid = None;
+                if let Some(sw) = self.stall.as_mut() {
+                    sw.failing_since = None;
+                    if sw.enabled && sw.sts != StallSts::Detect {
+                        sw.sts = StallSts::Unknown;
+                    }
+                }
                 out.push(Action::Unwatch { watch });
                 out.push(Action::Log(
                     Level::Warning,
@@ -317,8 +414,118 @@ impl Entry {
                     out.push(self.attempt(self.retry_delay, true));
                 }
             }
+            Evidence::ProbeOk { watch } => {
+                if self.watch != Some(watch) || !self.monitor_on {
+                    return out;
+                }
+                let (pent_id, pid) = (self.pent_id, self.pid);
+                if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
+                    sw.failing_since = None;
+                    if sw.sts != StallSts::Avail {
+                        sw.sts = StallSts::Avail;
+                        out.push(Action::Log(
+                            Level::Info,
+                            format!(
+                                "stall_chk ({}) of pent_id= {pent_id} pid= {} port= {}: AVAIL",
+                                sw.kind.tag(),
+                                pid.unwrap_or(0),
+                                sw.port
+                            ),
+                        ));
+                    }
+                }
+            }
+            Evidence::ProbeFailed { watch, reason } => {
+                if self.watch != Some(watch) || !self.monitor_on {
+                    return out;
+                }
+                let Some(pid) = self.pid else { return out };
+                let pent_id = self.pent_id;
+                let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) else {
+                    return out;
+                };
+                let since = *sw.failing_since.get_or_insert(now);
+                let failing = now.saturating_duration_since(since);
+                out.push(Action::Log(
+                    Level::Warning,
+                    format!(
+                        "stall check ({}) of pent_id= {pent_id} pid= {pid} port= {} failed: {reason} (failing for {} s of {} s)",
+                        sw.kind.tag(),
+                        sw.port,
+                        failing.as_secs(),
+                        sw.duration.as_secs()
+                    ),
+                ));
+                if failing >= sw.duration {
+                    let why = format!(
+                        "stall evidence (probe): pent_id= {pent_id} probes failing for {} s (retry-over time {} s)",
+                        failing.as_secs(),
+                        sw.duration.as_secs()
+                    );
+                    self.stall_verdict(watch, pid, why, &mut out);
+                }
+            }
+            Evidence::QueueStuck {
+                watch,
+                depth,
+                limit,
+                for_ms,
+            } => {
+                if self.watch != Some(watch) || !self.monitor_on {
+                    return out;
+                }
+                let Some(pid) = self.pid else { return out };
+                if !self.stall.as_ref().is_some_and(|s| s.enabled && s.kernel) {
+                    return out;
+                }
+                let why = format!(
+                    "stall evidence (kernel): pent_id= {} accept queue full ({depth}/{limit}) and nothing accepted for {for_ms} ms",
+                    self.pent_id
+                );
+                self.stall_verdict(watch, pid, why, &mut out);
+            }
+            Evidence::KillResult { watch, pid, result } => {
+                if self.watch != Some(watch) {
+                    return out;
+                }
+                match result {
+                    Ok(()) => {
+                        out.push(Action::Log(
+                            Level::Warning,
+                            format!("Killed Process: pid= {pid}"),
+                        ));
+                    }
+                    Err(e) => {
+                        out.push(Action::Log(
+                            Level::Error,
+                            format!("Can not killed Process: pid= {pid}"),
+                        ));
+                        out.push(Action::Log(Level::Error, format!("kill of pid {pid} failed: {e}; stall watching of pent_id= {} stops", self.pent_id)));
+                        let retry_over = if let Some(sw) = self.stall.as_mut() {
+                            sw.enabled = false;
+                            sw.sts = StallSts::Unavail;
+                            sw.retry_over_on_kill_failure
+                        } else {
+                            false
+                        };
+                        out.push(Action::StallStop { watch });
+                        if retry_over {
+                            // `continue` drops the process from watching altogether.
+                            if self.retry_over_action == RetryOverAction::Continue {
+                                self.watch = None;
+                                out.push(Action::Unwatch { watch });
+                            }
+                            self.retry_over(&mut out);
+                        }
+                    }
+                }
+            }
             Evidence::MonitorOff => {
                 self.monitor_on = false;
+                if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
+                    sw.failing_since = None;
+                    sw.sts = StallSts::Unknown;
+                }
                 out.push(Action::Log(
                     Level::Info,
                     format!("monitor_sts of pent_id= {} set to off", self.pent_id),
@@ -342,6 +549,31 @@ impl Entry {
             }
         }
         out
+    }
+
+    /// A stall is judged: the seed's line, the evidence, the forced kill.
+    fn stall_verdict(&mut self, watch: WatchId, pid: i32, why: String, out: &mut Vec<Action>) {
+        let Some(sw) = self.stall.as_mut() else {
+            return;
+        };
+        sw.sts = StallSts::Detect;
+        sw.detections += 1;
+        sw.failing_since = None;
+        out.push(Action::Log(Level::Error, sw.find_line(pid)));
+        out.push(Action::Log(Level::Error, why));
+        if sw.stop_after_detect {
+            // EXEC error 1: no more stall watching; death watching goes on.
+            sw.enabled = false;
+            out.push(Action::Log(
+                Level::Warning,
+                format!(
+                    "stall watching of pent_id= {} stops (EXEC error 1); death watching continues",
+                    self.pent_id
+                ),
+            ));
+            out.push(Action::StallStop { watch });
+        }
+        out.push(Action::KillStalled { watch, pid });
     }
 
     fn begin_restart(&mut self, out: &mut Vec<Action>) {

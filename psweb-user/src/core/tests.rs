@@ -296,7 +296,7 @@ fn monitor_on_twice_does_nothing() {
 #[test]
 fn stall_state_starts_at_init_only_with_a_block() {
     let e = Entry::new(&cfg(3, RetryOverAction::Continue));
-    assert_eq!(e.stall, None);
+    assert!(e.stall.is_none());
 }
 
 #[test]

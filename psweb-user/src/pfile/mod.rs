@@ -269,14 +269,14 @@ struct Overrides {
     kill_wait: Option<Duration>,
 }
 
-fn is_setting(toks: &[Token]) -> bool {
+pub(crate) fn is_setting(toks: &[Token]) -> bool {
     let first = &toks[0];
     !first.text.starts_with('/')
         && (first.text.contains('=') || toks.get(1).is_some_and(|t| t.text.starts_with('=')))
 }
 
 /// Splits `key = value`, `key=value`, `key= value` or `key =value` into its parts.
-fn setting_parts<'t>(cx: &Ctx, toks: &'t [Token]) -> Result<(Token, Token), Diagnostic> {
+pub(crate) fn setting_parts<'t>(cx: &Ctx, toks: &'t [Token]) -> Result<(Token, Token), Diagnostic> {
     let joined: Vec<&'t Token> = toks.iter().collect();
     let first = joined[0];
     let (key, mut rest): (Token, Vec<Token>) = if let Some(eq) = first.text.find('=') {

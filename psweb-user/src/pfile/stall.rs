@@ -11,7 +11,7 @@
 //! way, with a warning that says which value was taken.
 
 use super::lex::{split_fields, split_tokens, LogicalLine, Token};
-use super::{Ctx, Diagnostic, Pos, StallCheck, StallKind};
+use super::{Ctx, Diagnostic, Pos, StallCheck, StallEvidence, StallKind, TlsVerifyCfg};
 use std::time::Duration;
 
 const LIBS: &[&str] = &[
@@ -106,6 +106,7 @@ pub fn parse_block(
     let mut quit: Option<Pos> = None;
     let mut exec: Option<(Pos, Exec)> = None;
     let mut action: Option<(Pos, bool)> = None;
+    let mut ext = Extensions::default();
     loop {
         let Some(line) = lines.get(next) else {
             return Err(cx.err(
@@ -123,6 +124,11 @@ pub fn parse_block(
                 return Err(cx.err(toks[1].pos, "expected nothing after '}'"));
             }
             break;
+        }
+        if super::is_setting(&toks) {
+            let (key, value) = super::setting_parts(cx, &toks)?;
+            ext.set(cx, kind, &key, &value)?;
+            continue;
         }
         let rest = after_first_token(line);
         let fields = split_fields(rest, line.end_pos());
@@ -168,6 +174,17 @@ pub fn parse_block(
         return Err(cx.err(head.pos, format!("the {name} block has no PS_ACTION entry (it carries what to do when the kill fails)")));
     };
     let _ = (init, quit);
+    let probe_timeout = match (exec.probe_timeout, ext.probe_timeout) {
+        (Some(_), Some((pos, _))) => {
+            return Err(cx.err(pos, "probe_timeout is set twice: also by PS_EXEC's argv[3]"))
+        }
+        (a, b) => a.or(b.map(|(_, d)| d)),
+    };
+    if let Some(t) = probe_timeout {
+        if t > exec.interval {
+            cx.warn(head.pos, format!("the probe timeout ({} s) is longer than the interval ({} s): probes will overlap no more, but run late", t.as_secs(), exec.interval.as_secs()));
+        }
+    }
     Ok((
         StallCheck {
             kind,
@@ -177,10 +194,14 @@ pub fn parse_block(
             duration: exec.duration,
             port: exec.port,
             host: exec.host,
-            probe_timeout: exec.probe_timeout,
+            probe_timeout,
             path: exec.path,
             stop_after_detect: exec.stop_after_detect,
             retry_over_on_kill_failure,
+            evidence: ext.evidence,
+            kernel_window: ext.kernel_window,
+            tls_verify: ext.tls_verify,
+            status_classes: ext.status_classes,
         },
         next,
     ))
@@ -487,4 +508,138 @@ fn num_or(cx: &Ctx, t: &Token, default: u64, what: &str) -> Result<u64, Diagnost
                 ),
             )
         })
+}
+
+/// psweb's additions inside a block, as `key = value` lines (pfiles/README.md).
+struct Extensions {
+    evidence: StallEvidence,
+    kernel_window: Duration,
+    probe_timeout: Option<(Pos, Duration)>,
+    tls_verify: TlsVerifyCfg,
+    status_classes: Option<Vec<u8>>,
+    seen: Vec<String>,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Self {
+            evidence: StallEvidence::Probe,
+            kernel_window: Duration::from_secs(2),
+            probe_timeout: None,
+            tls_verify: TlsVerifyCfg::System,
+            status_classes: None,
+            seen: Vec::new(),
+        }
+    }
+}
+
+const BLOCK_KEYS: &[&str] = &[
+    "evidence",
+    "kernel_window",
+    "probe_timeout",
+    "tls_verify",
+    "status",
+];
+
+impl Extensions {
+    fn set(
+        &mut self,
+        cx: &Ctx,
+        kind: StallKind,
+        key: &Token,
+        value: &Token,
+    ) -> Result<(), Diagnostic> {
+        let k = key.text.as_str();
+        if !BLOCK_KEYS.contains(&k) {
+            return Err(cx.err(
+                key.pos,
+                format!(
+                    "unknown stall-check setting {k:?}; expected one of: {}",
+                    BLOCK_KEYS.join(", ")
+                ),
+            ));
+        }
+        if self.seen.iter().any(|s| s == k) {
+            return Err(cx.err(key.pos, format!("{k} is set twice in this block")));
+        }
+        self.seen.push(k.to_string());
+        let v = value.text.as_str();
+        match k {
+            "evidence" => {
+                self.evidence = match v {
+                    "probe" => StallEvidence::Probe,
+                    "kernel" => StallEvidence::Kernel,
+                    _ => {
+                        return Err(
+                            cx.err(value.pos, format!("expected probe or kernel, found {v:?}"))
+                        )
+                    }
+                }
+            }
+            "kernel_window" => {
+                let d = super::parse_duration_text(v)
+                    .filter(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_secs(600))
+                    .ok_or_else(|| {
+                        cx.err(
+                            value.pos,
+                            format!("expected a duration from 500ms to 600s, found {v:?}"),
+                        )
+                    })?;
+                self.kernel_window = d;
+            }
+            "probe_timeout" => {
+                let d = super::parse_duration_text(v)
+                    .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(600))
+                    .ok_or_else(|| {
+                        cx.err(
+                            value.pos,
+                            format!("expected a duration from 100ms to 600s, found {v:?}"),
+                        )
+                    })?;
+                self.probe_timeout = Some((value.pos, d));
+            }
+            "tls_verify" => {
+                if kind != StallKind::Ssl {
+                    return Err(cx.err(
+                        key.pos,
+                        "tls_verify applies to _bi_webservs (HTTPS) blocks only",
+                    ));
+                }
+                self.tls_verify = match v {
+                    "system" => TlsVerifyCfg::System,
+                    "off" => TlsVerifyCfg::Off,
+                    p if p.starts_with('/') => TlsVerifyCfg::CaFile(p.into()),
+                    _ => {
+                        return Err(cx.err(
+                            value.pos,
+                            format!("expected system, off, or the absolute path of a CA file (PEM), found {v:?}"),
+                        ))
+                    }
+                }
+            }
+            "status" => {
+                if kind == StallKind::Socket {
+                    return Err(cx.err(key.pos, "status applies to HTTP and HTTPS checks only"));
+                }
+                if v == "any" {
+                    self.status_classes = None;
+                } else {
+                    let mut classes = Vec::new();
+                    for part in v.split(',') {
+                        let c = part
+                            .strip_suffix("xx")
+                            .and_then(|d| d.parse::<u8>().ok())
+                            .filter(|d| (1..=5).contains(d))
+                            .ok_or_else(|| {
+                                cx.err(value.pos, format!("expected any, or status classes such as 2xx,3xx, found {v:?}"))
+                            })?;
+                        classes.push(c);
+                    }
+                    self.status_classes = Some(classes);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }

@@ -172,4 +172,42 @@ pub struct StallCheck {
     pub stop_after_detect: bool,
     /// ACTION error: when the kill fails, run the entry's retry-over action.
     pub retry_over_on_kill_failure: bool,
+    /// psweb: what may judge a stall (`evidence = probe | kernel`).
+    pub evidence: StallEvidence,
+    /// psweb: with kernel evidence, how long the accept queue must stay full with
+    /// nothing accepted before the process is judged stalled (default 2 s).
+    pub kernel_window: Duration,
+    /// psweb: how the HTTPS check verifies the server certificate.
+    pub tls_verify: TlsVerifyCfg,
+    /// psweb: status classes that count as alive (None: any status line).
+    pub status_classes: Option<Vec<u8>>,
+}
+
+impl StallCheck {
+    /// The probe's hard timeout: argv[3] / `probe_timeout`, else the interval, at most 10 s.
+    pub fn effective_probe_timeout(&self) -> Duration {
+        self.probe_timeout
+            .unwrap_or_else(|| self.interval.min(Duration::from_secs(10)))
+    }
+}
+
+/// What may judge a stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StallEvidence {
+    /// The seed's rule only: probes failing for the retry-over time.
+    Probe,
+    /// Also: the accept queue stays full while nothing is accepted for `kernel_window`.
+    Kernel,
+}
+
+/// Certificate verification of the HTTPS check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsVerifyCfg {
+    /// Against the system's trusted roots.
+    System,
+    /// Against this CA file (PEM).
+    CaFile(PathBuf),
+    /// Not verified (self-signed localhost certificates).
+    Off,
 }

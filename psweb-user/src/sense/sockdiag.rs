@@ -23,21 +23,65 @@ pub struct Listener {
 
 /// Every TCP listener (IPv4 and IPv6) with its accept queue.
 pub fn listeners() -> io::Result<Vec<Listener>> {
-    let mut out = dump(libc::AF_INET as u8)?;
-    out.extend(dump(libc::AF_INET6 as u8)?);
+    let mut out = Vec::new();
+    for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        out.extend(
+            dump(fam, 1 << TCP_LISTEN, 0)?
+                .into_iter()
+                .map(|s| Listener {
+                    port: s.port,
+                    depth: s.rqueue,
+                    limit: s.wqueue,
+                }),
+        );
+    }
     Ok(out)
 }
 
 /// The fullest listener on `port`: (depth, limit).
 pub fn accept_queue(port: u16) -> io::Result<Option<(u32, u32)>> {
-    Ok(listeners()?
-        .into_iter()
-        .filter(|l| l.port == port)
-        .max_by_key(|l| l.depth)
-        .map(|l| (l.depth, l.limit)))
+    Ok(port_snapshot(port)?.queue)
 }
 
-fn dump(family: u8) -> io::Result<Vec<Listener>> {
+/// One look at a local port: its accept queue, and the inodes of the connections the
+/// server has accepted (a connection still waiting in the accept queue has no inode
+/// yet; accept() gives it one). A server that accepts shows new inodes over time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSnapshot {
+    pub queue: Option<(u32, u32)>,
+    pub accepted: Vec<u32>,
+}
+
+/// Takes a [`PortSnapshot`]; the kernel filters by port, so this stays cheap on a
+/// busy host.
+pub fn port_snapshot(port: u16) -> io::Result<PortSnapshot> {
+    let mut snap = PortSnapshot::default();
+    for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for s in dump(fam, u32::MAX, port)? {
+            if s.port != port {
+                continue;
+            }
+            if s.state == TCP_LISTEN as u8 {
+                if snap.queue.is_none_or(|(d, _)| s.rqueue > d) {
+                    snap.queue = Some((s.rqueue, s.wqueue));
+                }
+            } else if s.inode != 0 {
+                snap.accepted.push(s.inode);
+            }
+        }
+    }
+    Ok(snap)
+}
+
+struct Sock {
+    state: u8,
+    port: u16,
+    rqueue: u32,
+    wqueue: u32,
+    inode: u32,
+}
+
+fn dump(family: u8, states: u32, sport: u16) -> io::Result<Vec<Sock>> {
     // SAFETY: socket(2) with constant arguments; the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -61,8 +105,10 @@ fn dump(family: u8) -> io::Result<Vec<Listener>> {
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[NLMSG_HDR] = family;
     req[NLMSG_HDR + 1] = libc::IPPROTO_TCP as u8;
-    req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-    // SAFETY: sending our own buffer on our own socket (kernel as destination).
+    req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&states.to_ne_bytes());
+    // inet_diag_sockid.idiag_sport: the kernel skips sockets of other ports.
+    req[NLMSG_HDR + 8..NLMSG_HDR + 10].copy_from_slice(&sport.to_be_bytes());
+    // SAFETY: an all-zero sockaddr_nl is valid (the kernel as destination).
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
     // SAFETY: valid buffer, valid sockaddr of the right size.
@@ -108,13 +154,14 @@ fn dump(family: u8) -> io::Result<Vec<Listener>> {
                 }
                 SOCK_DIAG_BY_FAMILY if mlen >= NLMSG_HDR + DIAG_MSG => {
                     let m = &h[NLMSG_HDR..];
-                    let port = u16::from_be_bytes([m[4], m[5]]);
-                    let rq = u32::from_ne_bytes([m[56], m[57], m[58], m[59]]);
-                    let wq = u32::from_ne_bytes([m[60], m[61], m[62], m[63]]);
-                    out.push(Listener {
-                        port,
-                        depth: rq,
-                        limit: wq,
+                    let u32_at =
+                        |i: usize| u32::from_ne_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+                    out.push(Sock {
+                        state: m[1],
+                        port: u16::from_be_bytes([m[4], m[5]]),
+                        rqueue: u32_at(56),
+                        wqueue: u32_at(60),
+                        inode: u32_at(68),
                     });
                 }
                 _ => {}

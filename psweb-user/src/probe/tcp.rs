@@ -1,0 +1,152 @@
+//! TCP probe (`_bi_socket`): connect, close. Also the connect step of HTTP and HTTPS.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use super::{Answer, ProbeError, Target};
+
+/// The addresses to try, in the resolver's order (RFC 6724 via getaddrinfo, so `::1`
+/// usually comes before `127.0.0.1` for `localhost`). IP literals skip the resolver.
+pub(crate) async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ProbeError> {
+    if let Some(ip) = target.host_ip() {
+        return Ok(vec![SocketAddr::new(ip, target.port)]);
+    }
+    let host = target.bare_host();
+    // tokio runs getaddrinfo on its blocking pool: a slow resolver holds no runtime
+    // thread, and the probe's timeout still bounds the wait.
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, target.port))
+        .await
+        .map_err(|e| ProbeError::Resolve(format!("{host}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ProbeError::Resolve(format!("{host}: no addresses")));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first address that accepts, trying each in turn (IPv6 and IPv4).
+/// The caller's timeout bounds the whole sequence. On failure the error keeps the last
+/// error's kind and lists every address with its error.
+pub(crate) async fn connect(target: &Target) -> Result<TcpStream, ProbeError> {
+    let addrs = resolve(target).await?;
+    let mut failures = Vec::with_capacity(addrs.len());
+    let mut last_kind = io::ErrorKind::Other;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                last_kind = e.kind();
+                failures.push(format!("{addr}: {e}"));
+            }
+        }
+    }
+    Err(ProbeError::Connect(io::Error::new(
+        last_kind,
+        failures.join("; "),
+    )))
+}
+
+/// The TCP check: the connection was accepted (by the kernel, into the listen queue);
+/// dropping the stream closes it with a FIN.
+pub(crate) async fn check(target: &Target) -> Result<Answer, ProbeError> {
+    let stream = connect(target).await?;
+    drop(stream);
+    Ok(Answer {
+        status: None,
+        http_version: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+
+    use super::super::{probe, Kind, ProbeError, Target};
+
+    #[tokio::test]
+    async fn listener_is_alive() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = Target::new("127.0.0.1", l.local_addr().unwrap().port());
+        let o = probe(Kind::Tcp, &t).await;
+        assert!(o.is_alive(), "{o:?}");
+        let a = o.result.unwrap();
+        assert_eq!(a.status, None);
+        assert_eq!(a.http_version, None);
+        // The connection really reached the listener.
+        let (_s, peer) = l.accept().await.unwrap();
+        assert!(peer.ip().is_loopback());
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_a_quick_connect_error() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut t = Target::new("127.0.0.1", port);
+        t.timeout = Duration::from_secs(5);
+        let o = probe(Kind::Tcp, &t).await;
+        match &o.result {
+            Err(ProbeError::Connect(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+                assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+            }
+            other => panic!("expected Connect error, got {other:?}"),
+        }
+        assert!(o.elapsed < Duration::from_secs(1), "{:?}", o.elapsed);
+    }
+
+    #[tokio::test]
+    async fn localhost_name_tries_every_address() {
+        // Bound on IPv4 only: if `localhost` resolves to ::1 first, that connect is
+        // refused and the probe must go on to 127.0.0.1.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = Target::new("localhost", l.local_addr().unwrap().port());
+        let o = probe(Kind::Tcp, &t).await;
+        assert!(o.is_alive(), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn empty_host_means_localhost() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = Target::new("", l.local_addr().unwrap().port());
+        assert!(probe(Kind::Tcp, &t).await.is_alive());
+    }
+
+    #[tokio::test]
+    async fn ipv6_loopback_with_and_without_brackets() {
+        let l = match TcpListener::bind("[::1]:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("skipped: cannot bind [::1]: {e}");
+                return;
+            }
+        };
+        let port = l.local_addr().unwrap().port();
+        for host in ["::1", "[::1]"] {
+            let o = probe(Kind::Tcp, &Target::new(host, port)).await;
+            assert!(o.is_alive(), "{host}: {o:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_fails_without_hanging() {
+        // `.invalid` never resolves (RFC 6761). Without a reachable resolver the lookup
+        // may instead run into the timeout; either way the probe fails in time.
+        let mut t = Target::new("no-such-host.invalid", 80);
+        t.timeout = Duration::from_secs(3);
+        let o = probe(Kind::Tcp, &t).await;
+        assert!(
+            matches!(
+                o.result,
+                Err(ProbeError::Resolve(_) | ProbeError::Timeout(_))
+            ),
+            "{o:?}"
+        );
+        assert!(o.elapsed < Duration::from_millis(3200), "{:?}", o.elapsed);
+    }
+}

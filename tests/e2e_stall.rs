@@ -1,0 +1,288 @@
+//! Stall checks end to end (SPEC 3): real Apache httpd (HTTP and HTTPS), a plain TCP
+//! server, SIGSTOP as the stall, the seed's messages and rules, and kernel evidence.
+
+mod common;
+use common::*;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Timeouts for the seed-timed tests: interval 10 s, retry-over 10 s.
+const STALL_T: Duration = Duration::from_secs(60);
+
+fn signal_all(pids: &[i32], sig: i32) {
+    for p in pids {
+        // SAFETY: plain kill.
+        unsafe { libc::kill(*p, sig) };
+    }
+}
+
+/// Opens up to `n` connections (each given 50 ms) so that a server that accepts
+/// nothing has its accept queue filled. Returns the ones that connected.
+fn load(port: u16, n: usize) -> Vec<TcpStream> {
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    (0..n)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok())
+        .collect()
+}
+
+/// All httpd processes SIGSTOPped -> stall after the retry-over time -> the seed's
+/// messages -> killed -> restarted -> serving again; show pent DETECT then AVAIL.
+fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, String)>) {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (script, pidfile) = apache_instance(
+        &sb,
+        port,
+        tls.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        511,
+    );
+    // The restart waits 2 s before starting httpd, so that DETECT can be seen.
+    let slow = sb.script("slow.rc", &format!("sleep 2\nexec {}", script.display()));
+    let ok = |p: u16| {
+        if tls.is_some() {
+            https_ok(p)
+        } else {
+            http_ok(p)
+        }
+    };
+    let pfile = sb.pfile(&format!(
+        "{APACHE} {} 3 pidfile={}\n{}",
+        slow.display(),
+        pidfile.display(),
+        stall_block(block, &exec.replace("PORT", &port.to_string()), 1, extra)
+    ));
+    let tag = if block == "_bi_webservs" {
+        "ssl"
+    } else {
+        "web"
+    };
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("Started Process", T);
+    pc.wait_for(&format!("stall_chk ({tag}) of pent_id= 1"), T);
+    assert_eq!(pc.entry(1)["stall_chk"][1], "AVAIL");
+    assert!(ok(port));
+    let master = pid_of(&pc.entry(1));
+    let httpd = sandbox_pids_of(&sb, APACHE);
+    assert!(httpd.len() >= 3, "master and workers: {httpd:?}");
+
+    let t0 = Instant::now();
+    signal_all(&httpd, libc::SIGSTOP);
+    let find = pc.wait_for("Find Web Server Stall", STALL_T);
+    let took = t0.elapsed();
+    assert!(
+        find.ends_with(&format!(
+            "Find Web Server Stall: pid = {master} : port = {port}"
+        )),
+        "{find}"
+    );
+    let killed = pc.wait_for("Killed Process", T);
+    assert!(
+        killed.ends_with(&format!("Killed Process: pid= {master}")),
+        "{killed}"
+    );
+    assert!(
+        pc.seen.iter().any(|l| l.contains("stall evidence (probe)")),
+        "the evidence is named"
+    );
+    let e = pc.entry(1);
+    assert_eq!(e["stall_chk"], serde_json::json!([tag, "DETECT"]));
+    pc.wait_for("Restarted Process", T);
+    pc.wait_for(&format!("stall_chk ({tag}) of pent_id= 1"), T);
+    let e = pc.entry(1);
+    assert_eq!(e["stall_chk"], serde_json::json!([tag, "AVAIL"]));
+    assert_eq!(e["restart_count"], 1);
+    assert_ne!(pid_of(&e), master);
+    assert!(ok(port), "HEAD answers again");
+    for p in &httpd {
+        assert!(!alive(*p), "stopped httpd process {p} was killed");
+    }
+    // Seed rule: the first failed probe starts the clock, a failed probe at least
+    // the retry-over time later is the verdict: 10 s < took < 10 s + 2 intervals.
+    println!(
+        "{block}: SIGSTOP -> stall verdict in {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took >= Duration::from_secs(10),
+        "not before the retry-over time: {took:?}"
+    );
+}
+
+#[test]
+fn apache_http_stall_is_detected_killed_and_restarted() {
+    if root_or_skip("apache_http_stall") && apache_or_skip("apache_http_stall") {
+        apache_stall("_bi_webserv", "10:0:2:10:PORT".into(), "", None);
+    }
+}
+
+#[test]
+fn apache_https_stall_is_detected_killed_and_restarted() {
+    if !root_or_skip("apache_https_stall") || !apache_or_skip("apache_https_stall") {
+        return;
+    }
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+    let (pem, key) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    let ca = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(ca.path(), &pem).expect("write ca");
+    // The seed's sample shape: duration:port:host:timeout:path, verified against the
+    // server's own certificate.
+    let extra = format!("    tls_verify = {}\n", ca.path().display());
+    apache_stall(
+        "_bi_webservs",
+        "10:-:5:10:PORT:localhost:3:/".into(),
+        &extra,
+        Some((pem, key)),
+    );
+}
+
+/// `_bi_socket` against a plain TCP server: stopped, its queue filled by clients,
+/// connects time out -> "Find Socket Service Stall".
+#[test]
+fn socket_stall_of_a_plain_tcp_server() {
+    if !root_or_skip("socket_stall") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let pidfile = sb.file("tcp.pid");
+    let script = sb.script(
+        "tcp.rc",
+        &format!(
+            "exec {DEMO} --port {port} --backlog 1 --pidfile {} --daemon",
+            pidfile.display()
+        ),
+    );
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block(
+            "_bi_socket",
+            &format!("10:0:2:10:{port}"),
+            1,
+            "    probe_timeout = 2s\n"
+        )
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (skt) of pent_id= 1", T);
+    let pid = pid_of(&pc.entry(1));
+    kill(pid, libc::SIGSTOP);
+    let _held = load(port, 4);
+    let find = pc.wait_for("Find Socket Service Stall", STALL_T);
+    assert!(
+        find.ends_with(&format!(
+            "Find Socket Service Stall: pid = {pid} : port = {port}"
+        )),
+        "{find}"
+    );
+    pc.wait_for(&format!("Killed Process: pid= {pid}"), T);
+    pc.wait_for("Restarted Process", T);
+    pc.wait_for("stall_chk (skt) of pent_id= 1", T);
+    assert_eq!(
+        pc.entry(1)["stall_chk"],
+        serde_json::json!(["skt", "AVAIL"])
+    );
+}
+
+/// EXEC error 1: after one detection, stall watching stops; death watching goes on.
+#[test]
+fn exec_error_1_stops_stall_watching_after_one_detection() {
+    if !root_or_skip("exec_error_1") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (script, pidfile) = sb.demo_script("web", port, 0);
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block(
+            "_bi_webserv",
+            &format!("10:1:2:10:{port}"),
+            1,
+            "    probe_timeout = 2s\n"
+        )
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    let first = pid_of(&pc.entry(1));
+    kill(first, libc::SIGSTOP);
+    pc.wait_for("Find Web Server Stall", STALL_T);
+    pc.seen_or_wait("stall watching of pent_id= 1 stops (EXEC error 1)", T);
+    pc.wait_for("Restarted Process", T);
+    let second = pid_of(&pc.entry(1));
+    // Stopped again, for longer than an interval: no probe runs, nothing is judged.
+    kill(second, libc::SIGSTOP);
+    let quiet_until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < quiet_until {
+        pc.drain();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pc.drain();
+    let after: Vec<&String> = pc
+        .seen
+        .iter()
+        .filter(|l| l.contains(&format!("pid= {second} port=")))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "no stall probe of the new process: {after:?}"
+    );
+    assert_eq!(
+        pc.entry(1)["stall_chk"],
+        serde_json::json!(["web", "DETECT"])
+    );
+    // Death watching continues.
+    kill(second, libc::SIGKILL);
+    pc.wait_for("Restarted Process", T);
+    assert_eq!(pc.entry(1)["restart_count"], 2);
+}
+
+/// ACTION error 1 and a process pcheck may not kill (pcheck runs as nobody, the server
+/// as root): "Can not killed Process", stall watching stops, the retry-over action
+/// (exit) ends pcheck with status 3.
+#[test]
+fn action_error_1_runs_retry_over_when_the_kill_fails() {
+    if !root_or_skip("action_error_1") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (script, pidfile) = sb.demo_script("web", port, 0);
+    let out = std::process::Command::new(&script)
+        .output()
+        .expect("start the server as root");
+    assert!(out.status.success());
+    let run = sb.run_dir();
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let pfile = sb.pfile(&format!(
+        "retry_over_action = exit\n{DEMO} {} 3 pidfile={}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:10:{port}"),
+            1,
+            "    probe_timeout = 2s\n"
+        )
+    ));
+    let mut pc = Pcheck::start_as(&sb, &pfile, &[], Some(65534));
+    let adopted = pc.wait_for("Adopted Process", T);
+    let pid = pid_of(&pc.entry(1));
+    assert!(adopted.contains(&format!("pid= {pid}")));
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    kill(pid, libc::SIGSTOP);
+    pc.wait_for("Find Web Server Stall", STALL_T);
+    let cannot = pc.wait_for("Can not killed Process", T);
+    assert!(
+        cannot.ends_with(&format!("Can not killed Process: pid= {pid}")),
+        "{cannot}"
+    );
+    pc.wait_for("retry_over_action= exit", T);
+    assert_eq!(pc.wait_exit(T), Some(3));
+    assert!(alive(pid), "the server was not killed (and could not be)");
+    kill(pid, libc::SIGKILL);
+}
