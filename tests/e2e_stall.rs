@@ -286,3 +286,131 @@ fn action_error_1_runs_retry_over_when_the_kill_fails() {
     assert!(alive(pid), "the server was not killed (and could not be)");
     kill(pid, libc::SIGKILL);
 }
+
+/// Kernel evidence: all httpd processes stopped while clients keep connecting; the
+/// accept queue stays full and nothing is accepted -> judged in at most 3 s, long
+/// before the seed's retry-over time (600 s here).
+#[test]
+fn kernel_evidence_judges_a_stopped_apache_under_load_within_3s() {
+    if !root_or_skip("kernel_evidence_stopped") || !apache_or_skip("kernel_evidence_stopped") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (script, pidfile) = apache_instance(&sb, port, None, 16);
+    let pfile = sb.pfile(&format!(
+        "{APACHE} {} 3 pidfile={}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:600:{port}"),
+            1,
+            "    evidence = kernel\n"
+        )
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    let master = pid_of(&pc.entry(1));
+    let httpd = sandbox_pids_of(&sb, APACHE);
+    let t0 = Instant::now();
+    signal_all(&httpd, libc::SIGSTOP);
+    let loader = std::thread::spawn(move || load(port, 40));
+    let find = pc.wait_for("Find Web Server Stall", Duration::from_secs(20));
+    let took = t0.elapsed();
+    assert!(
+        find.ends_with(&format!("pid = {master} : port = {port}")),
+        "{find}"
+    );
+    let why = pc.wait_for("stall evidence", T);
+    assert!(why.contains("stall evidence (kernel)"), "{why}");
+    println!(
+        "kernel evidence: SIGSTOP + load -> stall verdict in {} ms",
+        took.as_millis()
+    );
+    assert!(took <= Duration::from_secs(3), "judged in {took:?}");
+    drop(loader.join());
+    pc.wait_for("Restarted Process", T);
+    assert!(http_ok(port));
+}
+
+/// Kernel evidence never judges a busy server that drains its queue: a slow server
+/// (20 ms a request, 2 workers, backlog 4) under ab with 32 concurrent clients for
+/// 60 s. The queue is seen full, and nothing is judged.
+#[test]
+fn kernel_evidence_never_judges_a_slow_but_draining_server() {
+    if !root_or_skip("kernel_evidence_draining") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/ab").exists() {
+        println!("SKIPPED kernel_evidence_draining: ab (apache2-utils) is not installed");
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let pidfile = sb.file("slow.pid");
+    let script = sb.script(
+        "slow.rc",
+        &format!(
+            "exec {DEMO} --port {port} --workers 2 --backlog 4 --delay-ms 20 --pidfile {} --daemon",
+            pidfile.display()
+        ),
+    );
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:600:{port}"),
+            1,
+            "    evidence = kernel\n"
+        )
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    let master = pid_of(&pc.entry(1));
+    let ab = std::process::Command::new("/usr/bin/ab")
+        .args([
+            "-q", "-r", "-t", "60", "-n", "1000000", "-c", "32", "-s", "30",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ab");
+    let mut max_depth = (0, 0);
+    let mut full_samples = 0;
+    let until = Instant::now() + Duration::from_secs(58);
+    while Instant::now() < until {
+        if let Ok(Some((d, l))) = psweb::sense::sockdiag::accept_queue(port) {
+            if d > l {
+                full_samples += 1;
+            }
+            max_depth = max_depth.max((d, l));
+        }
+        pc.drain();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ab.wait_with_output().expect("ab output");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let done: u64 = report
+        .lines()
+        .find(|l| l.starts_with("Complete requests:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    pc.drain();
+    println!("draining server: {done} requests served, accept queue full in {full_samples} samples (max {max_depth:?})");
+    assert!(
+        full_samples > 0,
+        "the load filled the accept queue at times"
+    );
+    assert!(done > 1000, "the server was serving: {report}");
+    let judged: Vec<&String> = pc.seen.iter().filter(|l| l.contains("Stall")).collect();
+    assert!(
+        judged.is_empty(),
+        "a draining server was judged: {judged:?}"
+    );
+    assert_eq!(pid_of(&pc.entry(1)), master, "no restart");
+}

@@ -572,6 +572,22 @@ fn spawn_restart(
         if let Some(port) = cfg.stall.as_ref().map(|s| s.port) {
             wait_port_free(port, cfg.settings.kill_wait, &log, cfg.pent_id).await;
         }
+        // A dead master may stay a zombie for a while (its parent, often pid 1, reaps
+        // it late); a start script that checks its pidfile with kill(pid, 0) would
+        // think it still runs ("httpd (pid N) already running") and start nothing.
+        if let (Some(pf), Some(id)) = (cfg.pidfile.as_deref(), remnants) {
+            if procfs::read_pidfile(pf) == Some(id.pid)
+                && procfs::alive(id.pid, id.start_time) != Liveness::Alive
+                && std::fs::remove_file(pf).is_ok()
+            {
+                log.info(&format!(
+                    "pent_id= {}: removed stale pidfile {} (pid {} is dead)",
+                    cfg.pent_id,
+                    pf.display(),
+                    id.pid
+                ));
+            }
+        }
         log.info(&format!(
             "Restart Process: pname= {} pent_id= {} attempt {attempt}/{of}: {}",
             cfg.pname.display(),

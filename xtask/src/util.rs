@@ -33,8 +33,41 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Debian packages the end-to-end tests use: (a file it installs, package).
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/sbin/apache2", "apache2"),
+    ("/usr/lib/apache2/modules/mod_ssl.so", "apache2"),
+    ("/usr/bin/ab", "apache2-utils"),
+    ("/usr/bin/openssl", "openssl"),
+    ("/usr/bin/perl", "perl"),
+];
+
+/// Installs the test servers and tools that are missing (as root, with apt-get).
+pub fn ensure_test_packages() -> Result<(), String> {
+    let mut missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(f, _)| !Path::new(f).exists())
+        .map(|(_, p)| *p)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!("xtask: not root, so {missing:?} cannot be installed; the tests that need them say SKIPPED");
+        return Ok(());
+    }
+    eprintln!("xtask: installing the test servers and tools: {missing:?}");
+    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    sh(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
+}
+
 /// `cargo xtask test`: everything the tests need, then every test.
 pub fn test(args: &[String]) -> Result<(), String> {
+    ensure_test_packages()?;
     let obj = crate::ebpf::build(false)?;
     sh(cargo().args(["build", "--workspace", "--bins"]))?;
     let mut cmd = cargo();
@@ -121,8 +154,12 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// `cargo xtask bench`: the benchmark programs; each prints a table and writes JSON
 /// under target/bench/.
 pub fn bench(_args: &[String]) -> Result<(), String> {
+    ensure_test_packages()?;
     let obj = crate::ebpf::build(false)?;
-    sh(cargo()
-        .args(["bench", "-p", "psweb", "--bench", "death"])
-        .env("PSWEB_BPF_OBJECT", &obj))
+    for b in ["death", "stall"] {
+        sh(cargo()
+            .args(["bench", "-p", "psweb", "--bench", b])
+            .env("PSWEB_BPF_OBJECT", &obj))?;
+    }
+    Ok(())
 }

@@ -420,7 +420,18 @@ impl Entry {
                 }
                 let (pent_id, pid) = (self.pent_id, self.pid);
                 if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
-                    sw.failing_since = None;
+                    if let Some(since) = sw.failing_since.take() {
+                        out.push(Action::Log(
+                            Level::Info,
+                            format!(
+                                "stall check ({}) of pent_id= {pent_id} pid= {} port= {}: answering again after {} s",
+                                sw.kind.tag(),
+                                pid.unwrap_or(0),
+                                sw.port,
+                                now.saturating_duration_since(since).as_secs()
+                            ),
+                        ));
+                    }
                     if sw.sts != StallSts::Avail {
                         sw.sts = StallSts::Avail;
                         out.push(Action::Log(

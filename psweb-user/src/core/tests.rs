@@ -325,3 +325,250 @@ fn log_lines_name_the_entry_and_evidence() {
         vec!["Process Down: pname= /usr/sbin/httpd pid= 100 pent_id= 1 (zombie; evidence: procfs)"]
     );
 }
+
+mod stall {
+    use super::*;
+    use crate::pfile::{StallCheck, StallEvidence, StallKind, TlsVerifyCfg};
+
+    fn with_stall(
+        stop_after_detect: bool,
+        kill_fail_retry_over: bool,
+        act: RetryOverAction,
+    ) -> Entry {
+        let mut c = cfg(3, act);
+        c.stall = Some(StallCheck {
+            kind: StallKind::Web,
+            block_name: "_bi_webserv".into(),
+            pos: Default::default(),
+            interval: Duration::from_secs(10),
+            duration: Duration::from_secs(30),
+            port: 8080,
+            host: None,
+            probe_timeout: None,
+            path: None,
+            stop_after_detect,
+            retry_over_on_kill_failure: kill_fail_retry_over,
+            evidence: StallEvidence::Probe,
+            kernel_window: Duration::from_secs(2),
+            tls_verify: TlsVerifyCfg::System,
+            status_classes: None,
+        });
+        Entry::new(&c)
+    }
+
+    fn fail(w: WatchId) -> Evidence {
+        Evidence::ProbeFailed {
+            watch: w,
+            reason: "timeout".into(),
+        }
+    }
+
+    fn sts(e: &Entry) -> StallSts {
+        e.stall.as_ref().map(|s| s.sts).unwrap_or(StallSts::Unknown)
+    }
+
+    #[test]
+    fn running_starts_the_stall_watch() {
+        let t = Instant::now();
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        let acts = non_log(&e.on(
+            Evidence::Running {
+                pid: 5,
+                adopted: true,
+            },
+            t,
+        ));
+        assert!(
+            matches!(
+                acts[..],
+                [Action::Watch { .. }, Action::StallWatch { pid: 5, .. }]
+            ),
+            "{acts:?}"
+        );
+        assert_eq!(sts(&e), StallSts::Init);
+    }
+
+    /// The seed's rule on the monotonic clock: a stall when probes have failed for
+    /// the retry-over time, counted from the first failure; a success resets it.
+    #[test]
+    fn stall_after_retry_over_time_of_failures_only() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        e.on(Evidence::ProbeOk { watch: w }, t0);
+        assert_eq!(sts(&e), StallSts::Avail);
+        assert!(non_log(&e.on(fail(w), t0 + s(10))).is_empty());
+        assert!(non_log(&e.on(fail(w), t0 + s(20))).is_empty());
+        // Recovery resets the clock.
+        e.on(Evidence::ProbeOk { watch: w }, t0 + s(30));
+        assert!(non_log(&e.on(fail(w), t0 + s(40))).is_empty());
+        assert!(non_log(&e.on(fail(w), t0 + s(60))).is_empty(), "20 s of 30");
+        let acts = e.on(fail(w), t0 + s(70));
+        assert_eq!(
+            non_log(&acts),
+            vec![Action::KillStalled { watch: w, pid: 5 }]
+        );
+        assert!(acts.contains(&Action::Log(
+            Level::Error,
+            "Find Web Server Stall: pid = 5 : port = 8080".into()
+        )));
+        assert_eq!(sts(&e), StallSts::Detect);
+        let acts = e.on(
+            Evidence::KillResult {
+                watch: w,
+                pid: 5,
+                result: Ok(()),
+            },
+            t0 + s(70),
+        );
+        assert_eq!(
+            acts,
+            vec![Action::Log(Level::Warning, "Killed Process: pid= 5".into())]
+        );
+    }
+
+    #[test]
+    fn exec_error_1_stops_stall_watching_for_good() {
+        let t0 = Instant::now();
+        let mut e = with_stall(true, false, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        e.on(fail(w), t0);
+        let acts = non_log(&e.on(fail(w), t0 + Duration::from_secs(30)));
+        assert_eq!(
+            acts,
+            vec![
+                Action::StallStop { watch: w },
+                Action::KillStalled { watch: w, pid: 5 }
+            ]
+        );
+        e.on(died(w, 5), t0);
+        let acts = non_log(&e.on(
+            Evidence::Running {
+                pid: 6,
+                adopted: false,
+            },
+            t0,
+        ));
+        assert!(
+            matches!(acts[..], [Action::Watch { .. }]),
+            "no StallWatch after a restart: {acts:?}"
+        );
+        assert_eq!(sts(&e), StallSts::Detect);
+    }
+
+    #[test]
+    fn kill_failure_with_action_error_1_runs_the_retry_over_action() {
+        let t0 = Instant::now();
+        for (act, tail) in [
+            (
+                RetryOverAction::Exit,
+                vec![
+                    Action::RetryOver(RetryOverAction::Exit),
+                    Action::Exit(EXIT_RETRY_OVER),
+                ],
+            ),
+            (
+                RetryOverAction::Shutdown,
+                vec![
+                    Action::RetryOver(RetryOverAction::Shutdown),
+                    Action::Exit(0),
+                ],
+            ),
+        ] {
+            let mut e = with_stall(false, true, act);
+            let w = running(&mut e, 5, t0);
+            let r = Evidence::KillResult {
+                watch: w,
+                pid: 5,
+                result: Err("EPERM".into()),
+            };
+            let acts = e.on(r, t0);
+            assert!(acts.contains(&Action::Log(
+                Level::Error,
+                "Can not killed Process: pid= 5".into()
+            )));
+            let mut want = vec![Action::StallStop { watch: w }];
+            want.extend(tail);
+            assert_eq!(non_log(&acts), want);
+            assert_eq!(sts(&e), StallSts::Unavail);
+        }
+        // continue: the process is dropped from watching.
+        let mut e = with_stall(false, true, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        let acts = non_log(&e.on(
+            Evidence::KillResult {
+                watch: w,
+                pid: 5,
+                result: Err("EPERM".into()),
+            },
+            t0,
+        ));
+        assert_eq!(
+            acts,
+            vec![
+                Action::StallStop { watch: w },
+                Action::Unwatch { watch: w },
+                Action::RetryOver(RetryOverAction::Continue)
+            ]
+        );
+        assert_eq!(e.proc_sts, ProcSts::Unavail);
+    }
+
+    #[test]
+    fn kill_failure_with_action_error_0_does_nothing_more() {
+        let t0 = Instant::now();
+        let mut e = with_stall(false, false, RetryOverAction::Exit);
+        let w = running(&mut e, 5, t0);
+        let acts = non_log(&e.on(
+            Evidence::KillResult {
+                watch: w,
+                pid: 5,
+                result: Err("EPERM".into()),
+            },
+            t0,
+        ));
+        assert_eq!(acts, vec![Action::StallStop { watch: w }]);
+        assert_eq!(e.proc_sts, ProcSts::Avail, "death watching goes on");
+    }
+
+    #[test]
+    fn kernel_evidence_only_counts_when_configured() {
+        let t0 = Instant::now();
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        let q = Evidence::QueueStuck {
+            watch: w,
+            depth: 17,
+            limit: 16,
+            for_ms: 2000,
+        };
+        assert!(
+            e.on(q.clone(), t0).is_empty(),
+            "evidence = probe ignores the kernel"
+        );
+        if let Some(sw) = e.stall.as_mut() {
+            sw.kernel = true;
+        }
+        let acts = e.on(q, t0);
+        assert_eq!(
+            non_log(&acts),
+            vec![Action::KillStalled { watch: w, pid: 5 }]
+        );
+        assert!(acts
+            .iter()
+            .any(|a| matches!(a, Action::Log(_, m) if m.contains("stall evidence (kernel)"))));
+    }
+
+    #[test]
+    fn reports_about_another_watch_or_while_monitoring_is_off_are_ignored() {
+        let t0 = Instant::now();
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        assert!(e.on(fail(w + 1), t0).is_empty());
+        e.on(Evidence::MonitorOff, t0);
+        assert_eq!(sts(&e), StallSts::Unknown);
+        assert!(e.on(fail(w), t0).is_empty());
+        assert!(e.on(fail(w), t0 + Duration::from_secs(100)).is_empty());
+    }
+}

@@ -1,4 +1,5 @@
 use super::*;
+use std::path::PathBuf;
 
 const ENTRY: &str = "/usr/sbin/httpd /etc/psweb/httpd.rc 3\n";
 
@@ -189,4 +190,87 @@ fn durations() {
     assert_eq!(parse_duration_text("-1"), None);
     assert_eq!(parse_duration_text("1.5s"), None);
     assert_eq!(parse_duration_text("999999999999999999999"), None);
+}
+
+#[test]
+fn psweb_settings_inside_a_block() {
+    let text = format!(
+        "{ENTRY}_bi_webservs{{\n  PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:10:-:2:60:443\n  PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:-:1:0\n  evidence = kernel\n  kernel_window = 1500ms\n  tls_verify = /etc/pki/ca.pem\n  status = 2xx,3xx\n  probe_timeout = 3s\n}}\n"
+    );
+    let pf = p(&text).expect("parses");
+    let s = pf.entries[0].stall.as_ref().expect("stall");
+    assert_eq!(s.evidence, StallEvidence::Kernel);
+    assert_eq!(s.kernel_window, Duration::from_millis(1500));
+    assert_eq!(
+        s.tls_verify,
+        TlsVerifyCfg::CaFile(PathBuf::from("/etc/pki/ca.pem"))
+    );
+    assert_eq!(s.status_classes, Some(vec![2, 3]));
+    assert_eq!(s.effective_probe_timeout(), Duration::from_secs(3));
+    // Defaults: probe evidence, the interval (at most 10 s) as the probe timeout.
+    let plain = p(&format!(
+        "{ENTRY}_bi_socket{{\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:30:-:2:60:25\n PS_ACTION DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:0:0\n}}\n"
+    ))
+    .expect("parses");
+    let s = plain.entries[0].stall.as_ref().expect("stall");
+    assert_eq!(
+        (s.evidence, s.effective_probe_timeout()),
+        (StallEvidence::Probe, Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn bad_psweb_settings_in_a_block() {
+    let block = |kind: &str, lib: &str, line: &str| {
+        format!(
+            "{ENTRY}{kind}{{\n PS_EXEC DLL:/opt/HA/PSWE/lib/{lib}:DIRECT:-:10:-:2:60:443\n PS_ACTION DLL:/opt/HA/PSWE/lib/{lib}:DIRECT:-:-:1:0\n{line}\n}}\n"
+        )
+    };
+    let cases = [
+        (
+            block("_bi_webserv", "lib_bi_webserv.so", " tls_verify = off"),
+            5,
+            2,
+            "_bi_webservs (HTTPS) blocks only",
+        ),
+        (
+            block("_bi_socket", "lib_bi_socket.so", " status = 2xx"),
+            5,
+            2,
+            "HTTP and HTTPS checks only",
+        ),
+        (
+            block("_bi_webservs", "lib_bi_webservs.so", " evidence = ebpf"),
+            5,
+            13,
+            "expected probe or kernel",
+        ),
+        (
+            block("_bi_webservs", "lib_bi_webservs.so", " status = 200"),
+            5,
+            11,
+            "status classes",
+        ),
+        (
+            block("_bi_webservs", "lib_bi_webservs.so", " colour = red"),
+            5,
+            2,
+            "unknown stall-check setting",
+        ),
+        (
+            block(
+                "_bi_webservs",
+                "lib_bi_webservs.so",
+                " kernel_window = 10ms",
+            ),
+            5,
+            18,
+            "from 500ms",
+        ),
+    ];
+    for (text, line, col, needle) in &cases {
+        let (l, c, msg) = err_at(text);
+        assert_eq!((l, c), (*line, *col), "{msg}");
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
 }

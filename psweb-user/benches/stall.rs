@@ -1,0 +1,200 @@
+//! `cargo xtask bench` (stall): time from SIGSTOP to the stall verdict, the seed's
+//! rule vs kernel evidence; and what a probe costs (probes per second of one core,
+//! for each kind). Prints a table and writes target/bench/stall.json.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::*;
+use psweb::probe::{Kind, Prober, Target, TlsOptions, TlsVerify};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+
+fn verdict_time(kernel: bool) -> Vec<u64> {
+    let mut out = Vec::new();
+    for _ in 0..RUNS {
+        let sb = Sandbox::new();
+        let port = free_port();
+        let pidfile = sb.file("web.pid");
+        let script = sb.script(
+            "web.rc",
+            &format!(
+                "exec {DEMO} --port {port} --workers 2 --backlog 16 --pidfile {} --daemon",
+                pidfile.display()
+            ),
+        );
+        // The seed's shortest timing (interval 10, retry-over 10): its defaults (60/600)
+        // would take ten minutes a run.
+        let extra = if kernel {
+            "    evidence = kernel\n    probe_timeout = 2s\n"
+        } else {
+            "    probe_timeout = 2s\n"
+        };
+        let pfile = sb.pfile(&format!(
+            "{DEMO} {} 3 pidfile={}\n{}",
+            script.display(),
+            pidfile.display(),
+            stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, extra)
+        ));
+        let mut pc = Pcheck::start(&sb, &pfile, &[]);
+        pc.wait_for("stall_chk (web) of pent_id= 1", T);
+        let pids = demo_pids(&sb);
+        let t0 = Instant::now();
+        for p in &pids {
+            kill(*p, libc::SIGSTOP);
+        }
+        // Clients keep coming (as behind a load balancer): 40 connection attempts.
+        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let held: Vec<TcpStream> = (0..40)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok())
+            .collect();
+        pc.wait_for("Find Web Server Stall", Duration::from_secs(60));
+        out.push(t0.elapsed().as_millis() as u64);
+        drop(held);
+    }
+    out.sort_unstable();
+    out
+}
+
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Sequential probes on one current-thread runtime for `secs`: probes per second of
+/// the prober's own CPU time.
+fn probe_rate(kind: Kind, port: u16, secs: u64) -> (u64, f64, f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tls = (kind == Kind::Https).then(|| TlsOptions {
+        verify: TlsVerify::Off,
+        sni: Some("localhost".into()),
+    });
+    let target = Target {
+        host: "127.0.0.1".into(),
+        port,
+        path: "/".into(),
+        timeout: Duration::from_secs(5),
+        tls,
+    };
+    let prober = Prober::new(kind, target).expect("prober");
+    rt.block_on(async {
+        let c0 = thread_cpu();
+        let t0 = Instant::now();
+        let mut ok = 0u64;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            if prober.run().await.is_alive() {
+                ok += 1;
+            }
+        }
+        let cpu = (thread_cpu() - c0).as_secs_f64();
+        let wall = t0.elapsed().as_secs_f64();
+        (ok, ok as f64 / cpu.max(1e-9), ok as f64 / wall)
+    })
+}
+
+fn main() {
+    if !root_or_skip("bench stall") {
+        return;
+    }
+    let seed = verdict_time(false);
+    let kernel = verdict_time(true);
+
+    // Probe cost against real Apache httpd (HTTP and HTTPS on two instances).
+    let mut rates = Vec::new();
+    if apache_or_skip("bench stall: probe cost") {
+        let sb = Sandbox::new();
+        let http_port = free_port();
+        let (script, _) = apache_instance(&sb, http_port, None, 511);
+        assert!(std::process::Command::new(&script)
+            .status()
+            .expect("start httpd")
+            .success());
+        let sb2 = Sandbox::new();
+        let https_port = free_port();
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+        let (script2, _) = apache_instance(
+            &sb2,
+            https_port,
+            Some((&cert.cert.pem(), &cert.key_pair.serialize_pem())),
+            511,
+        );
+        assert!(std::process::Command::new(&script2)
+            .status()
+            .expect("start httpd")
+            .success());
+        for (kind, port, name) in [
+            (Kind::Tcp, http_port, "tcp"),
+            (Kind::Http, http_port, "http HEAD"),
+            (Kind::Https, https_port, "https HEAD"),
+        ] {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !http_ok(http_port) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let (n, per_cpu_s, per_s) = probe_rate(kind, port, 3);
+            rates.push((name, n, per_cpu_s, per_s));
+        }
+    }
+
+    let pct = |v: &[u64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    println!("\nSIGSTOP of all server processes (+ 40 clients) -> stall verdict, {RUNS} runs each");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "mode", "min ms", "median ms", "max ms"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "seed rule (interval 10, retry 10)",
+        seed[0],
+        pct(&seed, 0.5),
+        seed[seed.len() - 1]
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "kernel evidence (window 2 s)",
+        kernel[0],
+        pct(&kernel, 0.5),
+        kernel[kernel.len() - 1]
+    );
+    println!(
+        "goal: kernel evidence <= 3000 ms: {}",
+        if kernel[kernel.len() - 1] <= 3000 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    println!("\nprobe cost: sequential probes against Apache httpd on loopback, 3 s each");
+    println!(
+        "{:<12} {:>10} {:>18} {:>14}",
+        "probe", "probes", "per CPU-second", "per second"
+    );
+    for (name, n, c, w) in &rates {
+        println!("{name:<12} {n:>10} {c:>18.0} {w:>14.0}");
+    }
+    let json = serde_json::json!({
+        "bench": "stall",
+        "verdict_ms": { "seed_rule_interval10_retry10": seed, "kernel_evidence_window2s": kernel },
+        "probe_cost": rates.iter().map(|(name, n, c, w)| serde_json::json!({
+            "probe": name, "probes": n, "per_cpu_second": c, "per_second": w
+        })).collect::<Vec<_>>(),
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let out = dir.join("stall.json");
+    match std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        Ok(()) => println!("\nwrote {}", out.display()),
+        Err(e) => println!("\ncannot write {}: {e}", out.display()),
+    }
+}
