@@ -24,7 +24,9 @@ fn show_pent_prints_the_seed_block() {
         return;
     }
     let sb = Sandbox::new();
-    let pc = started(&sb, free_port());
+    let mut pc = started(&sb, free_port());
+    // The first probe runs at once; its answer moves stall_chk from INIT to AVAIL.
+    pc.seen_or_wait("stall_chk (web) of pent_id= 1", T);
     let pid = pid_of(&pc.entry(1));
     let out = pc.padmin(&["-c", "show pent"]);
     assert!(out.status.success());
@@ -35,7 +37,7 @@ fn show_pent_prints_the_seed_block() {
          retry_count          = 0\n\
          restart_count        = 0\n\
          proc_sts             = AVAIL\n\
-         stall_chk (web)      = INIT\n\
+         stall_chk (web)      = AVAIL\n\
          retry_over_act       = exit\n\
          rerun_time           = -----\n\
          pent_id              = 1\n\
