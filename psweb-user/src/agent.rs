@@ -10,7 +10,10 @@ use crate::pfile::{
     EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
 };
 use crate::probe::{self, Prober};
+use crate::core::reboot::RebootGuard;
+use crate::report::notify::Notifier;
 use crate::report::{format_local, Logger};
+use crate::state::{self, Store};
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport, OverflowPath};
 use crate::sense::pidfd::{self, PidFd};
 use crate::sense::procfs::{self, Liveness};
@@ -104,8 +107,17 @@ impl Mode {
     }
 }
 
-/// Runs pcheck until shutdown; returns its exit status.
+/// Runs pcheck until shutdown; returns its exit status. Tells systemd (when it
+/// started pcheck with Type=notify) READY once every entry is adopted or started,
+/// WATCHDOG from the main loop, and STOPPING at the end.
 pub async fn run(opts: Options) -> Result<u8, String> {
+    let notifier = Notifier::from_env();
+    let r = run_inner(opts, &notifier).await;
+    notifier.send("STOPPING=1");
+    r
+}
+
+async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     let log = Arc::clone(&opts.log);
     let pfile = opts.pfile;
     let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
@@ -179,11 +191,38 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     }
     let mut by_tgid: HashMap<i32, usize> = HashMap::new();
 
+    // Persisted state: restart counts and the reboot count survive restarts and reboots.
+    let store = Store::new(&pfile.globals.state_dir(), &pfile.path);
+    let (saved, problem) = store.load(&pfile.path);
+    if let Some(p) = problem {
+        log.error(&p);
+    }
+    for slot in &mut slots {
+        if let Some(e) = saved.entry(slot.cfg.pent_id, &slot.core.pname) {
+            slot.core.restart_count = e.restart_count;
+            slot.core.last_verdict.clone_from(&e.last_verdict);
+        }
+    }
+    let guard = RebootGuard::new(pfile.globals.reboot.clone(), saved.reboot_count);
+    if guard.policy.enabled {
+        log.info(&format!(
+            "auto reboot on: after {} s of fatal fault, at most {} in a row (now {}); state {}",
+            guard.policy.after.as_secs(),
+            guard.policy.limit,
+            guard.count,
+            store.path().display()
+        ));
+    }
     let mut ctx = Ctx {
         tx: tx.clone(),
         log: Arc::clone(&log),
         mode,
         poll_interval: opts.poll_interval,
+        store,
+        guard,
+        reboots: saved.reboots,
+        pfile_path: pfile.path.display().to_string(),
+        persist_due: false,
     };
 
     // Adopt what already runs; start what does not.
@@ -204,10 +243,50 @@ pub async fn run(opts: Options) -> Result<u8, String> {
         }
     }
 
+    persist(&mut ctx, &slots);
+    notifier.send(&format!("READY=1\nSTATUS=watching {} entries", slots.len()));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watchdog = tokio::time::interval(notifier.watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
+            _ = watchdog.tick(), if notifier.watchdog_every.is_some() => {
+                // From the main loop: a hung loop stops the pings and systemd acts.
+                notifier.send("WATCHDOG=1");
+            }
+            _ = tick.tick(), if ctx.guard.policy.enabled => {
+                let now = Instant::now();
+                let worst = slots
+                    .iter()
+                    .filter(|s| s.core.monitor_on)
+                    .filter_map(|s| s.core.down_for(now).map(|d| (s.cfg.pent_id, d)))
+                    .max_by_key(|(_, d)| *d);
+                for a in ctx.guard.on_tick(now, worst) {
+                    match a {
+                        Action::Log(level, msg) => log.log(level, &msg),
+                        Action::Persist => ctx.persist_due = true,
+                        Action::Reboot { count } => {
+                            ctx.reboots.push(state::RebootRecord {
+                                at: local_time(SystemTime::now()),
+                                boot_id: state::boot_id(),
+                                count,
+                            });
+                            let keep = ctx.reboots.len().saturating_sub(20);
+                            ctx.reboots.drain(..keep);
+                            persist(&mut ctx, &slots);
+                            act::reboot::spawn(ctx.guard.policy.command.clone(), Arc::clone(&log));
+                        }
+                        _ => {}
+                    }
+                }
+                if ctx.persist_due {
+                    persist(&mut ctx, &slots);
+                }
+            }
             Some(msg) = rx.recv() => {
                 let (idx, ev) = match msg {
                     Msg::Evidence(idx, ev) => (idx, ev),
@@ -309,6 +388,48 @@ struct Ctx {
     log: Arc<Logger>,
     mode: Mode,
     poll_interval: Duration,
+    store: Store,
+    guard: RebootGuard,
+    reboots: Vec<state::RebootRecord>,
+    pfile_path: String,
+    /// Something persisted changed: write the state file.
+    persist_due: bool,
+}
+
+/// Writes the state file. A failure (disk full, read-only file system) is logged
+/// once, and monitoring goes on; the next success is logged too.
+fn persist(ctx: &mut Ctx, slots: &[Slot]) {
+    ctx.persist_due = false;
+    let st = state::State {
+        version: state::VERSION,
+        pfile: ctx.pfile_path.clone(),
+        reboot_count: ctx.guard.count,
+        reboots: ctx.reboots.clone(),
+        entries: slots
+            .iter()
+            .map(|s| state::EntryState {
+                pent_id: s.cfg.pent_id,
+                pname: s.core.pname.clone(),
+                restart_count: s.core.restart_count,
+                last_verdict: s.core.last_verdict.clone(),
+            })
+            .collect(),
+    };
+    match ctx.store.save(&st) {
+        Ok(()) if ctx.store.failing => {
+            ctx.store.failing = false;
+            ctx.log.info(&format!("state file {} written again", ctx.store.path().display()));
+        }
+        Ok(()) => {}
+        Err(e) if !ctx.store.failing => {
+            ctx.store.failing = true;
+            ctx.log.error(&format!(
+                "cannot write state file {}: {e}; monitoring continues (counts are kept in memory)",
+                ctx.store.path().display()
+            ));
+        }
+        Err(_) => {}
+    }
 }
 
 /// Picks the source of death evidence, logging one line for each one that is lost.
@@ -463,9 +584,13 @@ fn feed(
                 };
                 spawn_restart(idx, &slot.cfg, attempt, of, delay, remnants, ctx);
             }
-            Action::RetryOver(_) => {}
+            Action::RetryOver(_) | Action::Reboot { .. } => {}
+            Action::Persist => ctx.persist_due = true,
             Action::Exit(code) => exit = Some(code),
         }
+    }
+    if ctx.persist_due {
+        persist(ctx, slots);
     }
     if let Some(code) = exit {
         ctx.log.info(&format!(
@@ -598,6 +723,7 @@ fn spawn_restart(
             path: &cfg.restart_script,
             pname: &cfg.pname,
             pidfile: cfg.pidfile.as_deref(),
+            user: cfg.user.as_deref(),
             pent_id: cfg.pent_id,
             timeout: cfg.settings.restart_timeout,
             start_wait: cfg.settings.start_wait,

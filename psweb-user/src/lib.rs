@@ -7,8 +7,10 @@
 pub mod act;
 pub mod admin;
 pub mod agent;
+pub mod cli;
 pub mod core;
 pub mod pfile;
 pub mod probe;
 pub mod report;
 pub mod sense;
+pub mod state;

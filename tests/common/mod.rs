@@ -195,6 +195,7 @@ impl Pcheck {
             .args(["--syslog", "none"])
             .args(extra)
             .env("PSWEB_RUN_DIR", sb.run_dir())
+            .env("PSWEB_STATE_DIR", sb.file("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

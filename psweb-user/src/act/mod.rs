@@ -2,4 +2,5 @@
 //! service. Each function reports its outcome; the decisions stay in `core`.
 
 pub mod kill;
+pub mod reboot;
 pub mod restart;

@@ -25,6 +25,8 @@ pub struct Script<'a> {
     pub path: &'a Path,
     pub pname: &'a Path,
     pub pidfile: Option<&'a Path>,
+    /// Run the script as this user (name), with its groups.
+    pub user: Option<&'a str>,
     pub pent_id: u32,
     pub timeout: Duration,
     pub start_wait: Duration,
@@ -46,10 +48,27 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
     if let Some(pf) = s.pidfile {
         cmd.env("PSWEB_PIDFILE", pf);
     }
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    let ids = match s.user {
+        None => None,
+        Some(name) => {
+            let u = nix::unistd::User::from_name(name)
+                .map_err(|e| format!("user {name}: {e}"))?
+                .ok_or_else(|| format!("user {name} does not exist"))?;
+            let cname = std::ffi::CString::new(name).map_err(|e| format!("user {name}: {e}"))?;
+            cmd.env("HOME", &u.dir).env("USER", name).env("LOGNAME", name);
+            Some((cname, u.uid, u.gid))
+        }
+    };
+    // SAFETY: setsid, initgroups, setgid and setuid are async-signal-safe enough for
+    // a fork-exec child (no allocation: the name was prepared above).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some((name, uid, gid)) = &ids {
+                nix::unistd::initgroups(name, *gid).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(*gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(*uid).map_err(std::io::Error::from)?;
+            }
             Ok(())
         });
     }

@@ -11,6 +11,8 @@ use serde::Serialize;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub mod reboot;
+
 /// `proc_sts` in `show pent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -190,6 +192,10 @@ pub enum Action {
         watch: WatchId,
         pid: i32,
     },
+    /// Counters or verdicts changed: write the persisted state.
+    Persist,
+    /// Run the reboot command (auto-reboot; the count is already persisted).
+    Reboot { count: u32 },
     /// The entry is out of retries: the retry-over action (already logged).
     RetryOver(RetryOverAction),
     /// End pcheck with this exit status.
@@ -215,6 +221,15 @@ pub struct Entry {
     /// When the last successful restart happened.
     pub rerun_at: Option<Instant>,
     pub stall: Option<StallWatch>,
+    /// Since when the entry has not been healthy (running and, with a stall check,
+    /// answering): what auto-reboot measures.
+    pub down_since: Option<Instant>,
+    /// The running process has proven itself: adopted, or answered a stall probe (or
+    /// there is no stall check). A restarted process that dies or stalls before it
+    /// ever answered counts as a failed restart attempt.
+    proven: bool,
+    /// The last verdict, for the persisted state and operators.
+    pub last_verdict: Option<String>,
     watch: Option<WatchId>,
     next_watch: WatchId,
     /// An attempt in flight is the first start (not a restart).
@@ -284,6 +299,9 @@ impl Entry {
             monitor_on: true,
             rerun_at: None,
             stall: cfg.stall.as_ref().map(StallWatch::new),
+            down_since: None,
+            proven: false,
+            last_verdict: None,
             watch: None,
             next_watch: u64::from(cfg.pent_id) << 32,
             first_start: true,
@@ -306,6 +324,7 @@ impl Entry {
                 if !self.first_start && !adopted {
                     self.restart_count += 1;
                     self.rerun_at = Some(now);
+                    out.push(Action::Persist);
                 }
                 let verb = if adopted {
                     "Adopted"
@@ -316,7 +335,11 @@ impl Entry {
                 };
                 self.first_start = false;
                 self.pid = Some(pid);
-                self.retry_count = 0;
+                self.proven = adopted || !self.stall.as_ref().is_some_and(|s| s.enabled);
+                if self.proven {
+                    self.retry_count = 0;
+                    self.down_since = None;
+                }
                 self.proc_sts = ProcSts::Avail;
                 self.next_watch += 1;
                 let watch = self.next_watch;
@@ -344,6 +367,7 @@ impl Entry {
                 if self.proc_sts != ProcSts::Init {
                     return out;
                 }
+                self.down_since.get_or_insert(now);
                 self.first_start = true;
                 self.proc_sts = ProcSts::Restart;
                 out.push(Action::Log(
@@ -366,6 +390,9 @@ impl Entry {
                 }
                 self.watch = None;
                 self.pid = None;
+                self.down_since.get_or_insert(now);
+                self.last_verdict = Some(format!("process down ({how}; evidence: {source})"));
+                out.push(Action::Persist);
                 if let Some(sw) = self.stall.as_mut() {
                     sw.failing_since = None;
                     if sw.enabled && sw.sts != StallSts::Detect {
@@ -391,34 +418,35 @@ impl Entry {
                     ));
                     return out;
                 }
-                self.retry_count = 0;
                 self.first_start = false;
-                self.begin_restart(&mut out);
+                if self.proven {
+                    self.retry_count = 0;
+                    self.begin_restart(&mut out);
+                } else {
+                    // The last restart never served: that attempt failed.
+                    self.proc_sts = ProcSts::Restart;
+                    self.failed_attempt(
+                        "the restarted process ended before it ever answered its stall check",
+                        &mut out,
+                    );
+                }
             }
             Evidence::StartFailed { reason } => {
                 if self.proc_sts != ProcSts::Restart {
                     return out;
                 }
-                self.retry_count += 1;
-                let allowed = self.allowed_attempts();
-                out.push(Action::Log(
-                    Level::Error,
-                    format!(
-                        "Restart Failed: pname= {} pent_id= {} attempt {}/{}: {reason}",
-                        self.pname, self.pent_id, self.retry_count, allowed
-                    ),
-                ));
-                if self.retry_count >= allowed {
-                    self.retry_over(&mut out);
-                } else {
-                    out.push(self.attempt(self.retry_delay, true));
-                }
+                self.failed_attempt(&reason, &mut out);
             }
             Evidence::ProbeOk { watch } => {
                 if self.watch != Some(watch) || !self.monitor_on {
                     return out;
                 }
                 let (pent_id, pid) = (self.pent_id, self.pid);
+                if !self.proven && self.stall.as_ref().is_some_and(|s| s.enabled) {
+                    self.proven = true;
+                    self.retry_count = 0;
+                    self.down_since = None;
+                }
                 if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
                     if let Some(since) = sw.failing_since.take() {
                         out.push(Action::Log(
@@ -473,7 +501,7 @@ impl Entry {
                         failing.as_secs(),
                         sw.duration.as_secs()
                     );
-                    self.stall_verdict(watch, pid, why, &mut out);
+                    self.stall_verdict(watch, pid, why, now, &mut out);
                 }
             }
             Evidence::QueueStuck {
@@ -493,7 +521,7 @@ impl Entry {
                     "stall evidence (kernel): pent_id= {} accept queue full ({depth}/{limit}) and nothing accepted for {for_ms} ms",
                     self.pent_id
                 );
-                self.stall_verdict(watch, pid, why, &mut out);
+                self.stall_verdict(watch, pid, why, now, &mut out);
             }
             Evidence::KillResult { watch, pid, result } => {
                 if self.watch != Some(watch) {
@@ -563,7 +591,17 @@ impl Entry {
     }
 
     /// A stall is judged: the seed's line, the evidence, the forced kill.
-    fn stall_verdict(&mut self, watch: WatchId, pid: i32, why: String, out: &mut Vec<Action>) {
+    fn stall_verdict(
+        &mut self,
+        watch: WatchId,
+        pid: i32,
+        why: String,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.down_since.get_or_insert(now);
+        self.last_verdict = Some(why.clone());
+        out.push(Action::Persist);
         let Some(sw) = self.stall.as_mut() else {
             return;
         };
@@ -585,6 +623,29 @@ impl Entry {
             out.push(Action::StallStop { watch });
         }
         out.push(Action::KillStalled { watch, pid });
+    }
+
+    /// One more failed attempt: the next attempt, or the retry-over action.
+    fn failed_attempt(&mut self, reason: &str, out: &mut Vec<Action>) {
+        self.retry_count += 1;
+        let allowed = self.allowed_attempts();
+        out.push(Action::Log(
+            Level::Error,
+            format!(
+                "Restart Failed: pname= {} pent_id= {} attempt {}/{}: {reason}",
+                self.pname, self.pent_id, self.retry_count, allowed
+            ),
+        ));
+        if self.retry_count >= allowed {
+            self.retry_over(out);
+        } else {
+            out.push(self.attempt(self.retry_delay, true));
+        }
+    }
+
+    /// How long the entry has not been healthy, if it is not.
+    pub fn down_for(&self, now: Instant) -> Option<Duration> {
+        self.down_since.map(|s| now.saturating_duration_since(s))
     }
 
     fn begin_restart(&mut self, out: &mut Vec<Action>) {
@@ -620,6 +681,8 @@ impl Entry {
 
     fn retry_over(&mut self, out: &mut Vec<Action>) {
         self.proc_sts = ProcSts::Unavail;
+        self.last_verdict = Some(format!("retry over ({})", self.retry_over_action.as_str()));
+        out.push(Action::Persist);
         let act = self.retry_over_action;
         out.push(Action::Log(
             Level::Error,

@@ -10,6 +10,7 @@ fn cfg(retry_limit: u32, act: RetryOverAction) -> ProcEntry {
         script_pos: Default::default(),
         retry_limit,
         pidfile: None,
+        user: None,
         settings: EntrySettings {
             retry_over_action: act,
             retry_delay: Duration::from_millis(250),
@@ -43,9 +44,11 @@ fn failed() -> Evidence {
     }
 }
 
+/// The actions that act on the world: without log lines and state writes (those
+/// are checked in their own tests).
 fn non_log(acts: &[Action]) -> Vec<Action> {
     acts.iter()
-        .filter(|a| !matches!(a, Action::Log(..)))
+        .filter(|a| !matches!(a, Action::Log(..) | Action::Persist))
         .cloned()
         .collect()
 }
@@ -570,5 +573,75 @@ mod stall {
         assert_eq!(sts(&e), StallSts::Unknown);
         assert!(e.on(fail(w), t0).is_empty());
         assert!(e.on(fail(w), t0 + Duration::from_secs(100)).is_empty());
+    }
+
+    /// A restarted process that never answers its stall check is a failed restart
+    /// attempt: "the port never returns" ends in the retry-over action, and the entry
+    /// stays down (for auto-reboot) all along.
+    #[test]
+    fn port_never_returns_is_a_failed_attempt_and_ends_in_retry_over() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = cfg(2, RetryOverAction::Continue);
+        c.stall = with_stall(false, false, RetryOverAction::Continue)
+            .stall
+            .map(|_| StallCheck {
+                kind: StallKind::Web,
+                block_name: "_bi_webserv".into(),
+                pos: Default::default(),
+                interval: s(10),
+                duration: s(10),
+                port: 8080,
+                host: None,
+                probe_timeout: None,
+                path: None,
+                stop_after_detect: false,
+                retry_over_on_kill_failure: false,
+                evidence: StallEvidence::Probe,
+                kernel_window: s(2),
+                tls_verify: TlsVerifyCfg::System,
+                status_classes: None,
+            });
+        let mut e = Entry::new(&c);
+        let w = running(&mut e, 5, t0);
+        e.on(Evidence::ProbeOk { watch: w }, t0);
+        assert_eq!(e.down_for(t0), None);
+        // Stalls; killed; dies: a proven process, so attempt 1 of a fresh outage.
+        e.on(fail(w), t0 + s(10));
+        e.on(fail(w), t0 + s(20));
+        let acts = non_log(&e.on(died(w, 5), t0 + s(20)));
+        assert!(matches!(acts[..], [Action::Unwatch { .. }, Action::Restart { attempt: 1, .. }]), "{acts:?}");
+        assert_eq!(e.down_for(t0 + s(30)), Some(s(10)), "down since the stall verdict");
+        // The restart runs, but never answers: stalled again, killed, dies.
+        let w2 = match non_log(&e.on(Evidence::Running { pid: 6, adopted: false }, t0 + s(21)))[..] {
+            [Action::Watch { watch, .. }, ..] => watch,
+            ref o => panic!("{o:?}"),
+        };
+        assert_eq!(e.retry_count, 0);
+        e.on(fail(w2), t0 + s(21));
+        e.on(fail(w2), t0 + s(31));
+        let acts = non_log(&e.on(died(w2, 6), t0 + s(31)));
+        assert!(matches!(acts[..], [Action::Unwatch { .. }, Action::Restart { attempt: 2, .. }]), "{acts:?}");
+        assert_eq!(e.retry_count, 1);
+        let w3 = match non_log(&e.on(Evidence::Running { pid: 7, adopted: false }, t0 + s(32)))[..] {
+            [Action::Watch { watch, .. }, ..] => watch,
+            ref o => panic!("{o:?}"),
+        };
+        e.on(fail(w3), t0 + s(32));
+        e.on(fail(w3), t0 + s(42));
+        let acts = non_log(&e.on(died(w3, 7), t0 + s(42)));
+        assert_eq!(acts, vec![Action::Unwatch { watch: w3 }, Action::RetryOver(RetryOverAction::Continue)]);
+        assert_eq!(e.down_for(t0 + s(50)), Some(s(30)), "still down since the first verdict");
+        assert_eq!(e.restart_count, 2);
+    }
+
+    #[test]
+    fn counters_and_verdicts_ask_for_a_state_write() {
+        let t0 = Instant::now();
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        assert!(e.on(died(w, 5), t0).contains(&Action::Persist));
+        assert!(e.last_verdict.as_deref().is_some_and(|v| v.contains("killed by signal 9")));
+        assert!(e.on(Evidence::Running { pid: 6, adopted: false }, t0).contains(&Action::Persist));
     }
 }

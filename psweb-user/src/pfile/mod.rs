@@ -144,6 +144,31 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             match name {
                 "evidence" => globals.evidence = parse_evidence(&cx, &value)?,
                 "control_socket" => globals.control_socket = Some(abs_path(&cx, value)?),
+                "state_dir" => globals.state_dir = Some(abs_path(&cx, value)?),
+                "auto_reboot" => {
+                    globals.reboot.enabled = match value.text.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        v => return Err(cx.err(value.pos, format!("expected on or off, found {v:?}"))),
+                    }
+                }
+                "reboot_after" => globals.reboot.after = parse_duration(&cx, &value, name)?,
+                "reboot_reset" => globals.reboot.reset = parse_duration(&cx, &value, name)?,
+                "reboot_limit" => {
+                    globals.reboot.limit = value.text.parse().ok().filter(|n| *n <= 100).ok_or_else(|| {
+                        cx.err(value.pos, format!("expected a reboot limit from 0 to 100, found {:?}", value.text))
+                    })?
+                }
+                "reboot_command" => {
+                    let words: Vec<String> = value.text.split_whitespace().map(str::to_string).collect();
+                    if words.first().is_none_or(|w| !w.starts_with('/')) {
+                        return Err(cx.err(
+                            value.pos,
+                            format!("expected a command starting with an absolute path (quote it if it has arguments), found {:?}", value.text),
+                        ));
+                    }
+                    globals.reboot.command = words;
+                }
                 _ => {}
             }
             continue;
@@ -223,10 +248,19 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
 }
 
 /// Checks what the text alone cannot: that each restart script exists and is an
-/// executable regular file. Returns one diagnostic per problem.
+/// executable regular file, and (as root) that neither the pfile nor a restart
+/// script can be changed by a non-root user ([`strict_modes`]). Returns one
+/// diagnostic per problem.
 pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
+    if let Err(msg) = strict_modes(&pfile.path, "pfile") {
+        out.push(Diagnostic {
+            file: pfile.path.clone(),
+            pos: Pos { line: 1, col: 1 },
+            msg,
+        });
+    }
     for e in &pfile.entries {
         let problem = match std::fs::metadata(&e.restart_script) {
             Err(err) => Some(format!(
@@ -241,7 +275,7 @@ pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
                 "restart script {} is not executable",
                 e.restart_script.display()
             )),
-            Ok(_) => None,
+            Ok(_) => strict_modes(&e.restart_script, "restart script").err(),
         };
         if let Some(msg) = problem {
             out.push(Diagnostic {
@@ -252,6 +286,46 @@ pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Like sshd's StrictModes: when pcheck runs as root, a file it trusts (the pfile, a
+/// restart script it runs as root) and every directory above it must be owned by
+/// root (or pcheck's own uid) and not writable by group or others — except a
+/// directory with the sticky bit (like /tmp), where others cannot replace what root
+/// owns. Not root: nothing to check (pcheck cannot raise anyone's privileges).
+pub fn strict_modes(path: &Path, what: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if me != 0 {
+        return Ok(());
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    let mut cur = Some(real.as_path());
+    let mut first = true;
+    while let Some(p) = cur {
+        let m = std::fs::metadata(p).map_err(|e| format!("{what} {}: {}: {e}", path.display(), p.display()))?;
+        let mode = m.mode();
+        let kind = if first { what.to_string() } else { format!("directory {} above {what}", p.display()) };
+        if m.uid() != 0 && m.uid() != me {
+            return Err(format!(
+                "refusing {what} {}: {kind} is owned by uid {}, not root (a non-root user could change what pcheck runs as root)",
+                path.display(),
+                m.uid()
+            ));
+        }
+        let sticky_dir = m.is_dir() && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_dir {
+            return Err(format!(
+                "refusing {what} {}: {kind} is writable by group or others (mode {:04o}); chmod go-w it",
+                path.display(),
+                mode & 0o7777
+            ));
+        }
+        first = false;
+        cur = p.parent();
+    }
+    Ok(())
 }
 
 struct RawEntry {
@@ -343,9 +417,16 @@ const GLOBAL_KEYS: &[&str] = &[
     "kill_wait",
     "evidence",
     "control_socket",
+    "state_dir",
+    "auto_reboot",
+    "reboot_after",
+    "reboot_command",
+    "reboot_limit",
+    "reboot_reset",
 ];
 const ENTRY_KEYS: &[&str] = &[
     "pidfile",
+    "user",
     "retry_over_action",
     "restart_timeout",
     "start_wait",
@@ -429,6 +510,7 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
         })?;
     let mut overrides = Overrides::default();
     let mut pidfile = None;
+    let mut user = None;
     let mut seen: HashMap<String, Pos> = HashMap::new();
     for t in &toks[3..] {
         let Some(eq) = t.text.find('=') else {
@@ -471,6 +553,12 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
         }
         match key {
             "pidfile" => pidfile = Some(abs_path(cx, val)?),
+            "user" => {
+                if !val.text.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                    return Err(cx.err(val.pos, format!("expected a user name, found {:?}", val.text)));
+                }
+                user = Some(val.text.clone());
+            }
             "retry_over_action" => overrides.retry_over_action = Some(parse_action(cx, &val)?),
             "restart_timeout" => overrides.restart_timeout = Some(parse_duration(cx, &val, key)?),
             "start_wait" => overrides.start_wait = Some(parse_duration(cx, &val, key)?),
@@ -488,6 +576,7 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
             script_pos: script_tok.pos,
             retry_limit,
             pidfile,
+            user,
             settings: EntrySettings::default(),
             stall: None,
             line: pname_tok.pos.line,

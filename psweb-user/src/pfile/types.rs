@@ -16,7 +16,7 @@ pub struct Pfile {
     pub warnings: Vec<Diagnostic>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Globals {
     /// Defaults for every entry (an entry's own key=value wins).
     pub defaults: EntrySettings,
@@ -24,6 +24,58 @@ pub struct Globals {
     pub evidence: EvidenceMode,
     /// Where pcheck serves padmin. Default: derived from the pfile's path.
     pub control_socket: Option<PathBuf>,
+    /// Where the persisted state file lives: `state_dir`, else $PSWEB_STATE_DIR,
+    /// else /var/opt/HA/PSWE/state ([`Globals::state_dir`]).
+    pub state_dir: Option<PathBuf>,
+    pub reboot: RebootPolicy,
+}
+
+impl Default for Globals {
+    fn default() -> Self {
+        Self {
+            defaults: EntrySettings::default(),
+            evidence: EvidenceMode::default(),
+            control_socket: None,
+            state_dir: None,
+            reboot: RebootPolicy::default(),
+        }
+    }
+}
+
+impl Globals {
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| std::env::var_os("PSWEB_STATE_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/opt/HA/PSWE/state"))
+    }
+}
+
+/// Automatic reboot (seed 3.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebootPolicy {
+    pub enabled: bool,
+    /// A watched server not back (AVAIL and, with a stall check, answering) for this
+    /// long is a fatal fault.
+    pub after: Duration,
+    /// The command, run without a shell.
+    pub command: Vec<String>,
+    /// At most this many automatic reboots in a row...
+    pub limit: u32,
+    /// ...where a run with every entry healthy for this long starts the count again.
+    pub reset: Duration,
+}
+
+impl Default for RebootPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            after: Duration::from_secs(300),
+            command: vec!["/usr/bin/systemctl".into(), "reboot".into()],
+            limit: 3,
+            reset: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What to do when a process cannot be restarted within its retry count (seed 3.2).
@@ -122,6 +174,8 @@ pub struct ProcEntry {
     /// How many restart attempts before the retry-over action.
     pub retry_limit: u32,
     pub pidfile: Option<PathBuf>,
+    /// Run the restart script as this user (default: pcheck's own, root).
+    pub user: Option<String>,
     pub settings: EntrySettings,
     pub stall: Option<StallCheck>,
     pub line: usize,

@@ -4,6 +4,8 @@
 //! `<PRI>Mmm dd hh:mm:ss pcheck[PID]: msg`) and, in the foreground, to stderr as the
 //! syslog daemon would write it: `Mmm dd hh:mm:ss hostname pcheck[PID]: msg`.
 
+pub mod notify;
+
 use crate::core::Level;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
