@@ -113,4 +113,11 @@ fn wall_clock_jump_causes_no_stall_verdict() {
     let judged: Vec<&String> = pc.seen.iter().filter(|l| l.contains("Stall")).collect();
     assert!(judged.is_empty(), "{judged:?}");
     assert_eq!(pid_of(&pc.entry(1)), pid, "no restart");
+    fault_row(
+        9,
+        "wall clock a day forward and back",
+        "no verdict",
+        "no verdict; failures counted on the monotonic clock",
+        None,
+    );
 }

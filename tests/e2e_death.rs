@@ -39,6 +39,7 @@ fn kill9_restarts(mode: &str) {
         "the evidence source is named: {down}"
     );
     pc.wait_for("Restarted Process", T);
+    let recovered = t0.elapsed();
     let after = pc.entry(1);
     assert_eq!(after["restart_count"], 1);
     assert_eq!(after["retry_count"], 0);
@@ -53,6 +54,13 @@ fn kill9_restarts(mode: &str) {
     println!(
         "{mode}: kill -9 -> Process Down logged after {} ms",
         detect.as_millis()
+    );
+    fault_row(
+        1,
+        &format!("kill -9 of the main server process ({mode})"),
+        "detected, remnants killed, restarted",
+        &format!("detected in {} us, restarted, old workers gone", detect.as_micros()),
+        Some(recovered),
     );
     assert!(detect < Duration::from_secs(5), "sanity bound");
 }
@@ -113,6 +121,13 @@ fn failing_script_retry_over_continue_keeps_watching_others() {
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     let over = pc.wait_for("Retry Over", T);
     assert!(over.contains("retry_over_action= continue"), "{over}");
+    fault_row(
+        6,
+        "restart script fails",
+        "retries, then the retry-over action",
+        "3 attempts, Retry Over (continue), others watched",
+        None,
+    );
     assert!(
         pc.seen.iter().any(|l| l.contains("exited with status 1")),
         "the failure reason is logged"
@@ -195,7 +210,15 @@ fn zombie_is_detected(mode: &str) {
     assert!(down.contains(&format!("pid= {pid}")), "{down}");
     // The parent never reaps it, so pcheck saw it as a zombie (not yet gone).
     assert!(down.contains("zombie"), "{down}");
+    let t0 = Instant::now();
     pc.wait_for("Restarted Process", T);
+    fault_row(
+        4,
+        &format!("zombie ({mode})"),
+        "dead at once, restarted",
+        "detected as zombie, restarted",
+        Some(t0.elapsed()),
+    );
 }
 
 #[test]
@@ -252,6 +275,13 @@ fn hung_restart_script_is_killed_at_its_timeout() {
             "process {p} of the hung script's group was killed"
         );
     }
+    fault_row(
+        5,
+        "restart script hangs",
+        "killed with its process group at the timeout",
+        "killed at 500 ms, its group gone, counted as failed",
+        Some(took),
+    );
 }
 
 #[test]
@@ -280,6 +310,13 @@ fn pcheck_restarted_adopts_the_running_server() {
     assert_eq!(sb.runs("web"), 1, "the restart script ran once only");
     assert_eq!(pid_of(&pc2.entry(1)), pid);
     assert!(http_ok(port));
+    fault_row(
+        8,
+        "pcheck killed and restarted",
+        "adopts, no second copy",
+        "adopted the same pid, script ran once",
+        None,
+    );
     // And the adopted server is really watched.
     kill(pid, libc::SIGKILL);
     pc2.wait_for("Restarted Process", T);

@@ -164,6 +164,13 @@ fn bad_pfile_starts_nothing() {
         "{err}"
     );
     assert_eq!(sb.runs("web"), 0, "nothing started");
+    fault_row(
+        14,
+        "bad pfile",
+        "clear error, nothing started",
+        "file:line:col error, exit 2, nothing started",
+        None,
+    );
     // --check says the same and also starts nothing.
     let out = Command::new(PCHECK)
         .arg("--check")

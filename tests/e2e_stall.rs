@@ -102,6 +102,13 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
         "{block}: SIGSTOP -> stall verdict in {} ms",
         took.as_millis()
     );
+    fault_row(
+        3,
+        &format!("SIGSTOP of all httpd processes ({block})"),
+        "stall after the retry-over time, killed, restarted",
+        &format!("verdict after {} ms, restarted, serving", took.as_millis()),
+        Some(t0.elapsed()),
+    );
     assert!(
         took >= Duration::from_secs(10),
         "not before the retry-over time: {took:?}"

@@ -17,7 +17,9 @@ fn shipped(dir: &Path, out: &mut Vec<PathBuf>) {
         } else if p
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("pfile") && !n.ends_with(".in"))
+            .is_some_and(|n| {
+                (n.starts_with("pfile") && !n.contains('.')) || n.ends_with(".pfile")
+            })
         {
             out.push(p);
         }

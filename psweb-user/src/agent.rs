@@ -5,7 +5,7 @@ use crate::act::{self, kill::ServiceId};
 use crate::admin::{
     server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
 };
-use crate::core::{Action, DeathKind, Entry, Evidence, Source, WatchId};
+use crate::core::{Action, DeathKind, Entry, Evidence, ProcSts, Source, WatchId};
 use crate::pfile::{
     EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
 };
@@ -244,7 +244,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     }
 
     persist(&mut ctx, &slots);
-    notifier.send(&format!("READY=1\nSTATUS=watching {} entries", slots.len()));
+    // READY once every entry has settled (running, or given up), so that units
+    // ordered after pcheck find the servers up; at the latest after a minute.
+    let started_at = Instant::now();
+    let mut ready = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watchdog = tokio::time::interval(notifier.watchdog_every.unwrap_or(Duration::from_secs(3600)));
@@ -253,12 +256,22 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
+        if !ready
+            && (slots.iter().all(|s| matches!(s.core.proc_sts, ProcSts::Avail | ProcSts::Unavail))
+                || started_at.elapsed() >= Duration::from_secs(60))
+        {
+            ready = true;
+            notifier.send(&format!("READY=1\nSTATUS=watching {} entries", slots.len()));
+        }
         tokio::select! {
-            _ = watchdog.tick(), if notifier.watchdog_every.is_some() => {
+            _ = watchdog.tick(), if ready && notifier.watchdog_every.is_some() => {
                 // From the main loop: a hung loop stops the pings and systemd acts.
                 notifier.send("WATCHDOG=1");
             }
-            _ = tick.tick(), if ctx.guard.policy.enabled => {
+            _ = tick.tick(), if ctx.guard.policy.enabled || !ready => {
+                if !ctx.guard.policy.enabled {
+                    continue;
+                }
                 let now = Instant::now();
                 let worst = slots
                     .iter()

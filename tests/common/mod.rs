@@ -429,3 +429,34 @@ pub fn https_ok(port: u16) -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).starts_with("HTTP/1."))
         .unwrap_or(false)
 }
+
+/// One row of the fault matrix (issue 5), printed for `cargo xtask faults`:
+/// `FAULT|<n>|<fault>|<expected>|<seen>|<time to recover>`.
+pub fn fault_row(n: u32, fault: &str, expected: &str, seen: &str, recover: Option<Duration>) {
+    let t = recover.map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
+    println!("FAULT|{n}|{fault}|{expected}|{seen}|{t}");
+}
+
+/// The pid in a log line's `pid= N`.
+pub fn pid_in(line: &str) -> i32 {
+    line.split("pid= ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// pcheck's open fds and resident memory (kB).
+pub fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    (fds, rss)
+}

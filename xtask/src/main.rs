@@ -4,6 +4,7 @@
 //! machine and says what it is doing, so that a newcomer needs only the command.
 
 mod ebpf;
+mod faults;
 mod util;
 
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ commands:
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test                     install what the tests need, build, run every test
   bench                    run the benchmarks; prints a table, writes JSON under target/bench/
+  faults                   run the fault matrix; prints fault, expected, seen, time to recover
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         "run" => util::run_demo(rest),
         "test" => util::test(rest),
         "bench" => util::bench(rest),
+        "faults" => faults::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -624,14 +624,14 @@ fn parse_duration_zero_ok(cx: &Ctx, t: &Token, what: &str) -> Result<Duration, D
         cx.err(
             t.pos,
             format!(
-                "expected a duration for {what} (seconds, or a number with ms, s or m), found {:?}",
+                "expected a duration for {what} (seconds, or a number with ms, s, m or h), found {:?}",
                 t.text
             ),
         )
     })
 }
 
-/// `30`, `30s`, `500ms`, `2m`. Plain numbers are seconds. At most one day.
+/// `30`, `30s`, `500ms`, `2m`, `1h`. Plain numbers are seconds. At most one day.
 pub fn parse_duration_text(s: &str) -> Option<Duration> {
     let (num, unit_ms): (&str, u64) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1)
@@ -639,6 +639,8 @@ pub fn parse_duration_text(s: &str) -> Option<Duration> {
         (n, 1000)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
     } else {
         (s, 1000)
     };

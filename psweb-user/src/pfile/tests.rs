@@ -187,6 +187,8 @@ fn durations() {
         Some(Duration::from_millis(250))
     );
     assert_eq!(parse_duration_text("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration_text("1h"), Some(Duration::from_secs(3600)));
+    assert_eq!(parse_duration_text("25h"), None, "at most a day");
     assert_eq!(parse_duration_text("-1"), None);
     assert_eq!(parse_duration_text("1.5s"), None);
     assert_eq!(parse_duration_text("999999999999999999999"), None);
