@@ -321,6 +321,17 @@ fn pcheck_restarted_adopts_the_running_server() {
     kill(pid, libc::SIGKILL);
     pc2.wait_for("Restarted Process", T);
     assert_eq!(sb.runs("web"), 2);
+    assert_eq!(pc2.entry(1)["restart_count"], 1);
+    // Restarted again (as systemd would after a crash): it adopts, and keeps its
+    // counters (persisted state).
+    let new_pid = pid_of(&pc2.entry(1));
+    kill(pc2.child.id() as i32, libc::SIGKILL);
+    let _ = pc2.child.wait();
+    let mut pc3 = Pcheck::start(&sb, &pfile, &[]);
+    let adopted = pc3.wait_for("Adopted Process", T);
+    assert!(adopted.contains(&format!("pid= {new_pid}")), "{adopted}");
+    assert_eq!(pc3.entry(1)["restart_count"], 1, "the count survived");
+    assert_eq!(sb.runs("web"), 2);
 }
 
 #[test]

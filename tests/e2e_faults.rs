@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// 2. Killing worker processes only: the master lives and respawns them; pcheck
+/// Fault 2: Killing worker processes only: the master lives and respawns them; pcheck
 /// watches the master, so it does not restart anything (documented behaviour).
 #[test]
 fn fault02_worker_deaths_need_no_restart() {
@@ -48,7 +48,7 @@ fn fault02_worker_deaths_need_no_restart() {
     fault_row(2, "kill of worker processes only", "no restart (master respawns workers)", "no restart, serving", Some(took));
 }
 
-/// 7. The server starts but its port never returns: each restart is a failed
+/// Fault 7: The server starts but its port never returns: each restart is a failed
 /// attempt, then the retry-over action.
 #[test]
 fn fault07_port_never_returns_ends_in_retry_over() {
@@ -75,7 +75,7 @@ fn fault07_port_never_returns_ends_in_retry_over() {
     fault_row(7, "port never returns", "retry-over action", "Retry Over (continue), UNAVAIL", Some(t0.elapsed()));
 }
 
-/// 10. The watched pid is reused by an unrelated process before pcheck looks again
+/// Fault 10: The watched pid is reused by an unrelated process before pcheck looks again
 /// (/proc polling every 5 s): pcheck still sees the death (another start time), and
 /// leaves the unrelated process alone.
 #[test]
@@ -135,7 +135,7 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
     fault_row(10, "pid reused by an unrelated process", "still detected as dead", "detected (start time differs), impostor untouched", Some(t0.elapsed()));
 }
 
-/// 11. 1,000 crash/restart cycles: pcheck's fd count and RSS stay flat.
+/// Fault 11: 1,000 crash/restart cycles: pcheck's fd count and RSS stay flat.
 #[test]
 fn fault11_a_thousand_crash_restart_cycles_leak_nothing() {
     if !root_or_skip("fault11") {
@@ -184,7 +184,7 @@ fn fault11_a_thousand_crash_restart_cycles_leak_nothing() {
     );
 }
 
-/// 12. A fatal fault reboots (the reboot command here appends to a file); the
+/// Fault 12: A fatal fault reboots (the reboot command here appends to a file); the
 /// threshold stops the loop, also after a "reboot" (pcheck started again with the
 /// same state directory).
 #[test]
@@ -229,7 +229,7 @@ fn fault12_reboot_threshold_survives_reboots() {
     fault_row(12, "reboot threshold reached", "no further reboot, also after a reboot", "2 reboots, then suppressed", Some(t0.elapsed()));
 }
 
-/// 13a. A corrupt state file: reported, kept aside, replaced; monitoring goes on.
+/// Fault 13a: A corrupt state file: reported, kept aside, replaced; monitoring goes on.
 #[test]
 fn fault13_corrupt_state_file_is_replaced() {
     if !root_or_skip("fault13a") {
@@ -264,7 +264,7 @@ fn fault13_corrupt_state_file_is_replaced() {
     fault_row(13, "state file corrupted", "clear log, monitoring continues", "reported, kept aside, replaced; restart worked", Some(t0.elapsed()));
 }
 
-/// 13b. A full disk under the state directory: a clear log, monitoring goes on.
+/// Fault 13b: A full disk under the state directory: a clear log, monitoring goes on.
 #[test]
 fn fault13_full_disk_does_not_stop_monitoring() {
     if !root_or_skip("fault13b") {

@@ -421,3 +421,64 @@ fn kernel_evidence_never_judges_a_slow_but_draining_server() {
     );
     assert_eq!(pid_of(&pc.entry(1)), master, "no restart");
 }
+
+/// nginx for real with the HTTP check: all nginx processes stopped -> stall ->
+/// killed -> restarted -> HEAD answers again.
+#[test]
+fn nginx_http_stall_is_detected_killed_and_restarted() {
+    if !root_or_skip("nginx_http_stall") || !nginx_or_skip("nginx_http_stall") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (script, pidfile) = nginx_instance(&sb, port);
+    let pfile = sb.pfile(&format!(
+        "{NGINX} {} 3 pidfile={}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, "    probe_timeout = 2s\n")
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    assert!(http_ok(port));
+    let master = pid_of(&pc.entry(1));
+    // nginx workers rename themselves ("nginx: worker process"): find them by parent.
+    let mut all = vec![master];
+    all.extend(children_of(master));
+    assert!(all.len() >= 3, "master and 2 workers: {all:?}");
+    let t0 = Instant::now();
+    signal_all(&all, libc::SIGSTOP);
+    let find = pc.wait_for("Find Web Server Stall", STALL_T);
+    assert!(find.ends_with(&format!("Find Web Server Stall: pid = {master} : port = {port}")), "{find}");
+    pc.wait_for(&format!("Killed Process: pid= {master}"), T);
+    pc.wait_for("Restarted Process", T);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    assert!(http_ok(port), "HEAD answers again");
+    for p in &all {
+        assert!(!alive(*p), "stopped nginx process {p} was killed");
+    }
+    fault_row(
+        3,
+        "SIGSTOP of all nginx processes (_bi_webserv)",
+        "stall after the retry-over time, killed, restarted",
+        "verdict, restarted, serving",
+        Some(t0.elapsed()),
+    );
+}
+
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit(')').next()?.split_whitespace().nth(1)?.to_string();
+                    rest.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}

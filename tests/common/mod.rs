@@ -460,3 +460,34 @@ pub fn fds_and_rss(pid: u32) -> (usize, u64) {
         .unwrap_or(0);
     (fds, rss)
 }
+
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+/// True when Debian's nginx is installed; otherwise prints why the test is skipped.
+pub fn nginx_or_skip(test: &str) -> bool {
+    if Path::new(NGINX).exists() {
+        return true;
+    }
+    println!("SKIPPED {test}: Debian's nginx is not installed (cargo xtask test installs it)");
+    false
+}
+
+/// A private nginx instance of the sandbox (its own config, prefix, pidfile, port).
+/// Returns (restart script, pidfile).
+pub fn nginx_instance(sb: &Sandbox, port: u16) -> (PathBuf, PathBuf) {
+    let d = sb.path().display().to_string();
+    std::fs::create_dir_all(sb.file("nginx-tmp")).expect("tmp dir");
+    let conf = format!(
+        "daemon on;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nworker_processes 2;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-tmp/body;\n  proxy_temp_path {d}/nginx-tmp/proxy;\n\
+           fastcgi_temp_path {d}/nginx-tmp/fastcgi;\n  uwsgi_temp_path {d}/nginx-tmp/uwsgi;\n  scgi_temp_path {d}/nginx-tmp/scgi;\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"psweb test\\n\"; }} }}\n}}\n"
+    );
+    std::fs::write(sb.file("nginx.conf"), conf).expect("nginx.conf");
+    let script = sb.script(
+        "nginx.rc",
+        &format!("echo run >> {d}/nginx.runs\nexec {NGINX} -p {d}/ -c {d}/nginx.conf"),
+    );
+    (script, sb.file("nginx.pid"))
+}

@@ -5,6 +5,7 @@
 
 mod ebpf;
 mod faults;
+mod package;
 mod util;
 
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ commands:
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test                     install what the tests need, build, run every test
   bench                    run the benchmarks; prints a table, writes JSON under target/bench/
+  package                  build the x86_64 RPM (static musl binaries, eBPF object, unit, templates,
+                           man pages, completions) under target/generate-rpm/, then check it
   faults                   run the fault matrix; prints fault, expected, seen, time to recover
 ";
 
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         "run" => util::run_demo(rest),
         "test" => util::test(rest),
         "bench" => util::bench(rest),
+        "package" => package::package(rest),
         "faults" => faults::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");

@@ -40,6 +40,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/ab", "apache2-utils"),
     ("/usr/bin/openssl", "openssl"),
     ("/usr/bin/perl", "perl"),
+    ("/usr/share/tomcat10/bin/catalina.sh", "tomcat10"),
+    ("/usr/sbin/nginx", "nginx"),
 ];
 
 /// Installs the test servers and tools that are missing (as root, with apt-get).
@@ -76,7 +78,8 @@ pub fn test(args: &[String]) -> Result<(), String> {
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
-    sh(&mut cmd)
+    sh(&mut cmd)?;
+    crate::package::check()
 }
 
 /// `cargo xtask run [--port N]`: pcheck in the foreground watching the demo server.

@@ -2,30 +2,12 @@
 
 use clap::Parser;
 use psweb::admin::{socket_path, Request, Response};
+use psweb::cli::PadminArgs as Args;
 use psweb::pfile;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-
-/// Control the pcheck that runs a pfile.
-#[derive(Parser, Debug)]
-#[command(name = "padmin", version)]
-struct Args {
-    /// The pfile pcheck was started with.
-    #[arg(short = 'f', long = "file", value_name = "PFILE")]
-    pfile: PathBuf,
-    /// The command: "show pent", "show kernel", "shutdown", "stop" or "start" (the last two with -n).
-    #[arg(short = 'c', long = "command", num_args = 1.., value_name = "COMMAND", required = true)]
-    command: Vec<String>,
-    /// pent_id of the entry for stop / start.
-    #[arg(short = 'n', value_name = "PENT_ID")]
-    pent_id: Option<u32>,
-    /// Print JSON instead of the seed's text.
-    #[arg(long)]
-    json: bool,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

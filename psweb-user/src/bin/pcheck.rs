@@ -2,46 +2,12 @@
 
 use clap::Parser;
 use psweb::agent::{self, Options};
-use psweb::pfile::{self, EvidenceMode};
+use psweb::cli::PcheckArgs as Args;
+use psweb::pfile;
 use psweb::report::Logger;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Keep web servers and TCP services alive: watch the processes of a pfile, restart
-/// them when they die, and act when they cannot be brought back.
-#[derive(Parser, Debug)]
-#[command(name = "pcheck", version)]
-struct Args {
-    /// The pfile (configuration) to run.
-    #[arg(short = 'f', long = "file", value_name = "PFILE")]
-    pfile: PathBuf,
-    /// Validate the pfile (and that its restart scripts exist) and exit; start nothing.
-    #[arg(long)]
-    check: bool,
-    /// Where death evidence comes from: auto, ebpf, pidfd or procfs (overrides the pfile).
-    #[arg(long, value_name = "MODE")]
-    evidence: Option<EvidenceMode>,
-    /// /proc poll interval when /proc is the evidence source, e.g. 100ms.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
-    poll_interval: Duration,
-    /// Syslog socket; "none" to log to stderr only.
-    #[arg(long, default_value = "/dev/log", value_name = "PATH")]
-    syslog: String,
-    /// The eBPF object to load (default: psweb.bpf.o next to pcheck, then /usr/lib/psweb).
-    #[arg(long, value_name = "PATH")]
-    bpf_object: Option<PathBuf>,
-    /// Do not copy log lines to stderr.
-    #[arg(long, short = 'q')]
-    quiet: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    pfile::parse_duration_text(s)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("expected a duration such as 100ms or 1s, found {s:?}"))
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -16,7 +16,7 @@ pub struct Pfile {
     pub warnings: Vec<Diagnostic>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Globals {
     /// Defaults for every entry (an entry's own key=value wins).
     pub defaults: EntrySettings,
@@ -28,18 +28,6 @@ pub struct Globals {
     /// else /var/opt/HA/PSWE/state ([`Globals::state_dir`]).
     pub state_dir: Option<PathBuf>,
     pub reboot: RebootPolicy,
-}
-
-impl Default for Globals {
-    fn default() -> Self {
-        Self {
-            defaults: EntrySettings::default(),
-            evidence: EvidenceMode::default(),
-            control_socket: None,
-            state_dir: None,
-            reboot: RebootPolicy::default(),
-        }
-    }
 }
 
 impl Globals {
