@@ -62,7 +62,6 @@ pub async fn kill_service(id: &ServiceId, wait: Duration) -> (Vec<i32>, Vec<i32>
             return (killed, Vec::new());
         }
         for s in &live {
-            // SAFETY-free: nix's kill is a plain syscall wrapper.
             if nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(s.pid),
                 nix::sys::signal::Signal::SIGKILL,
