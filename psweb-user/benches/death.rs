@@ -26,14 +26,6 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn pid_in(line: &str) -> i32 {
-    line.split("pid= ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
-}
-
 fn start(sb: &Sandbox, mode: &str) -> (Pcheck, i32) {
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);

@@ -5,14 +5,19 @@ use crate::act::{self, kill::ServiceId};
 use crate::admin::{
     server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
 };
-use crate::core::{Action, DeathKind, Entry, Evidence, ProcSts, Source, WatchId};
+use crate::core::{
+    Action, DeathKind, Entry, EventKind, EventSource, Evidence, Level, ProcSts, Source, Tag,
+    WatchId,
+};
 use crate::pfile::{
     EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
 };
 use crate::probe::{self, Prober};
 use crate::core::reboot::RebootGuard;
 use crate::report::notify::Notifier;
-use crate::report::{format_local, Logger};
+use crate::report::events::{Bus, EventInfo};
+use crate::report::metrics::{self, Metrics};
+use crate::report::{format_local, webhook, Logger};
 use crate::state::{self, Store};
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport, OverflowPath};
 use crate::sense::pidfd::{self, PidFd};
@@ -105,6 +110,32 @@ impl Mode {
             Mode::Procfs => "procfs",
         }
     }
+
+    fn source(self) -> EventSource {
+        match self {
+            Mode::Ebpf => EventSource::Ebpf,
+            Mode::Pidfd => EventSource::Pidfd,
+            Mode::Procfs => EventSource::Procfs,
+        }
+    }
+}
+
+/// The event of one entry: the core's tag, plus the entry and its stall-check port.
+fn entry_event(cfg: &ProcEntry, tag: Tag) -> EventInfo {
+    EventInfo::from_tag(tag).entry(
+        cfg.pent_id,
+        &cfg.pname.display().to_string(),
+        cfg.stall.as_ref().map(|s| s.port),
+    )
+}
+
+/// Carries out a log action of an entry (None: not about an entry).
+fn log_action(log: &Logger, level: Level, msg: &str, tag: Option<Tag>, cfg: Option<&ProcEntry>) {
+    match (tag, cfg) {
+        (Some(t), Some(c)) => log.event(level, msg, entry_event(c, t)),
+        (Some(t), None) => log.event(level, msg, EventInfo::from_tag(t)),
+        (None, _) => log.log(level, msg),
+    }
 }
 
 /// Runs pcheck until shutdown; returns its exit status. Tells systemd (when it
@@ -125,6 +156,36 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     for w in &pfile.warnings {
         log.warn(&format!("warning: {w}"));
     }
+
+    // Events: metrics, webhooks and the ring padmin reads, before the first event.
+    let metrics = match pfile.globals.metrics_listen {
+        Some(addr) => {
+            let listener = metrics::bind(addr)?;
+            let m = Arc::new(Metrics::new());
+            tokio::spawn(metrics::serve(listener, Arc::clone(&m), Arc::clone(&log)));
+            log.info(&format!("metrics: serving Prometheus metrics on http://{addr}/metrics"));
+            Some(m)
+        }
+        None => None,
+    };
+    let hooks = webhook::start(
+        &pfile.globals.webhooks,
+        pfile.globals.webhook_format,
+        pfile
+            .globals
+            .webhook_queue
+            .unwrap_or(crate::pfile::DEFAULT_WEBHOOK_QUEUE),
+        &log,
+        metrics.clone(),
+    )?;
+    for h in &hooks {
+        log.info(&format!("webhook: events are POSTed to {}", h.url));
+    }
+    log.attach(Arc::new(Bus::new(
+        hooks,
+        metrics.clone(),
+        log.hostname().to_string(),
+    )));
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (ktx, mut krx) = mpsc::unbounded_channel::<KernelEvent>();
@@ -158,13 +219,20 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     }
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
-    log.info(&format!(
-        "pcheck started: pfile= {} entries= {} evidence= {} control= {}",
-        pfile.path.display(),
-        pfile.entries.len(),
-        mode.name(),
-        control.path().display()
-    ));
+    log.event(
+        Level::Info,
+        &format!(
+            "pcheck started: pfile= {} entries= {} evidence= {} control= {}",
+            pfile.path.display(),
+            pfile.entries.len(),
+            mode.name(),
+            control.path().display()
+        ),
+        EventInfo::new(EventKind::PcheckStart).evidence(mode.source()),
+    );
+    if let Some(m) = &metrics {
+        m.set_evidence(mode.name());
+    }
     tokio::spawn(control.serve(calls_tx, Arc::clone(&log)));
 
     let anchor = (Instant::now(), SystemTime::now());
@@ -223,7 +291,14 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         reboots: saved.reboots,
         pfile_path: pfile.path.display().to_string(),
         persist_due: false,
+        metrics,
     };
+    if let Some(m) = &ctx.metrics {
+        m.set_reboots(ctx.guard.count);
+        for s in &slots {
+            m.declare_entry(&Metrics::entry_labels(s.cfg.pent_id, &s.core.pname));
+        }
+    }
 
     // Adopt what already runs; start what does not.
     for idx in 0..slots.len() {
@@ -280,7 +355,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                     .max_by_key(|(_, d)| *d);
                 for a in ctx.guard.on_tick(now, worst) {
                     match a {
-                        Action::Log(level, msg) => log.log(level, &msg),
+                        Action::Log(level, msg, tag) => log_action(&log, level, &msg, tag, None),
                         Action::Persist => ctx.persist_due = true,
                         Action::Reboot { count } => {
                             ctx.reboots.push(state::RebootRecord {
@@ -299,6 +374,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                 if ctx.persist_due {
                     persist(&mut ctx, &slots);
                 }
+                sync_metrics(&ctx, &slots);
             }
             Some(msg) = rx.recv() => {
                 let (idx, ev) = match msg {
@@ -306,8 +382,15 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                     Msg::QueueFull(port, depth, limit) => {
                         if let Some(st) = ports.get_mut(&port) {
                             st.full_polls += 1;
+                            if let Some(m) = &ctx.metrics {
+                                m.full_poll(port);
+                            }
                             if st.record(depth, limit, "sock_diag") {
-                                log.warn(&format!("Accept Queue Full: port= {port} depth= {depth}/{limit} (evidence: sock_diag)"));
+                                log.event(
+                                    Level::Warning,
+                                    &format!("Accept Queue Full: port= {port} depth= {depth}/{limit} (evidence: sock_diag)"),
+                                    EventInfo::new(EventKind::Overflow).port(port).evidence(EventSource::SockDiag),
+                                );
                             }
                         }
                         continue;
@@ -320,7 +403,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                         (idx, Evidence::Running { pid: st.pid, adopted: false })
                     }
                 };
-                if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+                let code = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid);
+                sync_metrics(&ctx, &slots);
+                if let Some(code) = code {
                     return Ok(code);
                 }
             }
@@ -331,8 +416,15 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                             OverflowPath::Syn => { st.syn += 1; "syn" }
                             OverflowPath::FinalAck => { st.final_ack += 1; "final ack" }
                         };
+                        if let Some(m) = &ctx.metrics {
+                            m.overflow(port, which);
+                        }
                         if st.record(backlog, max_backlog, "ebpf") {
-                            log.warn(&format!("Accept Queue Overflow: port= {port} depth= {backlog}/{max_backlog} (evidence: ebpf, {which} path)"));
+                            log.event(
+                                Level::Warning,
+                                &format!("Accept Queue Overflow: port= {port} depth= {backlog}/{max_backlog} (evidence: ebpf, {which} path)"),
+                                EventInfo::new(EventKind::Overflow).port(port).evidence(EventSource::Ebpf),
+                            );
                         }
                     }
                 }
@@ -344,7 +436,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                     let sig = (exit_code & 0x7f) as i32;
                     let how = if sig != 0 { DeathKind::Signaled(sig) } else { DeathKind::Exited(((exit_code >> 8) & 0xff) as i32) };
                     let ev = Evidence::Died { watch, pid, how, source: Source::Ebpf };
-                    if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+                    let code = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid);
+                    sync_metrics(&ctx, &slots);
+                    if let Some(code) = code {
                         return Ok(code);
                     }
                 }
@@ -355,12 +449,16 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                         let entries = slots.iter().map(|s| view(s, mode, anchor)).collect();
                         let _ = reply.send(Response { ok: true, entries, ..Response::default() });
                     }
+                    Request::Events { .. } => {
+                        // Served by the control socket's own task, from the event bus.
+                        let _ = reply.send(Response::error("events are served by the control socket"));
+                    }
                     Request::ShowKernel => {
                         let kv = kernel_view(mode, load_report.as_ref(), &ports, kernel_serves_syn);
                         let _ = reply.send(Response { ok: true, kernel: Some(kv), ..Response::default() });
                     }
                     Request::Shutdown => {
-                        log.info("pcheck shutdown: requested by padmin");
+                        log.event(Level::Info, "pcheck shutdown: requested by padmin", EventInfo::new(EventKind::PcheckStop));
                         let _ = reply.send(Response::message("pcheck shut down"));
                         let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
                         return Ok(0);
@@ -373,6 +471,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                         };
                         let ev = if on { Evidence::MonitorOn } else { Evidence::MonitorOff };
                         let code = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid);
+                        sync_metrics(&ctx, &slots);
                         let _ = reply.send(Response::message(format!("monitor_sts of pent_id {pent_id} is {}", if on { "on" } else { "off" })));
                         if let Some(code) = code {
                             return Ok(code);
@@ -381,11 +480,11 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                 }
             }
             _ = sigterm.recv() => {
-                log.info("pcheck shutdown: SIGTERM");
+                log.event(Level::Info, "pcheck shutdown: SIGTERM", EventInfo::new(EventKind::PcheckStop));
                 return Ok(0);
             }
             _ = sigint.recv() => {
-                log.info("pcheck shutdown: SIGINT");
+                log.event(Level::Info, "pcheck shutdown: SIGINT", EventInfo::new(EventKind::PcheckStop));
                 return Ok(0);
             }
         }
@@ -407,6 +506,22 @@ struct Ctx {
     pfile_path: String,
     /// Something persisted changed: write the state file.
     persist_due: bool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Metrics of every entry from its decision state (cheap: a few atomic stores).
+fn sync_metrics(ctx: &Ctx, slots: &[Slot]) {
+    let Some(m) = &ctx.metrics else { return };
+    m.set_reboots(ctx.guard.count);
+    for s in slots {
+        let stall = s.core.stall.as_ref().map(|sw| sw.sts.to_string());
+        m.set_entry(
+            &Metrics::entry_labels(s.cfg.pent_id, &s.core.pname),
+            &s.core.proc_sts.to_string(),
+            stall.as_deref(),
+            s.core.restart_count,
+        );
+    }
 }
 
 /// Writes the state file. A failure (disk full, read-only file system) is logged
@@ -496,9 +611,13 @@ fn choose_mode(
                 Mode::Pidfd => "pidfd exit notification (same verdicts, no kernel exit codes)",
                 _ => "/proc polling (same verdicts, detection within the poll interval)",
             };
-            log.warn(&format!(
-                "eBPF evidence unavailable: {why}; death evidence now from {replacement}, accept-queue evidence from sock_diag polling"
-            ));
+            log.event(
+                Level::Warning,
+                &format!(
+                    "eBPF evidence unavailable: {why}; death evidence now from {replacement}, accept-queue evidence from sock_diag polling"
+                ),
+                EventInfo::new(EventKind::EvidenceMode).evidence(fallback.source()),
+            );
             Ok((fallback, None, None))
         }
     }
@@ -519,7 +638,7 @@ fn feed(
     let mut exit = None;
     for a in actions {
         match a {
-            Action::Log(level, msg) => ctx.log.log(level, &msg),
+            Action::Log(level, msg, tag) => log_action(&ctx.log, level, &msg, tag, Some(&slot.cfg)),
             Action::Watch { watch, pid } => {
                 let Some(service) = slot.service else {
                     continue;
@@ -537,12 +656,16 @@ fn feed(
                 else {
                     continue;
                 };
+                let observe = ctx.metrics.clone().map(|m| {
+                    (m, Metrics::entry_labels(slot.cfg.pent_id, &slot.core.pname))
+                });
                 slot.stall_tasks.push(spawn_probe_loop(
                     idx,
                     watch,
                     sc.interval,
                     Arc::clone(prober),
                     sc.status_classes.clone(),
+                    observe,
                     ctx,
                 ));
                 if sc.evidence == StallEvidence::Kernel {
@@ -606,9 +729,11 @@ fn feed(
         persist(ctx, slots);
     }
     if let Some(code) = exit {
-        ctx.log.info(&format!(
-            "pcheck shutdown: retry-over action, exit status {code}"
-        ));
+        ctx.log.event(
+            Level::Info,
+            &format!("pcheck shutdown: retry-over action, exit status {code}"),
+            EventInfo::new(EventKind::PcheckStop),
+        );
     }
     exit
 }
@@ -654,12 +779,20 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
                         };
                         return died(how, Source::Pidfd);
                     }
-                    log.warn(&format!("pidfd of pid {pid} failed; polling /proc instead"));
+                    log.event(
+                        Level::Warning,
+                        &format!("pidfd of pid {pid} failed; polling /proc instead"),
+                        EventInfo::new(EventKind::EvidenceMode).pid(pid).evidence(EventSource::Procfs),
+                    );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
                     return died(DeathKind::Vanished, Source::Pidfd);
                 }
-                Err(e) => log.warn(&format!("pidfd_open({pid}): {e}; polling /proc instead")),
+                Err(e) => log.event(
+                    Level::Warning,
+                    &format!("pidfd_open({pid}): {e}; polling /proc instead"),
+                    EventInfo::new(EventKind::EvidenceMode).pid(pid).evidence(EventSource::Procfs),
+                ),
             }
         }
         let mut tick = tokio::time::interval(poll);
@@ -694,10 +827,14 @@ fn spawn_restart(
         if let Some(id) = remnants {
             let (killed, survivors) = act::kill::kill_service(&id, cfg.settings.kill_wait).await;
             for pid in &killed {
-                log.info(&format!(
-                    "Killed remaining process of pent_id= {}: pid= {pid}",
-                    cfg.pent_id
-                ));
+                log.event(
+                    Level::Info,
+                    &format!(
+                        "Killed remaining process of pent_id= {}: pid= {pid}",
+                        cfg.pent_id
+                    ),
+                    entry_event(&cfg, Tag::new(EventKind::Kill).pid(*pid)),
+                );
             }
             if !survivors.is_empty() {
                 log.error(&format!(
@@ -726,12 +863,16 @@ fn spawn_restart(
                 ));
             }
         }
-        log.info(&format!(
-            "Restart Process: pname= {} pent_id= {} attempt {attempt}/{of}: {}",
-            cfg.pname.display(),
-            cfg.pent_id,
-            cfg.restart_script.display()
-        ));
+        log.event(
+            Level::Info,
+            &format!(
+                "Restart Process: pname= {} pent_id= {} attempt {attempt}/{of}: {}",
+                cfg.pname.display(),
+                cfg.pent_id,
+                cfg.restart_script.display()
+            ),
+            entry_event(&cfg, Tag::new(EventKind::RestartAttempt)),
+        );
         let script = act::restart::Script {
             path: &cfg.restart_script,
             pname: &cfg.pname,
@@ -797,6 +938,7 @@ fn spawn_probe_loop(
     interval: Duration,
     prober: Arc<Prober>,
     classes: Option<Vec<u8>>,
+    observe: Option<(Arc<Metrics>, metrics::EntryLabels)>,
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
@@ -806,6 +948,9 @@ fn spawn_probe_loop(
         loop {
             tick.tick().await;
             let outcome = prober.run().await;
+            if let Some((m, l)) = &observe {
+                m.observe_probe(l, outcome.elapsed);
+            }
             let ev = match outcome.result {
                 Ok(answer) => match (answer.status, &classes) {
                     (Some(code), Some(cls))

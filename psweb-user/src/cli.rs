@@ -35,6 +35,11 @@ pub struct PcheckArgs {
     /// Do not copy log lines to stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// journald's native socket: "auto" (used when systemd runs pcheck with its
+    /// stderr on the journal), "none", or the socket's path. Lines sent there carry
+    /// structured fields (PSWEB_EVENT, PSWEB_ENTRY, PSWEB_PID, PSWEB_PORT).
+    #[arg(long, default_value = "auto", value_name = "auto|none|PATH")]
+    pub journal: String,
 }
 
 /// Control the pcheck that runs a pfile.
@@ -44,9 +49,12 @@ pub struct PadminArgs {
     /// The pfile pcheck was started with.
     #[arg(short = 'f', long = "file", value_name = "PFILE")]
     pub pfile: PathBuf,
-    /// The command: "show pent", "show kernel", "shutdown", "stop" or "start" (the last two with -n).
+    /// The command: "show pent", "show kernel", "events", "shutdown", "stop" or "start" (the last two with -n).
     #[arg(short = 'c', long = "command", num_args = 1.., value_name = "COMMAND", required = true)]
     pub command: Vec<String>,
+    /// With -c events: keep printing events as they happen (as does -c "events --follow").
+    #[arg(long)]
+    pub follow: bool,
     /// pent_id of the entry for stop / start.
     #[arg(short = 'n', value_name = "PENT_ID")]
     pub pent_id: Option<u32>,

@@ -155,11 +155,21 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask bench`: the benchmark programs; each prints a table and writes JSON
-/// under target/bench/.
-pub fn bench(_args: &[String]) -> Result<(), String> {
+/// under target/bench/. `cargo xtask bench --vs monit`: only the side-by-side with
+/// monit (vs_monit, about 12 minutes; it installs Debian's monit if missing).
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let benches: &[&str] = match args {
+        [] => &["death", "stall"],
+        [flag, tool] if flag == "--vs" && tool == "monit" => &["vs_monit"],
+        _ => {
+            return Err(format!(
+                "bench: unknown arguments {args:?} (expected none, or --vs monit)"
+            ))
+        }
+    };
     ensure_test_packages()?;
     let obj = crate::ebpf::build(false)?;
-    for b in ["death", "stall"] {
+    for b in benches {
         sh(cargo()
             .args(["bench", "-p", "psweb", "--bench", b])
             .env("PSWEB_BPF_OBJECT", &obj))?;

@@ -14,8 +14,18 @@ pub enum Request {
     ShowPent,
     ShowKernel,
     Shutdown,
-    Stop { pent_id: u32 },
-    Start { pent_id: u32 },
+    Stop {
+        pent_id: u32,
+    },
+    Start {
+        pent_id: u32,
+    },
+    /// The recent events; with `follow`, the connection stays open and every later
+    /// event follows as one JSON line (the only streaming request).
+    Events {
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// pcheck's answer.
@@ -30,6 +40,8 @@ pub struct Response {
     pub entries: Vec<PentView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelView>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::report::events::Event>,
 }
 
 /// `show kernel`: where evidence comes from, and what the kernel said of each
@@ -229,6 +241,8 @@ monitor_sts          = on
             Request::Shutdown,
             Request::Stop { pent_id: 2 },
             Request::Start { pent_id: 1 },
+            Request::Events { follow: true },
+            Request::Events { follow: false },
         ] {
             let s = serde_json::to_string(&r).expect("serialises");
             assert_eq!(serde_json::from_str::<Request>(&s).expect("parses"), r);

@@ -116,11 +116,6 @@ async fn handle(
         .peer_cred()
         .map_err(|e| format!("peer credentials: {e}"))?;
     let (r, mut w) = stream.into_split();
-    let reply = |resp: Response| async move {
-        let mut line = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
-        line.push('\n');
-        let _ = w.write_all(line.as_bytes()).await;
-    };
     // The request is read first, so that a refused padmin still gets its answer.
     let mut line = String::new();
     let mut reader = BufReader::new(r).take(64 * 1024);
@@ -134,20 +129,45 @@ async fn handle(
             cred.uid(),
             cred.pid()
         ));
-        reply(Response::error(format!(
-            "permission denied: uid {} may not control this pcheck (root only)",
-            cred.uid()
-        )))
+        send(
+            &mut w,
+            Response::error(format!(
+                "permission denied: uid {} may not control this pcheck (root only)",
+                cred.uid()
+            )),
+        )
         .await;
         return Ok(());
     }
     let req: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
         Err(e) => {
-            reply(Response::error(format!("bad request: {e}"))).await;
+            send(&mut w, Response::error(format!("bad request: {e}"))).await;
             return Ok(());
         }
     };
+    if let Request::Events { follow } = req {
+        // Served here, from the event bus: the agent's task is not involved.
+        let Some(bus) = log.bus() else {
+            send(&mut w, Response::error("this pcheck has no event stream")).await;
+            return Ok(());
+        };
+        if !follow {
+            send(
+                &mut w,
+                Response {
+                    ok: true,
+                    events: bus.recent(),
+                    ..Response::default()
+                },
+            )
+            .await;
+            return Ok(());
+        }
+        let (recent, rx) = bus.follow();
+        let reader = reader.into_inner().into_inner();
+        return follow_events(reader, w, recent, rx).await;
+    }
     let (tx, rx) = oneshot::channel();
     let (written_tx, written) = oneshot::channel();
     let call = Call {
@@ -156,13 +176,70 @@ async fn handle(
         written,
     };
     if calls.send(call).await.is_err() {
-        reply(Response::error("pcheck is shutting down")).await;
+        send(&mut w, Response::error("pcheck is shutting down")).await;
         return Ok(());
     }
     let resp = rx
         .await
         .unwrap_or_else(|_| Response::error("pcheck is shutting down"));
-    reply(resp).await;
+    send(&mut w, resp).await;
     let _ = written_tx.send(());
     Ok(())
+}
+
+/// `events --follow`: one Response line (`{"ok":true,"message":"following"}`), then
+/// every recent event and every later one, one JSON line each, until padmin goes.
+async fn follow_events(
+    mut r: tokio::net::unix::OwnedReadHalf,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    recent: Vec<crate::report::events::Event>,
+    mut rx: tokio::sync::broadcast::Receiver<crate::report::events::Event>,
+) -> Result<(), String> {
+    use tokio::sync::broadcast::error::RecvError;
+    let head = serde_json::to_string(&Response::message("following")).unwrap_or_default();
+    if write_line(&mut w, head).await.is_err() {
+        return Ok(());
+    }
+    for ev in recent {
+        if write_line(&mut w, serde_json::to_string(&ev).unwrap_or_default())
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            n = r.read(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    return Ok(()); // padmin went away
+                }
+            }
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    if write_line(&mut w, serde_json::to_string(&ev).unwrap_or_default()).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                // A follower too slow for 1024 events loses the oldest; it goes on.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, resp: Response) {
+    let mut line = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+    line.push('\n');
+    let _ = w.write_all(line.as_bytes()).await;
+}
+
+async fn write_line(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    mut line: String,
+) -> std::io::Result<()> {
+    line.push('\n');
+    w.write_all(line.as_bytes()).await
 }

@@ -31,6 +31,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             .ok_or_else(|| format!("-c {what} needs -n <pent_id>"))
     };
     let req = match words.as_slice() {
+        ["events"] => Request::Events {
+            follow: args.follow,
+        },
+        ["events", "--follow" | "-f"] => Request::Events { follow: true },
         ["show", "pent"] => Request::ShowPent,
         ["show", "kernel"] => Request::ShowKernel,
         ["shutdown"] => Request::Shutdown,
@@ -42,7 +46,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         },
         _ => {
             return Err(format!(
-                "unknown command {:?}; expected \"show pent\", \"show kernel\", shutdown, stop or start",
+                "unknown command {:?}; expected \"show pent\", \"show kernel\", events, shutdown, stop or start",
                 words.join(" ")
             ))
         }
@@ -65,18 +69,47 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         ),
         _ => format!("{}: {e}", sock.display()),
     })?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let follow = matches!(req, Request::Events { follow: true });
+    let _ = stream.set_read_timeout((!follow).then_some(Duration::from_secs(30)));
     let mut line = serde_json::to_string(&req).map_err(|e| e.to_string())?;
     line.push('\n');
     stream
         .write_all(line.as_bytes())
         .map_err(|e| format!("sending to pcheck: {e}"))?;
     let mut answer = String::new();
-    BufReader::new(&stream)
+    let mut reader = BufReader::new(&stream);
+    reader
         .read_line(&mut answer)
         .map_err(|e| format!("reading pcheck's answer: {e}"))?;
     let resp: Response = serde_json::from_str(answer.trim())
         .map_err(|e| format!("pcheck's answer is not understood ({e}): {answer:?}"))?;
+    if follow && resp.ok {
+        // One JSON event per line, as they come, until pcheck ends or we are stopped.
+        let mut out = std::io::stdout().lock();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Ok(ExitCode::SUCCESS),
+                Ok(_) => {
+                    if out
+                        .write_all(line.as_bytes())
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                Err(e) => return Err(format!("reading events from pcheck: {e}")),
+            }
+        }
+    }
+    if matches!(req, Request::Events { .. }) && resp.ok {
+        for ev in &resp.events {
+            println!("{}", serde_json::to_string(ev).map_err(|e| e.to_string())?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         println!(
             "{}",

@@ -48,7 +48,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let syslog = (args.syslog != "none").then(|| PathBuf::from(&args.syslog));
-    let log = Arc::new(Logger::new("pcheck", syslog.as_deref(), !args.quiet));
+    let mut logger = Logger::new("pcheck", syslog.as_deref(), !args.quiet);
+    if let Some((path, stderr_is_journal)) = psweb::report::journal_socket(&args.journal) {
+        logger = logger.with_journal(path, stderr_is_journal);
+    }
+    let log = Arc::new(logger);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@
 use crate::pfile::{
     ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -162,14 +162,9 @@ pub enum Level {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Start watching this pid (hold it by pidfd, register it with the kernel program).
-    Watch {
-        watch: WatchId,
-        pid: i32,
-    },
+    Watch { watch: WatchId, pid: i32 },
     /// Stop watching (it is dead, or monitoring is off).
-    Unwatch {
-        watch: WatchId,
-    },
+    Unwatch { watch: WatchId },
     /// Run the restart script, after `delay`. When `kill_remnants`, first SIGKILL what is
     /// left of the previous instance (its session / process group).
     Restart {
@@ -179,19 +174,11 @@ pub enum Action {
         kill_remnants: bool,
     },
     /// Start the stall check (probes, and kernel evidence where configured) for this watch.
-    StallWatch {
-        watch: WatchId,
-        pid: i32,
-    },
+    StallWatch { watch: WatchId, pid: i32 },
     /// Stop the stall check of this watch; death watching goes on.
-    StallStop {
-        watch: WatchId,
-    },
+    StallStop { watch: WatchId },
     /// The seed's ACTION: SIGKILL the stalled process (it works on stopped processes).
-    KillStalled {
-        watch: WatchId,
-        pid: i32,
-    },
+    KillStalled { watch: WatchId, pid: i32 },
     /// Counters or verdicts changed: write the persisted state.
     Persist,
     /// Run the reboot command (auto-reboot; the count is already persisted).
@@ -200,7 +187,158 @@ pub enum Action {
     RetryOver(RetryOverAction),
     /// End pcheck with this exit status.
     Exit(u8),
-    Log(Level, String),
+    /// A log line (the seed's text), and the event it is, if it is one
+    /// (`report::events`): typed here, where the decision is made.
+    Log(Level, String, Option<Tag>),
+}
+
+/// What kind of event a log line is (`report::events::Event::kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    PcheckStart,
+    PcheckStop,
+    /// The first start of an entry's process (not running when pcheck started).
+    ProcessStart,
+    /// A running process found and adopted at start.
+    ProcessAdopt,
+    ProcessDown,
+    RestartAttempt,
+    RestartOk,
+    RestartFailed,
+    RetryOver,
+    ProbeFailed,
+    StallDetected,
+    StallRecovered,
+    Kill,
+    KillFailed,
+    Reboot,
+    RebootThreshold,
+    RebootReset,
+    EvidenceMode,
+    Overflow,
+    MonitorOn,
+    MonitorOff,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 21] = [
+        Self::PcheckStart,
+        Self::PcheckStop,
+        Self::ProcessStart,
+        Self::ProcessAdopt,
+        Self::ProcessDown,
+        Self::RestartAttempt,
+        Self::RestartOk,
+        Self::RestartFailed,
+        Self::RetryOver,
+        Self::ProbeFailed,
+        Self::StallDetected,
+        Self::StallRecovered,
+        Self::Kill,
+        Self::KillFailed,
+        Self::Reboot,
+        Self::RebootThreshold,
+        Self::RebootReset,
+        Self::EvidenceMode,
+        Self::Overflow,
+        Self::MonitorOn,
+        Self::MonitorOff,
+    ];
+
+    /// The JSON name: `process_down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PcheckStart => "pcheck_start",
+            Self::PcheckStop => "pcheck_stop",
+            Self::ProcessStart => "process_start",
+            Self::ProcessAdopt => "process_adopt",
+            Self::ProcessDown => "process_down",
+            Self::RestartAttempt => "restart_attempt",
+            Self::RestartOk => "restart_ok",
+            Self::RestartFailed => "restart_failed",
+            Self::RetryOver => "retry_over",
+            Self::ProbeFailed => "probe_failed",
+            Self::StallDetected => "stall_detected",
+            Self::StallRecovered => "stall_recovered",
+            Self::Kill => "kill",
+            Self::KillFailed => "kill_failed",
+            Self::Reboot => "reboot",
+            Self::RebootThreshold => "reboot_threshold",
+            Self::RebootReset => "reboot_reset",
+            Self::EvidenceMode => "evidence_mode",
+            Self::Overflow => "overflow",
+            Self::MonitorOn => "monitor_on",
+            Self::MonitorOff => "monitor_off",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the evidence behind an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventSource {
+    Ebpf,
+    Pidfd,
+    Procfs,
+    /// A stall probe (HTTP, HTTPS or TCP).
+    Probe,
+    /// Accept-queue evidence from the kernel (sock_diag samples of the queue).
+    Kernel,
+    SockDiag,
+}
+
+impl From<Source> for EventSource {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Ebpf => Self::Ebpf,
+            Source::Pidfd => Self::Pidfd,
+            Source::Procfs => Self::Procfs,
+        }
+    }
+}
+
+/// The event a log line is: its kind and what core knows of it (the agent adds the
+/// entry, port and timestamps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    pub kind: EventKind,
+    pub pid: Option<i32>,
+    pub evidence: Option<EventSource>,
+}
+
+impl Tag {
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            kind,
+            pid: None,
+            evidence: None,
+        }
+    }
+    pub fn pid(mut self, pid: i32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+    pub fn evidence(mut self, e: EventSource) -> Self {
+        self.evidence = Some(e);
+        self
+    }
+}
+
+/// A plain log line (no event).
+pub fn log(level: Level, msg: String) -> Action {
+    Action::Log(level, msg, None)
+}
+
+/// A log line that is an event.
+pub fn event(level: Level, msg: String, tag: Tag) -> Action {
+    Action::Log(level, msg, Some(tag))
 }
 
 /// The decision state of one process entry.
@@ -355,12 +493,20 @@ impl Entry {
                         out.push(Action::StallWatch { watch, pid });
                     }
                 }
-                out.push(Action::Log(
+                out.push(event(
                     Level::Info,
                     format!(
                         "{verb} Process: pname= {} pid= {pid} pent_id= {}",
                         self.pname, self.pent_id
                     ),
+                    Tag::new(if adopted {
+                        EventKind::ProcessAdopt
+                    } else if verb == "Started" {
+                        EventKind::ProcessStart
+                    } else {
+                        EventKind::RestartOk
+                    })
+                    .pid(pid),
                 ));
             }
             Evidence::NotRunning => {
@@ -370,7 +516,7 @@ impl Entry {
                 self.down_since.get_or_insert(now);
                 self.first_start = true;
                 self.proc_sts = ProcSts::Restart;
-                out.push(Action::Log(
+                out.push(log(
                     Level::Info,
                     format!(
                         "Start Process: pname= {} pent_id= {} (not running)",
@@ -400,16 +546,16 @@ impl Entry {
                     }
                 }
                 out.push(Action::Unwatch { watch });
-                out.push(Action::Log(
+                out.push(event(
                     Level::Warning,
                     format!(
                         "Process Down: pname= {} pid= {pid} pent_id= {} ({how}; evidence: {source})",
                         self.pname, self.pent_id
                     ),
-                ));
+                Tag::new(EventKind::ProcessDown).pid(pid).evidence(source.into()), ));
                 if !self.monitor_on {
                     self.proc_sts = ProcSts::Unavail;
-                    out.push(Action::Log(
+                    out.push(log(
                         Level::Info,
                         format!(
                             "monitoring of pent_id= {} is off: not restarting",
@@ -449,7 +595,7 @@ impl Entry {
                 }
                 if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
                     if let Some(since) = sw.failing_since.take() {
-                        out.push(Action::Log(
+                        out.push(event(
                             Level::Info,
                             format!(
                                 "stall check ({}) of pent_id= {pent_id} pid= {} port= {}: answering again after {} s",
@@ -458,11 +604,11 @@ impl Entry {
                                 sw.port,
                                 now.saturating_duration_since(since).as_secs()
                             ),
-                        ));
+                        Tag::new(EventKind::StallRecovered).pid(pid.unwrap_or(0)).evidence(EventSource::Probe), ));
                     }
                     if sw.sts != StallSts::Avail {
                         sw.sts = StallSts::Avail;
-                        out.push(Action::Log(
+                        out.push(log(
                             Level::Info,
                             format!(
                                 "stall_chk ({}) of pent_id= {pent_id} pid= {} port= {}: AVAIL",
@@ -485,7 +631,7 @@ impl Entry {
                 };
                 let since = *sw.failing_since.get_or_insert(now);
                 let failing = now.saturating_duration_since(since);
-                out.push(Action::Log(
+                out.push(event(
                     Level::Warning,
                     format!(
                         "stall check ({}) of pent_id= {pent_id} pid= {pid} port= {} failed: {reason} (failing for {} s of {} s)",
@@ -494,14 +640,14 @@ impl Entry {
                         failing.as_secs(),
                         sw.duration.as_secs()
                     ),
-                ));
+                Tag::new(EventKind::ProbeFailed).pid(pid).evidence(EventSource::Probe), ));
                 if failing >= sw.duration {
                     let why = format!(
                         "stall evidence (probe): pent_id= {pent_id} probes failing for {} s (retry-over time {} s)",
                         failing.as_secs(),
                         sw.duration.as_secs()
                     );
-                    self.stall_verdict(watch, pid, why, now, &mut out);
+                    self.stall_verdict(watch, pid, why, EventSource::Probe, now, &mut out);
                 }
             }
             Evidence::QueueStuck {
@@ -521,7 +667,7 @@ impl Entry {
                     "stall evidence (kernel): pent_id= {} accept queue full ({depth}/{limit}) and nothing accepted for {for_ms} ms",
                     self.pent_id
                 );
-                self.stall_verdict(watch, pid, why, now, &mut out);
+                self.stall_verdict(watch, pid, why, EventSource::Kernel, now, &mut out);
             }
             Evidence::KillResult { watch, pid, result } => {
                 if self.watch != Some(watch) {
@@ -529,17 +675,19 @@ impl Entry {
                 }
                 match result {
                     Ok(()) => {
-                        out.push(Action::Log(
+                        out.push(event(
                             Level::Warning,
                             format!("Killed Process: pid= {pid}"),
+                            Tag::new(EventKind::Kill).pid(pid),
                         ));
                     }
                     Err(e) => {
-                        out.push(Action::Log(
+                        out.push(event(
                             Level::Error,
                             format!("Can not killed Process: pid= {pid}"),
+                            Tag::new(EventKind::KillFailed).pid(pid),
                         ));
-                        out.push(Action::Log(Level::Error, format!("kill of pid {pid} failed: {e}; stall watching of pent_id= {} stops", self.pent_id)));
+                        out.push(log(Level::Error, format!("kill of pid {pid} failed: {e}; stall watching of pent_id= {} stops", self.pent_id)));
                         let retry_over = if let Some(sw) = self.stall.as_mut() {
                             sw.enabled = false;
                             sw.sts = StallSts::Unavail;
@@ -565,9 +713,10 @@ impl Entry {
                     sw.failing_since = None;
                     sw.sts = StallSts::Unknown;
                 }
-                out.push(Action::Log(
+                out.push(event(
                     Level::Info,
                     format!("monitor_sts of pent_id= {} set to off", self.pent_id),
+                    Tag::new(EventKind::MonitorOff),
                 ));
             }
             Evidence::MonitorOn => {
@@ -575,9 +724,10 @@ impl Entry {
                     return out;
                 }
                 self.monitor_on = true;
-                out.push(Action::Log(
+                out.push(event(
                     Level::Info,
                     format!("monitor_sts of pent_id= {} set to on", self.pent_id),
+                    Tag::new(EventKind::MonitorOn),
                 ));
                 if self.proc_sts == ProcSts::Unavail {
                     // It died while monitoring was off, or was dropped at retry-over:
@@ -596,6 +746,7 @@ impl Entry {
         watch: WatchId,
         pid: i32,
         why: String,
+        source: EventSource,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -608,12 +759,16 @@ impl Entry {
         sw.sts = StallSts::Detect;
         sw.detections += 1;
         sw.failing_since = None;
-        out.push(Action::Log(Level::Error, sw.find_line(pid)));
-        out.push(Action::Log(Level::Error, why));
+        out.push(event(
+            Level::Error,
+            sw.find_line(pid),
+            Tag::new(EventKind::StallDetected).pid(pid).evidence(source),
+        ));
+        out.push(log(Level::Error, why));
         if sw.stop_after_detect {
             // EXEC error 1: no more stall watching; death watching goes on.
             sw.enabled = false;
-            out.push(Action::Log(
+            out.push(log(
                 Level::Warning,
                 format!(
                     "stall watching of pent_id= {} stops (EXEC error 1); death watching continues",
@@ -629,12 +784,13 @@ impl Entry {
     fn failed_attempt(&mut self, reason: &str, out: &mut Vec<Action>) {
         self.retry_count += 1;
         let allowed = self.allowed_attempts();
-        out.push(Action::Log(
+        out.push(event(
             Level::Error,
             format!(
                 "Restart Failed: pname= {} pent_id= {} attempt {}/{}: {reason}",
                 self.pname, self.pent_id, self.retry_count, allowed
             ),
+            Tag::new(EventKind::RestartFailed),
         ));
         if self.retry_count >= allowed {
             self.retry_over(out);
@@ -651,7 +807,7 @@ impl Entry {
     fn begin_restart(&mut self, out: &mut Vec<Action>) {
         self.proc_sts = ProcSts::Restart;
         if self.allowed_attempts() == 0 {
-            out.push(Action::Log(
+            out.push(log(
                 Level::Error,
                 format!("retry count of pent_id= {} is 0: no restart", self.pent_id),
             ));
@@ -684,7 +840,7 @@ impl Entry {
         self.last_verdict = Some(format!("retry over ({})", self.retry_over_action.as_str()));
         out.push(Action::Persist);
         let act = self.retry_over_action;
-        out.push(Action::Log(
+        out.push(event(
             Level::Error,
             format!(
                 "Retry Over: pname= {} pent_id= {} retry_over_action= {}",
@@ -692,6 +848,7 @@ impl Entry {
                 self.pent_id,
                 act.as_str()
             ),
+            Tag::new(EventKind::RetryOver),
         ));
         out.push(Action::RetryOver(act));
         match act {

@@ -7,7 +7,7 @@
 //! are measured on the monotonic clock within one boot, so a date change can neither
 //! cause nor prevent a reboot.
 
-use super::{Action, Level};
+use super::{event, Action, EventKind, Level, Tag};
 use crate::pfile::RebootPolicy;
 use std::time::{Duration, Instant};
 
@@ -49,13 +49,14 @@ impl RebootGuard {
             None => {
                 let since = *self.healthy_since.get_or_insert(now);
                 if self.count > 0 && now.saturating_duration_since(since) >= self.policy.reset {
-                    out.push(Action::Log(
+                    out.push(event(
                         Level::Info,
                         format!(
                             "Auto Reboot: every entry healthy for {} s: reboot count {} reset to 0",
                             self.policy.reset.as_secs(),
                             self.count
                         ),
+                        Tag::new(EventKind::RebootReset),
                     ));
                     self.count = 0;
                     self.threshold_logged = false;
@@ -86,19 +87,19 @@ impl RebootGuard {
         if self.at_limit() {
             if !self.threshold_logged {
                 self.threshold_logged = true;
-                out.push(Action::Log(
+                out.push(event(
                     Level::Error,
                     format!(
                         "Auto Reboot suppressed: {reason}; {} automatic reboots in a row reached reboot_limit {}: the host stays up",
                         self.count, self.policy.limit
                     ),
-                ));
+                Tag::new(EventKind::RebootThreshold)));
             }
             return;
         }
         self.fired = true;
         self.count += 1;
-        out.push(Action::Log(
+        out.push(event(
             Level::Error,
             format!(
                 "Fatal fault: {reason}: Auto Reboot {}/{}: {}",
@@ -106,6 +107,7 @@ impl RebootGuard {
                 self.policy.limit,
                 self.policy.command.join(" ")
             ),
+            Tag::new(EventKind::Reboot),
         ));
         // Persisted before the command runs: the count must survive the reboot.
         out.push(Action::Persist);
@@ -128,7 +130,10 @@ mod tests {
     }
 
     fn kinds(a: &[Action]) -> Vec<Action> {
-        a.iter().filter(|a| !matches!(a, Action::Log(..))).cloned().collect()
+        a.iter()
+            .filter(|a| !matches!(a, Action::Log(..)))
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -137,7 +142,10 @@ mod tests {
         let mut g = RebootGuard::new(policy(3), 0);
         assert!(g.on_tick(t, Some((1, Duration::from_secs(59)))).is_empty());
         let a = g.on_tick(t, Some((1, Duration::from_secs(60))));
-        assert_eq!(kinds(&a), vec![Action::Persist, Action::Reboot { count: 1 }]);
+        assert_eq!(
+            kinds(&a),
+            vec![Action::Persist, Action::Reboot { count: 1 }]
+        );
         assert_eq!(g.count, 1);
         // One reboot per pcheck: a real reboot ends it.
         assert!(g.on_tick(t, Some((1, Duration::from_secs(120)))).is_empty());
@@ -149,7 +157,9 @@ mod tests {
         let mut g = RebootGuard::new(policy(2), 2);
         let a = g.on_tick(t, Some((1, Duration::from_secs(60))));
         assert!(kinds(&a).is_empty());
-        assert!(matches!(&a[..], [Action::Log(Level::Error, m)] if m.contains("reached reboot_limit 2")));
+        assert!(
+            matches!(&a[..], [Action::Log(Level::Error, m, _)] if m.contains("reached reboot_limit 2"))
+        );
         assert!(g.on_tick(t, Some((1, Duration::from_secs(61)))).is_empty());
     }
 
@@ -160,7 +170,10 @@ mod tests {
         assert!(g.on_tick(t, None).is_empty());
         assert!(g.on_tick(t + Duration::from_secs(599), None).is_empty());
         // A fault in between restarts the healthy clock.
-        g.on_tick(t + Duration::from_secs(599), Some((1, Duration::from_secs(1))));
+        g.on_tick(
+            t + Duration::from_secs(599),
+            Some((1, Duration::from_secs(1))),
+        );
         assert!(g.on_tick(t + Duration::from_secs(700), None).is_empty());
         let a = g.on_tick(t + Duration::from_secs(1300), None);
         assert_eq!(kinds(&a), vec![Action::Persist]);
@@ -172,6 +185,8 @@ mod tests {
         let mut p = policy(3);
         p.enabled = false;
         let mut g = RebootGuard::new(p, 0);
-        assert!(g.on_tick(Instant::now(), Some((1, Duration::from_secs(9999)))).is_empty());
+        assert!(g
+            .on_tick(Instant::now(), Some((1, Duration::from_secs(9999))))
+            .is_empty());
     }
 }

@@ -319,7 +319,7 @@ fn log_lines_name_the_entry_and_evidence() {
     let logs: Vec<&String> = acts
         .iter()
         .filter_map(|a| match a {
-            Action::Log(_, m) => Some(m),
+            Action::Log(_, m, _) => Some(m),
             _ => None,
         })
         .collect();
@@ -414,7 +414,12 @@ mod stall {
         );
         assert!(acts.contains(&Action::Log(
             Level::Error,
-            "Find Web Server Stall: pid = 5 : port = 8080".into()
+            "Find Web Server Stall: pid = 5 : port = 8080".into(),
+            Some(
+                Tag::new(EventKind::StallDetected)
+                    .pid(5)
+                    .evidence(EventSource::Probe)
+            )
         )));
         assert_eq!(sts(&e), StallSts::Detect);
         let acts = e.on(
@@ -427,7 +432,11 @@ mod stall {
         );
         assert_eq!(
             acts,
-            vec![Action::Log(Level::Warning, "Killed Process: pid= 5".into())]
+            vec![Action::Log(
+                Level::Warning,
+                "Killed Process: pid= 5".into(),
+                Some(Tag::new(EventKind::Kill).pid(5))
+            )]
         );
     }
 
@@ -489,7 +498,8 @@ mod stall {
             let acts = e.on(r, t0);
             assert!(acts.contains(&Action::Log(
                 Level::Error,
-                "Can not killed Process: pid= 5".into()
+                "Can not killed Process: pid= 5".into(),
+                Some(Tag::new(EventKind::KillFailed).pid(5))
             )));
             let mut want = vec![Action::StallStop { watch: w }];
             want.extend(tail);
@@ -560,7 +570,7 @@ mod stall {
         );
         assert!(acts
             .iter()
-            .any(|a| matches!(a, Action::Log(_, m) if m.contains("stall evidence (kernel)"))));
+            .any(|a| matches!(a, Action::Log(_, m, _) if m.contains("stall evidence (kernel)"))));
     }
 
     #[test]
@@ -610,10 +620,27 @@ mod stall {
         e.on(fail(w), t0 + s(10));
         e.on(fail(w), t0 + s(20));
         let acts = non_log(&e.on(died(w, 5), t0 + s(20)));
-        assert!(matches!(acts[..], [Action::Unwatch { .. }, Action::Restart { attempt: 1, .. }]), "{acts:?}");
-        assert_eq!(e.down_for(t0 + s(30)), Some(s(10)), "down since the stall verdict");
+        assert!(
+            matches!(
+                acts[..],
+                [Action::Unwatch { .. }, Action::Restart { attempt: 1, .. }]
+            ),
+            "{acts:?}"
+        );
+        assert_eq!(
+            e.down_for(t0 + s(30)),
+            Some(s(10)),
+            "down since the stall verdict"
+        );
         // The restart runs, but never answers: stalled again, killed, dies.
-        let w2 = match non_log(&e.on(Evidence::Running { pid: 6, adopted: false }, t0 + s(21)))[..] {
+        let w2 = match non_log(&e.on(
+            Evidence::Running {
+                pid: 6,
+                adopted: false,
+            },
+            t0 + s(21),
+        ))[..]
+        {
             [Action::Watch { watch, .. }, ..] => watch,
             ref o => panic!("{o:?}"),
         };
@@ -621,17 +648,40 @@ mod stall {
         e.on(fail(w2), t0 + s(21));
         e.on(fail(w2), t0 + s(31));
         let acts = non_log(&e.on(died(w2, 6), t0 + s(31)));
-        assert!(matches!(acts[..], [Action::Unwatch { .. }, Action::Restart { attempt: 2, .. }]), "{acts:?}");
+        assert!(
+            matches!(
+                acts[..],
+                [Action::Unwatch { .. }, Action::Restart { attempt: 2, .. }]
+            ),
+            "{acts:?}"
+        );
         assert_eq!(e.retry_count, 1);
-        let w3 = match non_log(&e.on(Evidence::Running { pid: 7, adopted: false }, t0 + s(32)))[..] {
+        let w3 = match non_log(&e.on(
+            Evidence::Running {
+                pid: 7,
+                adopted: false,
+            },
+            t0 + s(32),
+        ))[..]
+        {
             [Action::Watch { watch, .. }, ..] => watch,
             ref o => panic!("{o:?}"),
         };
         e.on(fail(w3), t0 + s(32));
         e.on(fail(w3), t0 + s(42));
         let acts = non_log(&e.on(died(w3, 7), t0 + s(42)));
-        assert_eq!(acts, vec![Action::Unwatch { watch: w3 }, Action::RetryOver(RetryOverAction::Continue)]);
-        assert_eq!(e.down_for(t0 + s(50)), Some(s(30)), "still down since the first verdict");
+        assert_eq!(
+            acts,
+            vec![
+                Action::Unwatch { watch: w3 },
+                Action::RetryOver(RetryOverAction::Continue)
+            ]
+        );
+        assert_eq!(
+            e.down_for(t0 + s(50)),
+            Some(s(30)),
+            "still down since the first verdict"
+        );
         assert_eq!(e.restart_count, 2);
     }
 
@@ -641,7 +691,18 @@ mod stall {
         let mut e = with_stall(false, false, RetryOverAction::Continue);
         let w = running(&mut e, 5, t0);
         assert!(e.on(died(w, 5), t0).contains(&Action::Persist));
-        assert!(e.last_verdict.as_deref().is_some_and(|v| v.contains("killed by signal 9")));
-        assert!(e.on(Evidence::Running { pid: 6, adopted: false }, t0).contains(&Action::Persist));
+        assert!(e
+            .last_verdict
+            .as_deref()
+            .is_some_and(|v| v.contains("killed by signal 9")));
+        assert!(e
+            .on(
+                Evidence::Running {
+                    pid: 6,
+                    adopted: false
+                },
+                t0
+            )
+            .contains(&Action::Persist));
     }
 }

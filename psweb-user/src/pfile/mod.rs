@@ -134,7 +134,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
         if is_setting(&toks) {
             let (key, value) = setting_parts(&cx, &toks)?;
             let name = global_key(&cx, &key)?;
-            if let Some(prev) = seen_globals.insert(name, key.pos) {
+            // `webhook` may be given several times (each a URL or a comma-separated list).
+            if let Some(prev) = seen_globals.insert(name, key.pos).filter(|_| name != "webhook") {
                 return Err(cx.err(
                     key.pos,
                     format!("{name} is set twice (first at line {})", prev.line),
@@ -145,6 +146,58 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
                 "evidence" => globals.evidence = parse_evidence(&cx, &value)?,
                 "control_socket" => globals.control_socket = Some(abs_path(&cx, value)?),
                 "state_dir" => globals.state_dir = Some(abs_path(&cx, value)?),
+                "webhook" => {
+                    let mut offset = 0;
+                    for part in value.text.split(',') {
+                        let url = part.trim();
+                        let lead = part.len() - part.trim_start().len();
+                        let pos = Pos {
+                            line: value.pos.line,
+                            col: value.pos.col + offset + lead,
+                        };
+                        offset += part.len() + 1;
+                        if url.is_empty() {
+                            return Err(cx.err(pos, "expected a webhook URL (http://host:port/path or https://...), found an empty item"));
+                        }
+                        let parsed = WebhookUrl::parse(url).map_err(|e| cx.err(pos, e))?;
+                        globals.webhooks.push(parsed);
+                    }
+                }
+                "webhook_format" => {
+                    globals.webhook_format = match value.text.as_str() {
+                        "json" => WebhookFormat::Json,
+                        "alertmanager" => WebhookFormat::Alertmanager,
+                        v => {
+                            return Err(cx.err(
+                                value.pos,
+                                format!("expected json or alertmanager, found {v:?}"),
+                            ))
+                        }
+                    }
+                }
+                "webhook_queue" => {
+                    globals.webhook_queue = Some(
+                        value
+                            .text
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=100_000).contains(n))
+                            .ok_or_else(|| {
+                                cx.err(
+                                    value.pos,
+                                    format!("expected a queue size from 1 to 100000, found {:?}", value.text),
+                                )
+                            })?,
+                    )
+                }
+                "metrics_listen" => {
+                    globals.metrics_listen = Some(value.text.parse().map_err(|_| {
+                        cx.err(
+                            value.pos,
+                            format!("expected an address and port such as 127.0.0.1:9913 or [::1]:9913, found {:?}", value.text),
+                        )
+                    })?)
+                }
                 "auto_reboot" => {
                     globals.reboot.enabled = match value.text.as_str() {
                         "on" => true,
@@ -423,6 +476,10 @@ const GLOBAL_KEYS: &[&str] = &[
     "reboot_command",
     "reboot_limit",
     "reboot_reset",
+    "webhook",
+    "webhook_format",
+    "webhook_queue",
+    "metrics_listen",
 ];
 const ENTRY_KEYS: &[&str] = &[
     "pidfile",

@@ -28,6 +28,112 @@ pub struct Globals {
     /// else /var/opt/HA/PSWE/state ([`Globals::state_dir`]).
     pub state_dir: Option<PathBuf>,
     pub reboot: RebootPolicy,
+    /// `webhook`: where events are POSTed.
+    pub webhooks: Vec<WebhookUrl>,
+    pub webhook_format: WebhookFormat,
+    /// `webhook_queue`: events waiting per webhook (default [`DEFAULT_WEBHOOK_QUEUE`]).
+    pub webhook_queue: Option<usize>,
+    /// `metrics_listen`: where Prometheus metrics are served (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+pub const DEFAULT_WEBHOOK_QUEUE: usize = 1000;
+
+/// The body of a webhook POST.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// One event, as `padmin -c events` prints it.
+    #[default]
+    Json,
+    /// An Alertmanager v2 `/api/v2/alerts` array of one alert.
+    Alertmanager,
+}
+
+/// A webhook URL: `http://host[:port][/path]` or `https://...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookUrl {
+    pub raw: String,
+    pub https: bool,
+    /// Without brackets for an IPv6 literal.
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with '/'.
+    pub path: String,
+}
+
+impl WebhookUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("bad webhook URL {url:?}: {why}");
+        let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(bad("expected http:// or https://"));
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.contains('@') {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+            let Some((h, tail)) = r.split_once(']') else {
+                return Err(bad("unclosed '[' in the host"));
+            };
+            let port = match tail.strip_prefix(':') {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| bad("expected a port number after ':'"))?,
+                None if tail.is_empty() => default_port,
+                None => return Err(bad("unexpected text after the host")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse()
+                        .map_err(|_| bad("expected a port number after ':'"))?,
+                ),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("expected a host name"));
+        }
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("spaces in the path (encode them as %20)"));
+        }
+        Ok(Self {
+            raw: url.to_string(),
+            https,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// The `Host:` header value.
+    pub fn host_header(&self) -> String {
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            h
+        } else {
+            format!("{h}:{}", self.port)
+        }
+    }
 }
 
 impl Globals {

@@ -1,0 +1,343 @@
+//! Prometheus metrics (`metrics_listen = ADDR`): the prometheus-client registry, and a
+//! tiny HTTP/1.1 server for it on its own task. Updating a metric is an atomic add
+//! or store; a slow scraper only ever waits on its own connection.
+
+use super::events::{Event, EventKind};
+use super::Logger;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    pub pent_id: String,
+    pub pname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    pent_id: String,
+    pname: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverflowLabels {
+    port: String,
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    url: String,
+    reason: String,
+}
+
+fn probe_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    up: Family<EntryLabels, Gauge>,
+    restarts: Family<EntryLabels, Counter>,
+    restart_count: Family<EntryLabels, Gauge>,
+    proc_state: Family<StateLabels, Gauge>,
+    stall_state: Family<StateLabels, Gauge>,
+    probe: Family<EntryLabels, Histogram, fn() -> Histogram>,
+    overflows: Family<OverflowLabels, Counter>,
+    full_polls: Family<OverflowLabels, Counter>,
+    evidence: Family<ModeLabels, Gauge>,
+    reboots: Gauge,
+    events: Family<KindLabels, Counter>,
+    webhook_dropped: Family<DropLabels, Counter>,
+}
+
+pub const PROC_STATES: [&str; 4] = ["INIT", "AVAIL", "RESTART", "UNAVAIL"];
+pub const STALL_STATES: [&str; 5] = ["INIT", "AVAIL", "DETECT", "UNAVAIL", "UNKNOWN"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            up: Family::default(),
+            restarts: Family::default(),
+            restart_count: Family::default(),
+            proc_state: Family::default(),
+            stall_state: Family::default(),
+            probe: Family::new_with_constructor(probe_histogram as fn() -> Histogram),
+            overflows: Family::default(),
+            full_polls: Family::default(),
+            evidence: Family::default(),
+            reboots: Gauge::default(),
+            events: Family::default(),
+            webhook_dropped: Family::default(),
+        };
+        registry.register(
+            "psweb_up",
+            "1 when the entry's process runs and is watched (proc_sts AVAIL)",
+            m.up.clone(),
+        );
+        registry.register(
+            "psweb_restarts",
+            "Successful restarts since this pcheck started",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "psweb_restart_count",
+            "restart_count as show pent says it (persisted across pcheck restarts)",
+            m.restart_count.clone(),
+        );
+        registry.register(
+            "psweb_proc_state",
+            "1 for the entry's current proc_sts",
+            m.proc_state.clone(),
+        );
+        registry.register(
+            "psweb_stall_state",
+            "1 for the entry's current stall_chk state",
+            m.stall_state.clone(),
+        );
+        registry.register(
+            "psweb_probe_duration_seconds",
+            "Stall probe latency",
+            m.probe.clone(),
+        );
+        registry.register(
+            "psweb_accept_queue_overflows",
+            "Accept-queue overflows the kernel program saw, per port and path",
+            m.overflows.clone(),
+        );
+        registry.register(
+            "psweb_accept_queue_full_polls",
+            "sock_diag polls that found a watched port's accept queue full",
+            m.full_polls.clone(),
+        );
+        registry.register(
+            "psweb_evidence_mode",
+            "1 for the source of death evidence in use",
+            m.evidence.clone(),
+        );
+        registry.register(
+            "psweb_reboot_count",
+            "Automatic reboots in a row (the auto-reboot count)",
+            m.reboots.clone(),
+        );
+        registry.register("psweb_events", "Events emitted, per kind", m.events.clone());
+        registry.register(
+            "psweb_webhook_dropped",
+            "Events not delivered to a webhook (queue_full or gave_up)",
+            m.webhook_dropped.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn entry_labels(pent_id: u32, pname: &str) -> EntryLabels {
+        EntryLabels {
+            pent_id: pent_id.to_string(),
+            pname: pname.to_string(),
+        }
+    }
+
+    /// The state of one entry, as `show pent` has it.
+    pub fn set_entry(
+        &self,
+        l: &EntryLabels,
+        proc_sts: &str,
+        stall_sts: Option<&str>,
+        restart_count: u32,
+    ) {
+        self.up.get_or_create(l).set(i64::from(proc_sts == "AVAIL"));
+        self.restart_count
+            .get_or_create(l)
+            .set(i64::from(restart_count));
+        let state = |s: &str| StateLabels {
+            pent_id: l.pent_id.clone(),
+            pname: l.pname.clone(),
+            state: s.to_string(),
+        };
+        for s in PROC_STATES {
+            self.proc_state
+                .get_or_create(&state(s))
+                .set(i64::from(s == proc_sts));
+        }
+        if let Some(cur) = stall_sts {
+            for s in STALL_STATES {
+                self.stall_state
+                    .get_or_create(&state(s))
+                    .set(i64::from(s == cur));
+            }
+        }
+    }
+
+    pub fn observe_probe(&self, l: &EntryLabels, elapsed: Duration) {
+        self.probe.get_or_create(l).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn overflow(&self, port: u16, path: &str) {
+        self.overflows
+            .get_or_create(&OverflowLabels {
+                port: port.to_string(),
+                path: path.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn full_poll(&self, port: u16) {
+        self.full_polls
+            .get_or_create(&OverflowLabels {
+                port: port.to_string(),
+                path: "sock_diag".to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_evidence(&self, mode: &str) {
+        for m in ["ebpf", "pidfd", "procfs"] {
+            self.evidence
+                .get_or_create(&ModeLabels {
+                    mode: m.to_string(),
+                })
+                .set(i64::from(m == mode));
+        }
+    }
+
+    pub fn set_reboots(&self, n: u32) {
+        self.reboots.set(i64::from(n));
+    }
+
+    pub fn webhook_dropped(&self, url: &str, reason: &str) {
+        self.webhook_dropped
+            .get_or_create(&DropLabels {
+                url: url.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn on_event(&self, ev: &Event) {
+        self.events
+            .get_or_create(&KindLabels {
+                kind: ev.kind.as_str().to_string(),
+            })
+            .inc();
+        if ev.kind == EventKind::RestartOk {
+            if let (Some(id), Some(p)) = (ev.pent_id, ev.pname.as_deref()) {
+                self.restarts
+                    .get_or_create(&Self::entry_labels(id, p))
+                    .inc();
+            }
+        }
+    }
+
+    /// Declares an entry's series at 0, so that they exist before anything happens.
+    pub fn declare_entry(&self, l: &EntryLabels) {
+        let _ = self.restarts.get_or_create(l);
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus reads).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
+            s.clear();
+        }
+        s
+    }
+}
+
+/// Binds the metrics address (an error ends pcheck's start: the operator asked for it).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("metrics_listen {addr}: cannot listen: {e}"))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("metrics_listen {addr}: {e}"))?;
+    Ok(l)
+}
+
+/// Serves `GET /metrics` (and `/`) until pcheck ends; each connection in its own task.
+pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, log: Arc<Logger>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log.error(&format!("metrics: {e}"));
+            return;
+        }
+    };
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let head = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let n = s.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > 16 * 1024 {
+                        return Some(());
+                    }
+                }
+            })
+            .await;
+            if !matches!(head, Ok(Some(()))) {
+                return;
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let mut words = line.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let path = path.split('?').next().unwrap_or("");
+            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path == "/") {
+                (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render(),
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    "text/plain; charset=utf-8",
+                    "not found: GET /metrics\n".to_string(),
+                )
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), s.write_all(resp.as_bytes())).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}

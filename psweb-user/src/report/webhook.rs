@@ -1,0 +1,273 @@
+//! Webhooks: each URL has its own bounded queue and its own sender task, which POSTs
+//! one event per request (HTTP/1.1 by hand on tokio; HTTPS through rustls), retrying
+//! with backoff. The agent only ever `try_send`s into the queue (see `events::Bus`),
+//! so a receiver that is down, slow or hanging never delays a verdict or a restart:
+//! its queue fills and further events are dropped, counted and logged.
+
+use super::events::{alertmanager, Event, HookQueue};
+use super::metrics::Metrics;
+use super::Logger;
+use crate::pfile::{WebhookFormat, WebhookUrl};
+use rustls::pki_types::ServerName;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Connect + send + the response's status line, per attempt.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per event (the first and the retries).
+pub const ATTEMPTS: u32 = 4;
+/// A given-up or dropped event is logged at most this often per webhook.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Creates the queue of each webhook and starts its sender; returns the queues for
+/// the bus. Must run inside the tokio runtime.
+pub fn start(
+    urls: &[WebhookUrl],
+    format: WebhookFormat,
+    queue: usize,
+    log: &Arc<Logger>,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Vec<Arc<HookQueue>>, String> {
+    let mut out = Vec::new();
+    let mut tls = None;
+    for url in urls {
+        let config = if url.https {
+            if tls.is_none() {
+                let opts = crate::probe::TlsOptions {
+                    verify: crate::probe::TlsVerify::SystemRoots,
+                    sni: None,
+                };
+                tls = Some(
+                    crate::probe::https::tls_config(&opts)
+                        .map_err(|e| format!("webhook {}: TLS setup: {e}", url.raw))?,
+                );
+            }
+            tls.clone()
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let q = Arc::new(HookQueue {
+            url: url.raw.clone(),
+            tx,
+            dropped_full: AtomicU64::new(0),
+        });
+        tokio::spawn(sender(
+            url.clone(),
+            format,
+            config,
+            rx,
+            Arc::clone(log),
+            metrics.clone(),
+        ));
+        out.push(q);
+    }
+    if !out.is_empty() {
+        tokio::spawn(report_full(out.clone(), queue, Arc::clone(log)));
+    }
+    Ok(out)
+}
+
+/// Logs the events dropped because a queue was full: at once for the first, then at
+/// most every 10 s per webhook, with the count.
+async fn report_full(hooks: Vec<Arc<HookQueue>>, queue: usize, log: Arc<Logger>) {
+    let mut last: Vec<Option<Instant>> = vec![None; hooks.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for (h, last) in hooks.iter().zip(last.iter_mut()) {
+            if last.is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY) {
+                continue;
+            }
+            let n = h.dropped_full.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                *last = Some(now);
+                log.warn(&format!(
+                    "webhook {}: queue full ({queue} events waiting): {n} event{} dropped (the receiver is down or slow; monitoring is not affected)",
+                    h.url,
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+        }
+    }
+}
+
+async fn sender(
+    url: WebhookUrl,
+    format: WebhookFormat,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    mut rx: mpsc::Receiver<Event>,
+    log: Arc<Logger>,
+    metrics: Option<Arc<Metrics>>,
+) {
+    let mut gave_up: u64 = 0;
+    let mut last_log: Option<Instant> = None;
+    while let Some(ev) = rx.recv().await {
+        let body = match format {
+            WebhookFormat::Json => serde_json::to_vec(&ev),
+            WebhookFormat::Alertmanager => serde_json::to_vec(&alertmanager(&ev)),
+        };
+        let Ok(body) = body else { continue };
+        let mut backoff = Duration::from_millis(200);
+        let mut failure = None;
+        for attempt in 1..=ATTEMPTS {
+            match tokio::time::timeout(TIMEOUT, post(&url, tls.as_ref(), &body)).await {
+                Ok(Ok(code)) if (200..300).contains(&code) => {
+                    failure = None;
+                    break;
+                }
+                // The receiver refuses this event: retrying will not help.
+                Ok(Ok(code)) if (400..500).contains(&code) && code != 408 && code != 429 => {
+                    failure = Some(format!("HTTP status {code}"));
+                    break;
+                }
+                Ok(Ok(code)) => failure = Some(format!("HTTP status {code}")),
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(format!("no answer within {} s", TIMEOUT.as_secs())),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if let Some(why) = failure {
+            gave_up += 1;
+            if let Some(m) = &metrics {
+                m.webhook_dropped(&url.raw, "gave_up");
+            }
+            let now = Instant::now();
+            if last_log.is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY) {
+                last_log = Some(now);
+                log.warn(&format!(
+                    "webhook {}: event {} ({}) dropped after {ATTEMPTS} attempts: {why} ({gave_up} dropped so far)",
+                    url.raw, ev.seq, ev.kind
+                ));
+            }
+        }
+    }
+}
+
+/// One POST; returns the response's status code.
+async fn post(
+    url: &WebhookUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: &[u8],
+) -> Result<u16, String> {
+    let tcp = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => exchange(tcp, url, body).await,
+        Some(cfg) => {
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| format!("bad TLS server name {:?}: {e}", url.host))?;
+            let conn = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(conn, url, body).await
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    url: &WebhookUrl,
+    body: &[u8],
+) -> Result<u16, String> {
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: psweb-pcheck/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.host_header(),
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    );
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).await.map_err(|e| format!("send: {e}"))?;
+    s.flush().await.map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    loop {
+        let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(2).any(|w| w == b"\r\n") || buf.len() > 4096 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut words = line.split_whitespace();
+    match (
+        words.next(),
+        words.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
+        _ => Err(format!(
+            "not an HTTP response: {:?}",
+            line.lines().next().unwrap_or("")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn posts_json_and_reads_the_status() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            loop {
+                let n = s.read(&mut buf).await.expect("read");
+                got.extend_from_slice(&buf[..n]);
+                if n == 0 || got.ends_with(b"}") {
+                    break;
+                }
+            }
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .expect("write");
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        let url = WebhookUrl::parse(&format!("http://127.0.0.1:{port}/hook?x=1")).expect("url");
+        let code = post(&url, None, b"{\"a\":1}").await.expect("post");
+        assert_eq!(code, 204);
+        let req = server.await.expect("server");
+        assert!(req.starts_with("POST /hook?x=1 HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Content-Length: 7\r\n"), "{req}");
+        assert!(req.ends_with("{\"a\":1}"), "{req}");
+    }
+
+    #[test]
+    fn urls() {
+        let u = WebhookUrl::parse("https://[::1]:8443/a").expect("v6");
+        assert_eq!((u.host.as_str(), u.port, u.https), ("::1", 8443, true));
+        assert_eq!(u.host_header(), "[::1]:8443");
+        let u = WebhookUrl::parse("http://example.com").expect("default port");
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        for bad in [
+            "ftp://x/",
+            "http://",
+            "http://h:x/",
+            "http://h:0/",
+            "http://u@h/",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
