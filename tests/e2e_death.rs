@@ -49,7 +49,7 @@ fn kill9_restarts(mode: &str) {
     assert_ne!(new, old);
     assert!(http_ok(port), "serving again");
     for w in workers.iter().filter(|p| **p != old) {
-        assert!(!alive(*w), "old worker {w} was killed before the restart");
+        assert!(dead_within(*w, T), "old worker {w} was killed before the restart");
     }
     println!(
         "{mode}: kill -9 -> Process Down logged after {} ms",
@@ -271,7 +271,7 @@ fn hung_restart_script_is_killed_at_its_timeout() {
     assert_eq!(pids.len(), 2);
     for p in pids {
         assert!(
-            !alive(p),
+            dead_within(p, T),
             "process {p} of the hung script's group was killed"
         );
     }

@@ -94,7 +94,7 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
     assert_ne!(pid_of(&e), master);
     assert!(ok(port), "HEAD answers again");
     for p in &httpd {
-        assert!(!alive(*p), "stopped httpd process {p} was killed");
+        assert!(dead_within(*p, T), "stopped httpd process {p} was killed");
     }
     // Seed rule: the first failed probe starts the clock, a failed probe at least
     // the retry-over time later is the verdict: 10 s < took < 10 s + 2 intervals.
@@ -455,7 +455,7 @@ fn nginx_http_stall_is_detected_killed_and_restarted() {
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     assert!(http_ok(port), "HEAD answers again");
     for p in &all {
-        assert!(!alive(*p), "stopped nginx process {p} was killed");
+        assert!(dead_within(*p, T), "stopped nginx process {p} was killed");
     }
     fault_row(
         3,

@@ -651,7 +651,7 @@ fn feed(
                 }
                 slot.watcher = Some(spawn_watcher(idx, watch, service, ctx));
             }
-            Action::StallWatch { watch, pid } => {
+            Action::StallWatch { watch, .. } => {
                 let (Some(sc), Some(prober)) = (slot.cfg.stall.as_ref(), slot.prober.as_ref())
                 else {
                     continue;
@@ -677,7 +677,6 @@ fn feed(
                         ctx,
                     ));
                 }
-                let _ = pid;
             }
             Action::StallStop { .. } => {
                 for h in slot.stall_tasks.drain(..) {

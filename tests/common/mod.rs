@@ -448,7 +448,9 @@ pub fn pid_in(line: &str) -> i32 {
 
 /// pcheck's open fds and resident memory (kB).
 pub fn fds_and_rss(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -490,4 +492,17 @@ pub fn nginx_instance(sb: &Sandbox, port: u16) -> (PathBuf, PathBuf) {
         &format!("echo run >> {d}/nginx.runs\nexec {NGINX} -p {d}/ -c {d}/nginx.conf"),
     );
     (script, sb.file("nginx.pid"))
+}
+
+/// Waits until `pid` is gone or a zombie (a SIGKILLed process still needs the CPU to
+/// die, which on a loaded machine takes a moment). True if it died within `timeout`.
+pub fn dead_within(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
