@@ -87,7 +87,9 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
     let e = pc.entry(1);
     assert_eq!(e["stall_chk"], serde_json::json!([tag, "DETECT"]));
     pc.wait_for("Restarted Process", T);
-    pc.wait_for(&format!("stall_chk ({tag}) of pent_id= 1"), T);
+    // The first probe of the new process (at once, or an interval later if the
+    // server was not listening yet).
+    pc.wait_for(&format!("stall_chk ({tag}) of pent_id= 1"), STALL_T);
     let e = pc.entry(1);
     assert_eq!(e["stall_chk"], serde_json::json!([tag, "AVAIL"]));
     assert_eq!(e["restart_count"], 1);
@@ -184,7 +186,7 @@ fn socket_stall_of_a_plain_tcp_server() {
     );
     pc.wait_for(&format!("Killed Process: pid= {pid}"), T);
     pc.wait_for("Restarted Process", T);
-    pc.wait_for("stall_chk (skt) of pent_id= 1", T);
+    pc.wait_for("stall_chk (skt) of pent_id= 1", STALL_T);
     assert_eq!(
         pc.entry(1)["stall_chk"],
         serde_json::json!(["skt", "AVAIL"])
@@ -452,7 +454,7 @@ fn nginx_http_stall_is_detected_killed_and_restarted() {
     assert!(find.ends_with(&format!("Find Web Server Stall: pid = {master} : port = {port}")), "{find}");
     pc.wait_for(&format!("Killed Process: pid= {master}"), T);
     pc.wait_for("Restarted Process", T);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    pc.wait_for("stall_chk (web) of pent_id= 1", STALL_T);
     assert!(http_ok(port), "HEAD answers again");
     for p in &all {
         assert!(dead_within(*p, T), "stopped nginx process {p} was killed");

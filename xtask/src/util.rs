@@ -75,6 +75,11 @@ pub fn test(args: &[String]) -> Result<(), String> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace"])
         .env("PSWEB_BPF_OBJECT", &obj);
+    // The end-to-end tests mostly wait (for intervals, restarts, timeouts): four at a
+    // time keeps a 2-core machine's suite short without starving the timed ones.
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        cmd.env("RUST_TEST_THREADS", "4");
+    }
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
