@@ -10,6 +10,9 @@
 //! - `sock/sk_data_ready` on a watched TCP listener: a connection was queued for
 //!   accept and the queue is now full (`sk_ack_backlog > sk_max_ack_backlog`, the
 //!   kernel's `sk_acceptq_is_full`), so every later SYN is dropped silently.
+//! - kprobe `tcp_conn_request` (the loader's replacement on kernels without
+//!   `sk_data_ready`, e.g. 6.1, when kprobes exist): a SYN reached a watched listener
+//!   whose accept queue is full, so the kernel drops it (LINUX_MIB_LISTENOVERFLOWS).
 //!
 //! Kernel layouts come from [`psweb_ebpf::Config`], written by the loader from BTF and
 //! the tracepoint format files; the programs hold no kernel offsets of their own.
@@ -33,9 +36,10 @@ mod programs {
         helpers::{
             bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         },
-        macros::{map, tracepoint},
+        macros::{kprobe, map, tracepoint},
         maps::{HashMap, LruHashMap, RingBuf},
-        programs::TracePointContext,
+        programs::{ProbeContext, TracePointContext},
+        EbpfContext,
     };
     use aya_log_ebpf::warn;
     use psweb_ebpf::{
@@ -95,7 +99,7 @@ mod programs {
     }
 
     #[inline(always)]
-    fn emit(ctx: &TracePointContext, ev: Event) {
+    fn emit<C: EbpfContext>(ctx: &C, ev: Event) {
         match EVENTS.reserve::<Event>(0) {
             Some(mut entry) => {
                 entry.write(ev);
@@ -265,6 +269,47 @@ mod programs {
         }
         let (backlog, max_backlog) = sock_queue(sk)?;
         // sk_acceptq_is_full(): the next SYN will be dropped.
+        if backlog <= max_backlog {
+            return None;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        if rate_limited(EVENT_OVERFLOW_SYN, port, now) {
+            return None;
+        }
+        emit(
+            ctx,
+            Event {
+                kind: EVENT_OVERFLOW_SYN,
+                port,
+                backlog,
+                max_backlog,
+                ktime_ns: now,
+                ..Event::default()
+            },
+        );
+        Some(())
+    }
+
+    /// `tcp_conn_request(rsk_ops, af_ops, sk, skb)`: `sk` is the listener a SYN reached.
+    #[kprobe(function = "tcp_conn_request")]
+    pub fn psweb_tcp_conn_request(ctx: ProbeContext) -> u32 {
+        if let Some(sk) = ctx.arg::<*const u8>(2) {
+            let _ = syn_on_full_listener(&ctx, sk);
+        }
+        0
+    }
+
+    #[inline(always)]
+    fn syn_on_full_listener(ctx: &ProbeContext, sk: *const u8) -> Option<()> {
+        if sk.is_null() || read_kernel::<u8>(sk, cfg!(sk_state_off))? != TCP_LISTEN {
+            return None;
+        }
+        let port = read_kernel::<u16>(sk, cfg!(sk_num_off))?;
+        if !port_watched(port) {
+            return None;
+        }
+        let (backlog, max_backlog) = sock_queue(sk)?;
+        // sk_acceptq_is_full(): this SYN is dropped.
         if backlog <= max_backlog {
             return None;
         }

@@ -7,6 +7,7 @@ mod ebpf;
 mod faults;
 mod package;
 mod util;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ commands:
   package                  build the x86_64 RPM (static musl binaries, eBPF object, unit, templates,
                            man pages, completions) under target/generate-rpm/, then check it
   faults                   run the fault matrix; prints fault, expected, seen, time to recover
+  vmtest [--no-host]       boot Debian's Linux 6.1 under qemu, run the eBPF scenarios there and on
+                           this host; prints a table per kernel, writes docs/kernels.md
 ";
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         "bench" => util::bench(rest),
         "package" => package::package(rest),
         "faults" => faults::run(rest),
+        "vmtest" => vmtest::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

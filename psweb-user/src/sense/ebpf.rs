@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, RingBuf};
-use aya::programs::{ProgramError, TracePoint};
+use aya::programs::{KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader, Pod};
 use psweb_ebpf::{
     Config, Event, EVENT_EXIT, EVENT_OVERFLOW_FINAL_ACK, EVENT_OVERFLOW_SYN, GLOBAL_CONFIG,
@@ -155,33 +155,28 @@ impl KernelEvidence {
             })?;
 
         let loaded = started.elapsed();
-        for (prog, category, name) in &plan.attach {
-            let tp: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| {
-                    EbpfError::Load(format!(
-                        "the eBPF object {} has no program {prog} (rebuild it with `cargo xtask build-ebpf`)",
-                        object.display()
-                    ))
-                })?
-                .try_into()
-                .map_err(|e: ProgramError| {
-                    EbpfError::Load(format!("program {prog} is not a tracepoint program: {e}"))
-                })?;
-            tp.load().map_err(|e| {
-                EbpfError::Load(format!(
-                    "the kernel rejected program {prog}: {}{}",
-                    error_chain(&e),
-                    permission_hint(&e)
-                ))
-            })?;
-            tp.attach(category, name).map_err(|e| {
-                EbpfError::Load(format!(
-                    "attaching {prog} to tracepoint {category}/{name} failed: {}{}",
-                    error_chain(&e),
-                    permission_hint(&e)
-                ))
-            })?;
+        // Exit evidence is required; any other hook that fails to load or attach is
+        // reported as unavailable (with what replaces it) and the rest still run.
+        let mut hooks = plan.hooks;
+        let mut unavailable = plan.unavailable;
+        for a in &plan.attach {
+            match attach_one(&mut ebpf, a, object) {
+                Ok(insns) => {
+                    if let (Some(n), Some(h)) = (insns, hooks.iter_mut().find(|(k, _)| k == a.kind))
+                    {
+                        h.1.push_str(&format!(" [{n} insns verified]"));
+                    }
+                }
+                Err(e) if a.kind == EVIDENCE_EXIT => return Err(e),
+                Err(e) => {
+                    let why = format!("{e}; {}", a.fallback);
+                    log::warn!("eBPF: {}: {why}", a.kind);
+                    if let Some(h) = hooks.iter_mut().find(|(k, _)| k == a.kind) {
+                        h.1 = format!("none: {why}");
+                    }
+                    unavailable.push((a.kind.to_string(), why));
+                }
+            }
         }
 
         let pids = take_map(&mut ebpf, MAP_WATCHED_PIDS)?
@@ -210,8 +205,8 @@ impl KernelEvidence {
         );
         let report = LoadReport {
             load_attach,
-            hooks: plan.hooks,
-            unavailable: plan.unavailable,
+            hooks,
+            unavailable,
         };
         Ok((
             KernelEvidence {
@@ -514,10 +509,98 @@ fn tracepoint_fields(
 
 struct Plan {
     config: Config,
-    /// (program, tracepoint category, tracepoint name)
-    attach: Vec<(&'static str, &'static str, &'static str)>,
+    attach: Vec<Attach>,
     hooks: Vec<(String, String)>,
     unavailable: Vec<(String, String)>,
+}
+
+/// Where a program attaches.
+enum Hook {
+    /// A tracepoint: (category, name).
+    Tracepoint(&'static str, &'static str),
+    /// A kprobe on the entry of a kernel function.
+    Kprobe(&'static str),
+}
+
+/// One program to load and attach, and the evidence kind it serves.
+struct Attach {
+    prog: &'static str,
+    hook: Hook,
+    kind: &'static str,
+    /// What replaces it if it cannot be loaded or attached.
+    fallback: &'static str,
+}
+
+/// The kprobe program: SYN-path overflow where `sock/sk_data_ready` is missing.
+const PROG_TCP_CONN_REQUEST: &str = "psweb_tcp_conn_request";
+/// The function it probes: every SYN to a listener passes here, and a SYN to a
+/// listener whose accept queue is full is dropped here.
+const KPROBE_TCP_CONN_REQUEST: &str = "tcp_conn_request";
+
+/// Loads and attaches one program. Returns the verifier's instruction count when the
+/// kernel reports it (5.16+).
+fn attach_one(ebpf: &mut Ebpf, a: &Attach, object: &Path) -> Result<Option<u32>, EbpfError> {
+    let prog = a.prog;
+    let missing = || {
+        EbpfError::Load(format!(
+            "the eBPF object {} has no program {prog} (rebuild it with `cargo xtask build-ebpf`)",
+            object.display()
+        ))
+    };
+    let rejected = |e: &ProgramError| {
+        EbpfError::Load(format!(
+            "the kernel rejected program {prog}: {}{}",
+            error_chain(e),
+            permission_hint(e)
+        ))
+    };
+    let program = ebpf.program_mut(prog).ok_or_else(missing)?;
+    match a.hook {
+        Hook::Tracepoint(category, name) => {
+            let tp: &mut TracePoint = program.try_into().map_err(|e: ProgramError| {
+                EbpfError::Load(format!("program {prog} is not a tracepoint program: {e}"))
+            })?;
+            tp.load().map_err(|e| rejected(&e))?;
+            tp.attach(category, name).map_err(|e| {
+                EbpfError::Load(format!(
+                    "attaching {prog} to tracepoint {category}/{name} failed: {}{}",
+                    error_chain(&e),
+                    permission_hint(&e)
+                ))
+            })?;
+            Ok(tp.info().ok().and_then(|i| i.verified_instruction_count()))
+        }
+        Hook::Kprobe(function) => {
+            let kp: &mut KProbe = program.try_into().map_err(|e: ProgramError| {
+                EbpfError::Load(format!("program {prog} is not a kprobe program: {e}"))
+            })?;
+            kp.load().map_err(|e| rejected(&e))?;
+            kp.attach(function, 0).map_err(|e| {
+                EbpfError::Load(format!(
+                    "attaching {prog} to kprobe {function} failed: {}{}",
+                    error_chain(&e),
+                    permission_hint(&e)
+                ))
+            })?;
+            Ok(kp.info().ok().and_then(|i| i.verified_instruction_count()))
+        }
+    }
+}
+
+/// True if this kernel can attach a kprobe to `function`: kprobe events exist
+/// (CONFIG_KPROBE_EVENTS) and the symbol is in /proc/kallsyms.
+fn kprobe_available(tracefs: &Path, function: &str) -> bool {
+    if !tracefs.join("kprobe_events").exists() {
+        return false;
+    }
+    let Ok(syms) = std::fs::read_to_string("/proc/kallsyms") else {
+        return false;
+    };
+    syms.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_addr, ty, name) = (f.next(), f.next(), f.next());
+        matches!(ty, Some("T" | "t")) && name == Some(function)
+    })
 }
 
 fn field_off(fields: &Fields, name: &str, size: Option<u32>) -> Option<u32> {
@@ -568,7 +651,12 @@ fn plan(btf: &KernelBtf, tracefs: &Path) -> Result<Plan, EbpfError> {
             }
         }
     };
-    attach.push((PROG_EXIT, "sched", "sched_process_exit"));
+    attach.push(Attach {
+        prog: PROG_EXIT,
+        hook: Hook::Tracepoint("sched", "sched_process_exit"),
+        kind: EVIDENCE_EXIT,
+        fallback: "pidfd or /proc polling replaces it",
+    });
     served.push((EVIDENCE_EXIT, exit_hook.to_string()));
 
     // struct sock: the listener's local port, state and accept-queue depth/limit, read
@@ -615,7 +703,12 @@ fn plan(btf: &KernelBtf, tracefs: &Path) -> Result<Plan, EbpfError> {
             if sock_ok {
                 config.kfree_rx_sk_ctx_off = field_off(f, "rx_sk", Some(8)).unwrap_or(NO_FIELD);
             }
-            attach.push((PROG_KFREE_SKB, "skb", "kfree_skb"));
+            attach.push(Attach {
+                prog: PROG_KFREE_SKB,
+                hook: Hook::Tracepoint("skb", "kfree_skb"),
+                kind: EVIDENCE_OVERFLOW_FINAL_ACK,
+                fallback: "TcpExtListenOverflows deltas and sock_diag replace it",
+            });
             served.push((
                 EVIDENCE_OVERFLOW_FINAL_ACK,
                 format!("tracepoint skb/kfree_skb, reason SKB_DROP_REASON_TCP_LISTEN_OVERFLOW ({reason})"),
@@ -641,15 +734,36 @@ fn plan(btf: &KernelBtf, tracefs: &Path) -> Result<Plan, EbpfError> {
         {
             config.sdr_skaddr_ctx_off = field_off(f, "skaddr", Some(8)).unwrap_or(NO_FIELD);
             config.sdr_protocol_ctx_off = field_off(f, "protocol", Some(2)).unwrap_or(NO_FIELD);
-            attach.push((PROG_SK_DATA_READY, "sock", "sk_data_ready"));
+            attach.push(Attach {
+                prog: PROG_SK_DATA_READY,
+                hook: Hook::Tracepoint("sock", "sk_data_ready"),
+                kind: EVIDENCE_OVERFLOW_SYN,
+                fallback: "sock_diag polling replaces it",
+            });
             served.push((
                 EVIDENCE_OVERFLOW_SYN,
                 "tracepoint sock/sk_data_ready on a listener, sk_ack_backlog > sk_max_ack_backlog".into(),
             ));
         }
+        // Kernels before sk_data_ready (e.g. 6.1) usually have kprobes: probe the
+        // function where a SYN to a full listener is dropped.
+        None if sock_ok && kprobe_available(tracefs, KPROBE_TCP_CONN_REQUEST) => {
+            attach.push(Attach {
+                prog: PROG_TCP_CONN_REQUEST,
+                hook: Hook::Kprobe(KPROBE_TCP_CONN_REQUEST),
+                kind: EVIDENCE_OVERFLOW_SYN,
+                fallback: "sock_diag polling replaces it",
+            });
+            served.push((
+                EVIDENCE_OVERFLOW_SYN,
+                format!(
+                    "kprobe {KPROBE_TCP_CONN_REQUEST} on a listener, sk_ack_backlog > sk_max_ack_backlog (tracepoint sock/sk_data_ready is missing)"
+                ),
+            ));
+        }
         None => skip(
             EVIDENCE_OVERFLOW_SYN,
-            "tracepoint sock/sk_data_ready is missing (kernel too old); sock_diag polling replaces it".into(),
+            "tracepoint sock/sk_data_ready is missing (kernel too old) and no kprobe on tcp_conn_request; sock_diag polling replaces it".into(),
         ),
         _ => skip(
             EVIDENCE_OVERFLOW_SYN,
@@ -987,6 +1101,15 @@ mod tests {
         assert_eq!(f.get("group_dead"), Some(&(32, 1)));
         assert_eq!(f.get("skaddr"), Some(&(40, 8)));
         assert!(tracepoint_fields(&dir, "sched", "nope").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kprobes_need_kprobe_events() {
+        let dir = std::env::temp_dir().join(format!("psweb-kp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No kprobe_events file: no kprobe, whatever kallsyms says.
+        assert!(!kprobe_available(&dir, KPROBE_TCP_CONN_REQUEST));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
