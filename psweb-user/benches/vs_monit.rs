@@ -2,7 +2,8 @@
 //! real Apache httpd instance, the same faults injected the same way, in one run.
 //!
 //! For each fault (kill -9 of the master; SIGSTOP of every httpd process; the accept
-//! queue saturated: workers stopped, master alive, a burst of clients) and each agent
+//! queue saturated: the workers stopped while the master runs, and 64 clients that keep
+//! trying every 250 ms on top of the steady one) and each agent
 //! configuration (psweb with the seed's shortest stall timing, psweb with kernel
 //! evidence, monit at `set daemon 30`, monit at `set daemon 1`) it measures the time
 //! to detection (the agent's first log line that shows it noticed), the time until
@@ -45,6 +46,7 @@ const MONIT_START_GRACE: Duration = Duration::from_secs(31);
 /// Entries of the footprint run, and how long it idles.
 const ENTRIES: usize = 100;
 const IDLE: Duration = Duration::from_secs(60);
+const IDLE_KERNEL: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -642,6 +644,7 @@ fn run_cell(fault: Fault, config: Config, logs: &Path) -> Cell {
 
 struct Footprint {
     agent: String,
+    key: String,
     entries: usize,
     rss_kb: u64,
     idle_cpu_ms: u64,
@@ -649,14 +652,18 @@ struct Footprint {
     events: usize,
 }
 
-fn footprint() -> Vec<Footprint> {
+fn footprint(logs: &Path) -> Vec<Footprint> {
     eprintln!("== footprint: {ENTRIES} demo servers");
     let sb = Sandbox::new();
     let mut pfile = String::new();
     let mut pfile_k = String::new();
-    let mut checks = String::new();
+    let mut checks = Vec::new();
+    let mut ports = std::collections::HashSet::new();
     for i in 0..ENTRIES {
-        let port = free_port();
+        let mut port = free_port();
+        while !ports.insert(port) {
+            port = free_port();
+        }
         let (script, pidfile) = sb.demo_script(&format!("w{i}"), port, 0);
         let entry = format!(
             "{DEMO} {} 3 pidfile={}\n",
@@ -677,7 +684,7 @@ fn footprint() -> Vec<Footprint> {
             1,
             "    evidence = kernel\n",
         ));
-        checks.push_str(&format!(
+        checks.push(format!(
             "check process w{i} with pidfile {pid}\n  start program = \"{s}\"\n  \
              stop program = \"/bin/sh -c 'kill $(cat {pid})'\"\n  \
              if failed port {port} protocol http then restart\n",
@@ -692,7 +699,8 @@ fn footprint() -> Vec<Footprint> {
     // pcheck starts the 100 servers; wait until every stall check has answered.
     let t_start = Instant::now();
     let mut pc = start_pcheck(&sb, &pf);
-    let all_avail = |pfile: &Path| -> usize {
+    // The pent_ids whose process runs and whose stall check has answered.
+    let avail = |pfile: &Path| -> Vec<u64> {
         let out = padmin_as(&sb.run_dir(), pfile, &["-c", "show pent", "--json"], None);
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .ok()
@@ -700,59 +708,100 @@ fn footprint() -> Vec<Footprint> {
                 v["entries"].as_array().map(|a| {
                     a.iter()
                         .filter(|e| e["stall_chk"][1] == "AVAIL" && e["pid"].is_i64())
-                        .count()
+                        .filter_map(|e| e["pent_id"].as_u64())
+                        .collect()
                 })
             })
-            .unwrap_or(0)
+            .unwrap_or_default()
     };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut up = Vec::new();
     while Instant::now() < deadline {
-        n = all_avail(&pf);
-        if n == ENTRIES {
+        up = avail(&pf);
+        if up.len() == ENTRIES {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let n = up.len();
     eprintln!(
         "   {n}/{ENTRIES} entries running and answering after {:.1} s",
         t_start.elapsed().as_secs_f64()
     );
-    // A second pcheck with kernel evidence adopts the same servers; and monit, at both
-    // cycles, checks them too (all four only look while nothing happens).
-    let mut pck = start_pcheck(&sb, &pf_k);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline && all_avail(&pf_k) < n {
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // monit gets a check for each server that runs (a server that could not start
+    // would keep monit busy with start programs and skew its figures).
+    let checks: String = checks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| up.contains(&(*i as u64 + 1)))
+        .map(|(_, c)| c.as_str())
+        .collect();
+    // monit, at both cycles, checks the same servers (all three only look while
+    // nothing happens); then a second pcheck with kernel evidence adopts them, alone in
+    // a window of its own (its sampling would otherwise share the CPUs with the rest).
     let mut m30 = start_monit(&sb, "monit30", 30, &checks);
     let mut m1 = start_monit(&sb, "monit1", 1, &checks);
     // monit skips port tests of a process younger than 30 s.
     sleep_until(t_start + MONIT_START_GRACE + Duration::from_secs(5));
-    let mut agents: Vec<(&str, &mut Agent)> = vec![
-        ("psweb (_bi_webserv 10/10)", &mut pc),
-        ("psweb (+ evidence = kernel)", &mut pck),
-        ("monit (set daemon 30)", &mut m30),
-        ("monit (set daemon 1)", &mut m1),
-    ];
-    for (_, a) in agents.iter_mut() {
+    let mut out = idle_window(
+        vec![
+            ("psweb (_bi_webserv 10/10)", "psweb_default", &mut pc),
+            ("monit (set daemon 30)", "monit_30s", &mut m30),
+            ("monit (set daemon 1)", "monit_1s", &mut m1),
+        ],
+        n,
+        IDLE,
+        logs,
+    );
+    drop(m1);
+    drop(m30);
+    drop(pc);
+    let mut pck = start_pcheck(&sb, &pf_k);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && avail(&pf_k).len() < n {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    out.extend(idle_window(
+        vec![("psweb (+ evidence = kernel)", "psweb_kernel", &mut pck)],
+        n,
+        IDLE_KERNEL,
+        logs,
+    ));
+    drop(pck);
+    drop(sb);
+    // The table pairs psweb default with monit 30 s, psweb kernel with monit 1 s.
+    let order = ["psweb_default", "psweb_kernel", "monit_30s", "monit_1s"];
+    out.sort_by_key(|f| order.iter().position(|k| *k == f.key));
+    out
+}
+
+/// CPU (utime + stime) and peak RSS of each agent over `dur` with nothing happening;
+/// `events` counts the log lines that would mean something did happen.
+fn idle_window(
+    mut agents: Vec<(&str, &str, &mut Agent)>,
+    entries: usize,
+    dur: Duration,
+    logs: &Path,
+) -> Vec<Footprint> {
+    for (_, _, a) in agents.iter_mut() {
         a.drain();
     }
-    let marks: Vec<usize> = agents.iter().map(|(_, a)| a.lines.len()).collect();
-    let c0: Vec<u64> = agents.iter().map(|(_, a)| cpu_ticks(a.pid())).collect();
+    let marks: Vec<usize> = agents.iter().map(|(_, _, a)| a.lines.len()).collect();
+    let c0: Vec<u64> = agents.iter().map(|(_, _, a)| cpu_ticks(a.pid())).collect();
     let t0 = Instant::now();
-    let mut rss: Vec<u64> = agents.iter().map(|(_, a)| rss_kb(a.pid())).collect();
-    while t0.elapsed() < IDLE {
+    let mut rss: Vec<u64> = agents.iter().map(|(_, _, a)| rss_kb(a.pid())).collect();
+    while t0.elapsed() < dur {
         std::thread::sleep(Duration::from_secs(1));
-        for (i, (_, a)) in agents.iter().enumerate() {
+        for (i, (_, _, a)) in agents.iter().enumerate() {
             rss[i] = rss[i].max(rss_kb(a.pid()));
         }
     }
     let idle_s = t0.elapsed().as_secs_f64();
     let mut out = Vec::new();
-    for (i, (name, a)) in agents.iter_mut().enumerate() {
+    for (i, (name, key, a)) in agents.iter_mut().enumerate() {
         let c1 = cpu_ticks(a.pid());
         a.drain();
+        a.save_log(&logs.join(format!("footprint-{key}.log")), t0);
         let events = a.lines[marks[i]..]
             .iter()
             .filter(|(_, l)| {
@@ -764,19 +813,14 @@ fn footprint() -> Vec<Footprint> {
             .count();
         out.push(Footprint {
             agent: (*name).to_string(),
-            entries: n,
+            key: (*key).to_string(),
+            entries,
             rss_kb: rss[i],
             idle_cpu_ms: (c1 - c0[i]) * 10,
             idle_s,
             events,
         });
     }
-    drop(agents);
-    drop(m1);
-    drop(m30);
-    drop(pck);
-    drop(pc);
-    drop(sb);
     out
 }
 
@@ -877,6 +921,10 @@ fn ratio_n(p: f64, m: f64) -> String {
         "=".into()
     } else if p == 0.0 {
         "psweb 0".into()
+    } else if m == 0.0 {
+        "monit 0".into()
+    } else if m / p < 0.1 {
+        format!("{:.4}x (monit {:.0}x less)", m / p, p / m)
     } else {
         format!("{:.1}x", m / p)
     }
@@ -1082,7 +1130,7 @@ fn main() {
         }
     }
     let foot = if wanted("footprint") {
-        footprint()
+        footprint(&logs)
     } else {
         Vec::new()
     };

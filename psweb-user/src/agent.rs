@@ -292,6 +292,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         pfile_path: pfile.path.display().to_string(),
         persist_due: false,
         metrics,
+        listeners: SharedListeners::default(),
     };
     if let Some(m) = &ctx.metrics {
         m.set_reboots(ctx.guard.count);
@@ -507,6 +508,8 @@ struct Ctx {
     /// Something persisted changed: write the state file.
     persist_due: bool,
     metrics: Option<Arc<Metrics>>,
+    /// The listener dump shared by the kernel-evidence watchers.
+    listeners: SharedListeners,
 }
 
 /// Metrics of every entry from its decision state (cheap: a few atomic stores).
@@ -560,6 +563,17 @@ fn persist(ctx: &mut Ctx, slots: &[Slot]) {
     }
 }
 
+/// Loading the eBPF object parses the kernel's BTF (megabytes, freed once loaded);
+/// glibc keeps freed heap for reuse, so give it back to the system. (musl's
+/// allocator returns large blocks by itself.)
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Picks the source of death evidence, logging one line for each one that is lost.
 fn choose_mode(
     wanted: EvidenceMode,
@@ -589,6 +603,7 @@ fn choose_mode(
     };
     match loaded {
         Ok((k, report)) => {
+            release_freed_memory();
             let hooks: Vec<String> = report
                 .hooks
                 .iter()
@@ -770,7 +785,7 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
                     if fd.exited().await.is_ok() {
                         if mode == Mode::Ebpf {
                             // The kernel's event normally arrives first; this is the backstop.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         let how = match procfs::alive(pid, service.start_time) {
                             Liveness::Zombie => DeathKind::Zombie,
@@ -980,8 +995,41 @@ fn spawn_probe_loop(
     })
 }
 
-/// Kernel evidence for one watch: samples the port's accept queue and accepted
-/// connections every 100 ms (sock_diag, filtered by port in the kernel). When the
+/// One sock_diag dump of every TCP listener, shared by all kernel-evidence watchers
+/// and refreshed at most every [`IDLE_LOOK`]: the idle cost of kernel evidence does
+/// not grow with the number of watched ports (one dump per family per look).
+#[derive(Default)]
+pub(crate) struct ListenerCache {
+    at: Option<Instant>,
+    listeners: Vec<crate::sense::sockdiag::Listener>,
+}
+
+/// How often an idle kernel-evidence watcher looks at its port's accept queue.
+const IDLE_LOOK: Duration = Duration::from_millis(250);
+/// How often it looks while the queue is full (and at the accepted connections too).
+const FULL_LOOK: Duration = Duration::from_millis(100);
+
+type SharedListeners = Arc<std::sync::Mutex<ListenerCache>>;
+
+/// The fullest listener's (depth, limit) on `port`, from a dump at most IDLE_LOOK old.
+fn cached_queue(cache: &SharedListeners, port: u16) -> Option<(u32, u32)> {
+    let Ok(mut c) = cache.lock() else { return None };
+    let now = Instant::now();
+    if c.at.is_none_or(|at| now.saturating_duration_since(at) >= IDLE_LOOK) {
+        c.listeners = crate::sense::sockdiag::listeners().unwrap_or_default();
+        c.at = Some(now);
+    }
+    c.listeners
+        .iter()
+        .filter(|l| l.port == port)
+        .max_by_key(|l| l.depth)
+        .map(|l| (l.depth, l.limit))
+}
+
+/// Kernel evidence for one watch. Idle, it looks at the port's accept queue every
+/// 250 ms (from the shared listener dump). Once the queue is full (depth > limit,
+/// the kernel's own test) it looks every 100 ms at the queue and at the connections
+/// the server has accepted (sock_diag, filtered by port in the kernel). When the
 /// queue stays full and no new connection is accepted for `window`, the process is
 /// stuck. A server that accepts anything in the window - however slowly - restarts
 /// the window, so a busy-but-draining server is never reported.
@@ -993,13 +1041,19 @@ fn spawn_queue_watch(
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
+    let cache = Arc::clone(&ctx.listeners);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // (since, accepted inodes at that moment)
         let mut full_since: Option<(Instant, std::collections::HashSet<u32>)> = None;
         loop {
-            tick.tick().await;
+            if full_since.is_none() {
+                tokio::time::sleep(IDLE_LOOK).await;
+                if !cached_queue(&cache, port).is_some_and(|(d, l)| d > l) {
+                    continue;
+                }
+            } else {
+                tokio::time::sleep(FULL_LOOK).await;
+            }
             let Ok(snap) = crate::sense::sockdiag::port_snapshot(port) else {
                 continue;
             };

@@ -17,7 +17,7 @@ commands:
   build-ebpf [--release]   build the eBPF object (installs nightly rust-src and bpf-linker if missing)
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test                     install what the tests need, build, run every test
-  bench                    run the benchmarks; prints a table, writes JSON under target/bench/
+  bench [--vs monit]       run the benchmarks (or the side-by-side with monit); tables + JSON in target/bench/
   package                  build the x86_64 RPM (static musl binaries, eBPF object, unit, templates,
                            man pages, completions) under target/generate-rpm/, then check it
   faults                   run the fault matrix; prints fault, expected, seen, time to recover
