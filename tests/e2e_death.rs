@@ -49,7 +49,10 @@ fn kill9_restarts(mode: &str) {
     assert_ne!(new, old);
     assert!(http_ok(port), "serving again");
     for w in workers.iter().filter(|p| **p != old) {
-        assert!(dead_within(*w, T), "old worker {w} was killed before the restart");
+        assert!(
+            dead_within(*w, T),
+            "old worker {w} was killed before the restart"
+        );
     }
     println!(
         "{mode}: kill -9 -> Process Down logged after {} ms",
@@ -59,7 +62,10 @@ fn kill9_restarts(mode: &str) {
         1,
         &format!("kill -9 of the main server process ({mode})"),
         "detected, remnants killed, restarted",
-        &format!("detected in {} us, restarted, old workers gone", detect.as_micros()),
+        &format!(
+            "detected in {} us, restarted, old workers gone",
+            detect.as_micros()
+        ),
         Some(recovered),
     );
     assert!(detect < Duration::from_secs(5), "sanity bound");

@@ -19,11 +19,18 @@ fn fault02_worker_deaths_need_no_restart() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = apache_instance(&sb, port, None, 511);
-    let pfile = sb.pfile(&format!("{APACHE} {} 3 pidfile={}\n", script.display(), pidfile.display()));
+    let pfile = sb.pfile(&format!(
+        "{APACHE} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ));
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("Started Process", T);
     let master = pid_of(&pc.entry(1));
-    let workers: Vec<i32> = sandbox_pids_of(&sb, APACHE).into_iter().filter(|p| *p != master).collect();
+    let workers: Vec<i32> = sandbox_pids_of(&sb, APACHE)
+        .into_iter()
+        .filter(|p| *p != master)
+        .collect();
     assert!(!workers.is_empty());
     let t0 = Instant::now();
     for w in &workers {
@@ -32,20 +39,35 @@ fn fault02_worker_deaths_need_no_restart() {
     // Wait for the master to replace them.
     let deadline = Instant::now() + T;
     loop {
-        let now: Vec<i32> = sandbox_pids_of(&sb, APACHE).into_iter().filter(|p| *p != master).collect();
+        let now: Vec<i32> = sandbox_pids_of(&sb, APACHE)
+            .into_iter()
+            .filter(|p| *p != master)
+            .collect();
         if !now.is_empty() && now.iter().all(|p| !workers.contains(p)) {
             break;
         }
-        assert!(Instant::now() < deadline, "Apache did not respawn its workers");
+        assert!(
+            Instant::now() < deadline,
+            "Apache did not respawn its workers"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(http_ok(port));
     let took = t0.elapsed();
     pc.drain();
-    assert!(!pc.seen.iter().any(|l| l.contains("Process Down")), "no restart for worker deaths");
+    assert!(
+        !pc.seen.iter().any(|l| l.contains("Process Down")),
+        "no restart for worker deaths"
+    );
     let e = pc.entry(1);
     assert_eq!((pid_of(&e), e["restart_count"].as_u64()), (master, Some(0)));
-    fault_row(2, "kill of worker processes only", "no restart (master respawns workers)", "no restart, serving", Some(took));
+    fault_row(
+        2,
+        "kill of worker processes only",
+        "no restart (master respawns workers)",
+        "no restart, serving",
+        Some(took),
+    );
 }
 
 /// Fault 7: The server starts but its port never returns: each restart is a failed
@@ -62,17 +84,31 @@ fn fault07_port_never_returns_ends_in_retry_over() {
         "{DEMO} {} 1 pidfile={} retry_over_action=continue\n{}",
         script.display(),
         pidfile.display(),
-        stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 0, "    probe_timeout = 1s\n")
+        stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:10:{port}"),
+            0,
+            "    probe_timeout = 1s\n"
+        )
     ));
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     let t0 = Instant::now();
     pc.wait_for("Find Web Server Stall", Duration::from_secs(60));
     let failed = pc.wait_for("Restart Failed", T);
-    assert!(failed.contains("before it ever answered its stall check"), "{failed}");
+    assert!(
+        failed.contains("before it ever answered its stall check"),
+        "{failed}"
+    );
     pc.wait_for("Retry Over", T);
     let e = pc.entry(1);
     assert_eq!(e["proc_sts"], "UNAVAIL");
-    fault_row(7, "port never returns", "retry-over action", "Retry Over (continue), UNAVAIL", Some(t0.elapsed()));
+    fault_row(
+        7,
+        "port never returns",
+        "retry-over action",
+        "Retry Over (continue), UNAVAIL",
+        Some(t0.elapsed()),
+    );
 }
 
 /// Fault 10: The watched pid is reused by an unrelated process before pcheck looks again
@@ -94,8 +130,16 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
             pidfile.display()
         ),
     );
-    let pfile = sb.pfile(&format!("{DEMO} {} 3 pidfile={}\n", script.display(), pidfile.display()));
-    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "procfs", "--poll-interval", "5s"]);
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ));
+    let mut pc = Pcheck::start(
+        &sb,
+        &pfile,
+        &["--evidence", "procfs", "--poll-interval", "5s"],
+    );
     pc.wait_for("Started Process", T);
     let pid = pid_of(&pc.entry(1));
     let t0 = Instant::now();
@@ -110,10 +154,7 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
         if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).is_err() {
             break;
         }
-        let mut c = Command::new("sleep")
-            .arg("300")
-            .spawn()
-            .expect("spawn");
+        let mut c = Command::new("sleep").arg("300").spawn().expect("spawn");
         if c.id() as i32 == pid {
             impostor = Some(c);
             break;
@@ -125,14 +166,29 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
         println!("SKIPPED fault10: could not get pid {pid} again (ns_last_pid)");
         return;
     };
-    assert!(t0.elapsed() < Duration::from_secs(5), "reused before pcheck's next poll");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "reused before pcheck's next poll"
+    );
     let down = pc.wait_for("Process Down", Duration::from_secs(15));
-    assert!(down.contains(&format!("pid= {pid} ")) && down.contains("vanished"), "{down}");
+    assert!(
+        down.contains(&format!("pid= {pid} ")) && down.contains("vanished"),
+        "{down}"
+    );
     pc.wait_for("Restarted Process", T);
-    assert!(impostor.try_wait().expect("try_wait").is_none(), "the unrelated process was not touched");
+    assert!(
+        impostor.try_wait().expect("try_wait").is_none(),
+        "the unrelated process was not touched"
+    );
     let _ = impostor.kill();
     let _ = impostor.wait();
-    fault_row(10, "pid reused by an unrelated process", "still detected as dead", "detected (start time differs), impostor untouched", Some(t0.elapsed()));
+    fault_row(
+        10,
+        "pid reused by an unrelated process",
+        "still detected as dead",
+        "detected (start time differs), impostor untouched",
+        Some(t0.elapsed()),
+    );
 }
 
 /// Fault 11: 1,000 crash/restart cycles: pcheck's fd count and RSS stay flat.
@@ -174,12 +230,18 @@ fn fault11_a_thousand_crash_restart_cycles_leak_nothing() {
         at1000.1
     );
     assert!(at1000.0 <= at100.0 + 2, "fds flat: {at100:?} -> {at1000:?}");
-    assert!(at1000.1 <= at100.1 + 2048, "RSS flat (within 2 MB): {at100:?} -> {at1000:?}");
+    assert!(
+        at1000.1 <= at100.1 + 2048,
+        "RSS flat (within 2 MB): {at100:?} -> {at1000:?}"
+    );
     fault_row(
         11,
         "1,000 crash/restart cycles",
         "fd count and RSS flat",
-        &format!("fds {} -> {}, RSS {} -> {} kB", at100.0, at1000.0, at100.1, at1000.1),
+        &format!(
+            "fds {} -> {}, RSS {} -> {} kB",
+            at100.0, at1000.0, at100.1, at1000.1
+        ),
         Some(took / 1000),
     );
 }
@@ -194,7 +256,10 @@ fn fault12_reboot_threshold_survives_reboots() {
     }
     let sb = Sandbox::new();
     let rebooted = sb.file("rebooted");
-    let reboot = sb.script("reboot.sh", &format!("echo reboot >> {}", rebooted.display()));
+    let reboot = sb.script(
+        "reboot.sh",
+        &format!("echo reboot >> {}", rebooted.display()),
+    );
     let bad = sb.script("bad.rc", "exit 1");
     let pfile = sb.pfile(&format!(
         "auto_reboot = on\nreboot_after = 1s\nreboot_limit = 2\nreboot_command = {}\nretry_delay = 0\n\
@@ -202,7 +267,11 @@ fn fault12_reboot_threshold_survives_reboots() {
         reboot.display(),
         bad.display()
     ));
-    let reboots = || std::fs::read_to_string(&rebooted).map(|s| s.lines().count()).unwrap_or(0);
+    let reboots = || {
+        std::fs::read_to_string(&rebooted)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
     for boot in 1..=2 {
         let mut pc = Pcheck::start(&sb, &pfile, &[]);
         let fatal = pc.wait_for("Fatal fault", T);
@@ -223,10 +292,17 @@ fn fault12_reboot_threshold_survives_reboots() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "state"))
         .expect("a state file");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state).expect("read")).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state).expect("read")).expect("json");
     assert_eq!(v["reboot_count"], 2);
     assert_eq!(v["reboots"].as_array().map(Vec::len), Some(2));
-    fault_row(12, "reboot threshold reached", "no further reboot, also after a reboot", "2 reboots, then suppressed", Some(t0.elapsed()));
+    fault_row(
+        12,
+        "reboot threshold reached",
+        "no further reboot, also after a reboot",
+        "2 reboots, then suppressed",
+        Some(t0.elapsed()),
+    );
 }
 
 /// Fault 13a: A corrupt state file: reported, kept aside, replaced; monitoring goes on.
@@ -238,7 +314,11 @@ fn fault13_corrupt_state_file_is_replaced() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!("{DEMO} {} 3 pidfile={}\n", script.display(), pidfile.display()));
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ));
     let store = psweb::state::Store::new(&sb.file("state"), &pfile);
     std::fs::create_dir_all(sb.file("state")).expect("mkdir");
     std::fs::write(store.path(), "{\"version\": 1, \"reboot_count\": ").expect("write garbage");
@@ -253,7 +333,8 @@ fn fault13_corrupt_state_file_is_replaced() {
     let deadline = Instant::now() + T;
     loop {
         let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(store.path()).expect("read")).expect("valid JSON again");
+            serde_json::from_slice(&std::fs::read(store.path()).expect("read"))
+                .expect("valid JSON again");
         if v["entries"][0]["restart_count"] == 1 {
             break;
         }
@@ -261,7 +342,13 @@ fn fault13_corrupt_state_file_is_replaced() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(store.path().with_extension("corrupt").exists());
-    fault_row(13, "state file corrupted", "clear log, monitoring continues", "reported, kept aside, replaced; restart worked", Some(t0.elapsed()));
+    fault_row(
+        13,
+        "state file corrupted",
+        "clear log, monitoring continues",
+        "reported, kept aside, replaced; restart worked",
+        Some(t0.elapsed()),
+    );
 }
 
 /// Fault 13b: A full disk under the state directory: a clear log, monitoring goes on.
@@ -293,18 +380,35 @@ fn fault13_full_disk_does_not_stop_monitoring() {
     let _ = std::fs::write(dir.join("filler"), vec![0u8; 64 * 1024]);
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!("{DEMO} {} 3 pidfile={}\n", script.display(), pidfile.display()));
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ));
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     let err = pc.seen_or_wait("cannot write state file", T);
-    assert!(err.contains("No space left on device") && err.contains("monitoring continues"), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("monitoring continues"),
+        "{err}"
+    );
     pc.seen_or_wait("Started Process", T);
     let t0 = Instant::now();
     kill(pid_of(&pc.entry(1)), libc::SIGKILL);
     pc.wait_for("Restarted Process", T);
     assert!(http_ok(port));
-    fault_row(13, "disk full (state directory)", "clear log, monitoring continues", "logged once, restart worked", Some(t0.elapsed()));
+    fault_row(
+        13,
+        "disk full (state directory)",
+        "clear log, monitoring continues",
+        "logged once, restart worked",
+        Some(t0.elapsed()),
+    );
     pc.drain();
-    let repeats = pc.seen.iter().filter(|l| l.contains("cannot write state file")).count();
+    let repeats = pc
+        .seen
+        .iter()
+        .filter(|l| l.contains("cannot write state file"))
+        .count();
     assert!(repeats <= 1, "logged once, not at every write: {repeats}");
 }
 
@@ -335,19 +439,31 @@ fn strict_modes_refuse_writable_scripts_and_pfiles() {
     let out = check(&pfile);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("directory {} above restart script is writable by group or others", open.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "directory {} above restart script is writable by group or others",
+            open.display()
+        )),
+        "{err}"
+    );
     // A world-writable script in a safe directory.
     let (safe, _) = sb.demo_script("web", free_port(), 0);
     std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     std::fs::write(&pfile, format!("{DEMO} {} 3\n", safe.display())).expect("write");
     let err = String::from_utf8_lossy(&check(&pfile).stderr).into_owned();
-    assert!(err.contains("restart script is writable by group or others (mode 0777)"), "{err}");
+    assert!(
+        err.contains("restart script is writable by group or others (mode 0777)"),
+        "{err}"
+    );
     // A pfile others can write.
     std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::set_permissions(&pfile, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let out = check(&pfile);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing pfile"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing pfile"),
+        "{out:?}"
+    );
     assert_eq!(sb.runs("web"), 0, "nothing started");
 }
 
@@ -361,12 +477,21 @@ fn restart_script_runs_as_the_configured_user() {
     let who = sb.file("who");
     std::fs::write(&who, "").expect("touch");
     std::fs::set_permissions(&who, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    let script = sb.script("who.rc", &format!("echo \"$(id -u) $USER $PATH\" > {}\nexit 1", who.display()));
-    let pfile = sb.pfile(&format!("/usr/sbin/never-runs {} 1 user=nobody\n", script.display()));
+    let script = sb.script(
+        "who.rc",
+        &format!("echo \"$(id -u) $USER $PATH\" > {}\nexit 1", who.display()),
+    );
+    let pfile = sb.pfile(&format!(
+        "/usr/sbin/never-runs {} 1 user=nobody\n",
+        script.display()
+    ));
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("Retry Over", T);
     let got = std::fs::read_to_string(&who).expect("read");
-    assert_eq!(got.trim(), "65534 nobody /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    assert_eq!(
+        got.trim(),
+        "65534 nobody /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
 }
 
 /// systemd's notify protocol: READY once the entries run, WATCHDOG from the main
@@ -382,7 +507,11 @@ fn notifies_systemd_ready_watchdog_stopping() {
     rx.set_read_timeout(Some(T)).expect("timeout");
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!("{DEMO} {} 3 pidfile={}\n", script.display(), pidfile.display()));
+    let pfile = sb.pfile(&format!(
+        "{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ));
     let mut child = Command::new(PCHECK)
         .args(["--syslog", "none", "-q", "-f"])
         .arg(&pfile)

@@ -438,7 +438,12 @@ fn nginx_http_stall_is_detected_killed_and_restarted() {
         "{NGINX} {} 3 pidfile={}\n{}",
         script.display(),
         pidfile.display(),
-        stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, "    probe_timeout = 2s\n")
+        stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:10:{port}"),
+            1,
+            "    probe_timeout = 2s\n"
+        )
     ));
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
@@ -451,7 +456,12 @@ fn nginx_http_stall_is_detected_killed_and_restarted() {
     let t0 = Instant::now();
     signal_all(&all, libc::SIGSTOP);
     let find = pc.wait_for("Find Web Server Stall", STALL_T);
-    assert!(find.ends_with(&format!("Find Web Server Stall: pid = {master} : port = {port}")), "{find}");
+    assert!(
+        find.ends_with(&format!(
+            "Find Web Server Stall: pid = {master} : port = {port}"
+        )),
+        "{find}"
+    );
     pc.wait_for(&format!("Killed Process: pid= {master}"), T);
     pc.wait_for("Restarted Process", T);
     pc.wait_for("stall_chk (web) of pent_id= 1", STALL_T);

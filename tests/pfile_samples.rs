@@ -17,9 +17,7 @@ fn shipped(dir: &Path, out: &mut Vec<PathBuf>) {
         } else if p
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| {
-                (n.starts_with("pfile") && !n.contains('.')) || n.ends_with(".pfile")
-            })
+            .is_some_and(|n| (n.starts_with("pfile") && !n.contains('.')) || n.ends_with(".pfile"))
         {
             out.push(p);
         }

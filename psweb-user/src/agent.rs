@@ -5,6 +5,7 @@ use crate::act::{self, kill::ServiceId};
 use crate::admin::{
     server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
 };
+use crate::core::reboot::RebootGuard;
 use crate::core::{
     Action, DeathKind, Entry, EventKind, EventSource, Evidence, Level, ProcSts, Source, Tag,
     WatchId,
@@ -13,15 +14,14 @@ use crate::pfile::{
     EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
 };
 use crate::probe::{self, Prober};
-use crate::core::reboot::RebootGuard;
-use crate::report::notify::Notifier;
 use crate::report::events::{Bus, EventInfo};
 use crate::report::metrics::{self, Metrics};
+use crate::report::notify::Notifier;
 use crate::report::{format_local, webhook, Logger};
-use crate::state::{self, Store};
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport, OverflowPath};
 use crate::sense::pidfd::{self, PidFd};
 use crate::sense::procfs::{self, Liveness};
+use crate::state::{self, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,7 +163,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             let listener = metrics::bind(addr)?;
             let m = Arc::new(Metrics::new());
             tokio::spawn(metrics::serve(listener, Arc::clone(&m), Arc::clone(&log)));
-            log.info(&format!("metrics: serving Prometheus metrics on http://{addr}/metrics"));
+            log.info(&format!(
+                "metrics: serving Prometheus metrics on http://{addr}/metrics"
+            ));
             Some(m)
         }
         None => None,
@@ -326,14 +328,17 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     let mut ready = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut watchdog = tokio::time::interval(notifier.watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    let mut watchdog =
+        tokio::time::interval(notifier.watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         if !ready
-            && (slots.iter().all(|s| matches!(s.core.proc_sts, ProcSts::Avail | ProcSts::Unavail))
+            && (slots
+                .iter()
+                .all(|s| matches!(s.core.proc_sts, ProcSts::Avail | ProcSts::Unavail))
                 || started_at.elapsed() >= Duration::from_secs(60))
         {
             ready = true;
@@ -549,7 +554,10 @@ fn persist(ctx: &mut Ctx, slots: &[Slot]) {
     match ctx.store.save(&st) {
         Ok(()) if ctx.store.failing => {
             ctx.store.failing = false;
-            ctx.log.info(&format!("state file {} written again", ctx.store.path().display()));
+            ctx.log.info(&format!(
+                "state file {} written again",
+                ctx.store.path().display()
+            ));
         }
         Ok(()) => {}
         Err(e) if !ctx.store.failing => {
@@ -671,9 +679,10 @@ fn feed(
                 else {
                     continue;
                 };
-                let observe = ctx.metrics.clone().map(|m| {
-                    (m, Metrics::entry_labels(slot.cfg.pent_id, &slot.core.pname))
-                });
+                let observe = ctx
+                    .metrics
+                    .clone()
+                    .map(|m| (m, Metrics::entry_labels(slot.cfg.pent_id, &slot.core.pname)));
                 slot.stall_tasks.push(spawn_probe_loop(
                     idx,
                     watch,
@@ -796,7 +805,9 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
                     log.event(
                         Level::Warning,
                         &format!("pidfd of pid {pid} failed; polling /proc instead"),
-                        EventInfo::new(EventKind::EvidenceMode).pid(pid).evidence(EventSource::Procfs),
+                        EventInfo::new(EventKind::EvidenceMode)
+                            .pid(pid)
+                            .evidence(EventSource::Procfs),
                     );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
@@ -805,7 +816,9 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
                 Err(e) => log.event(
                     Level::Warning,
                     &format!("pidfd_open({pid}): {e}; polling /proc instead"),
-                    EventInfo::new(EventKind::EvidenceMode).pid(pid).evidence(EventSource::Procfs),
+                    EventInfo::new(EventKind::EvidenceMode)
+                        .pid(pid)
+                        .evidence(EventSource::Procfs),
                 ),
             }
         }
@@ -1015,7 +1028,9 @@ type SharedListeners = Arc<std::sync::Mutex<ListenerCache>>;
 fn cached_queue(cache: &SharedListeners, port: u16) -> Option<(u32, u32)> {
     let Ok(mut c) = cache.lock() else { return None };
     let now = Instant::now();
-    if c.at.is_none_or(|at| now.saturating_duration_since(at) >= IDLE_LOOK) {
+    if c.at
+        .is_none_or(|at| now.saturating_duration_since(at) >= IDLE_LOOK)
+    {
         c.listeners = crate::sense::sockdiag::listeners().unwrap_or_default();
         c.at = Some(now);
     }

@@ -55,7 +55,9 @@ impl State {
     }
 
     pub fn entry(&self, pent_id: u32, pname: &str) -> Option<&EntryState> {
-        self.entries.iter().find(|e| e.pent_id == pent_id && e.pname == pname)
+        self.entries
+            .iter()
+            .find(|e| e.pent_id == pent_id && e.pname == pname)
     }
 }
 
@@ -94,7 +96,12 @@ impl Store {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (fresh, None),
-            Err(e) => return (fresh, Some(format!("cannot read {}: {e}", self.path.display()))),
+            Err(e) => {
+                return (
+                    fresh,
+                    Some(format!("cannot read {}: {e}", self.path.display())),
+                )
+            }
         };
         let parsed = serde_json::from_str::<State>(&text)
             .map_err(|e| e.to_string())
@@ -158,16 +165,30 @@ mod tests {
         let (mut s, err) = store.load(&pfile);
         assert!(err.is_none());
         s.reboot_count = 2;
-        s.entries.push(EntryState { pent_id: 1, pname: "/usr/sbin/httpd".into(), restart_count: 5, last_verdict: None });
+        s.entries.push(EntryState {
+            pent_id: 1,
+            pname: "/usr/sbin/httpd".into(),
+            restart_count: 5,
+            last_verdict: None,
+        });
         store.save(&s).expect("save");
         assert_eq!(store.load(&pfile), (s.clone(), None));
-        assert!(!store.path().with_extension("tmp").exists(), "no temp file left");
+        assert!(
+            !store.path().with_extension("tmp").exists(),
+            "no temp file left"
+        );
 
         std::fs::write(store.path(), "{ half a file").expect("damage");
         let (fresh, err) = store.load(&pfile);
         assert_eq!(fresh.reboot_count, 0);
-        assert!(err.as_deref().is_some_and(|e| e.contains("corrupt")), "{err:?}");
-        assert!(store.path().with_extension("corrupt").exists(), "kept aside");
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("corrupt")),
+            "{err:?}"
+        );
+        assert!(
+            store.path().with_extension("corrupt").exists(),
+            "kept aside"
+        );
 
         let mut bad = s;
         bad.reboot_count = 99_999;

@@ -14,8 +14,22 @@ pub fn run(_args: &[String]) -> Result<(), String> {
         .current_dir(root())
         .env("PSWEB_BPF_OBJECT", &obj)
         .args(["test", "-p", "psweb"])
-        .args(["--test", "e2e_death", "--test", "e2e_stall", "--test", "e2e_faults"])
-        .args(["--test", "e2e_clock", "--test", "e2e_padmin", "--", "--nocapture"])
+        .args([
+            "--test",
+            "e2e_death",
+            "--test",
+            "e2e_stall",
+            "--test",
+            "e2e_faults",
+        ])
+        .args([
+            "--test",
+            "e2e_clock",
+            "--test",
+            "e2e_padmin",
+            "--",
+            "--nocapture",
+        ])
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
@@ -29,9 +43,15 @@ pub fn run(_args: &[String]) -> Result<(), String> {
     rows.sort_by_key(|r| r[0].parse::<u32>().unwrap_or(0));
     let w = |i: usize, min: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0).max(min);
     let (w1, w2, w3) = (w(1, 5), w(2, 8), w(3, 4));
-    println!("{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  time to recover", "#", "fault", "expected", "seen");
+    println!(
+        "{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  time to recover",
+        "#", "fault", "expected", "seen"
+    );
     for r in &rows {
-        println!("{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  {}", r[0], r[1], r[2], r[3], r[4]);
+        println!(
+            "{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
     }
     let missing: Vec<u32> = (1..=14)
         .filter(|n| !rows.iter().any(|r| r[0] == n.to_string()))

@@ -55,7 +55,9 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
                 .map_err(|e| format!("user {name}: {e}"))?
                 .ok_or_else(|| format!("user {name} does not exist"))?;
             let cname = std::ffi::CString::new(name).map_err(|e| format!("user {name}: {e}"))?;
-            cmd.env("HOME", &u.dir).env("USER", name).env("LOGNAME", name);
+            cmd.env("HOME", &u.dir)
+                .env("USER", name)
+                .env("LOGNAME", name);
             Some((cname, u.uid, u.gid))
         }
     };

@@ -135,7 +135,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             let (key, value) = setting_parts(&cx, &toks)?;
             let name = global_key(&cx, &key)?;
             // `webhook` may be given several times (each a URL or a comma-separated list).
-            if let Some(prev) = seen_globals.insert(name, key.pos).filter(|_| name != "webhook") {
+            if let Some(prev) = seen_globals
+                .insert(name, key.pos)
+                .filter(|_| name != "webhook")
+            {
                 return Err(cx.err(
                     key.pos,
                     format!("{name} is set twice (first at line {})", prev.line),
@@ -353,13 +356,19 @@ pub fn strict_modes(path: &Path, what: &str) -> Result<(), String> {
     if me != 0 {
         return Ok(());
     }
-    let real = std::fs::canonicalize(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    let real =
+        std::fs::canonicalize(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
     let mut cur = Some(real.as_path());
     let mut first = true;
     while let Some(p) = cur {
-        let m = std::fs::metadata(p).map_err(|e| format!("{what} {}: {}: {e}", path.display(), p.display()))?;
+        let m = std::fs::metadata(p)
+            .map_err(|e| format!("{what} {}: {}: {e}", path.display(), p.display()))?;
         let mode = m.mode();
-        let kind = if first { what.to_string() } else { format!("directory {} above {what}", p.display()) };
+        let kind = if first {
+            what.to_string()
+        } else {
+            format!("directory {} above {what}", p.display())
+        };
         if m.uid() != 0 && m.uid() != me {
             return Err(format!(
                 "refusing {what} {}: {kind} is owned by uid {}, not root (a non-root user could change what pcheck runs as root)",
@@ -611,8 +620,15 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
         match key {
             "pidfile" => pidfile = Some(abs_path(cx, val)?),
             "user" => {
-                if !val.text.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                    return Err(cx.err(val.pos, format!("expected a user name, found {:?}", val.text)));
+                if !val
+                    .text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    return Err(cx.err(
+                        val.pos,
+                        format!("expected a user name, found {:?}", val.text),
+                    ));
                 }
                 user = Some(val.text.clone());
             }

@@ -34,7 +34,10 @@ impl Notifier {
             .and_then(|u| u.parse::<u64>().ok())
             .filter(|u| *u > 0 && for_us)
             .map(|u| Duration::from_micros(u / 2));
-        Self { sock, watchdog_every }
+        Self {
+            sock,
+            watchdog_every,
+        }
     }
 
     pub fn send(&self, msg: &str) {
