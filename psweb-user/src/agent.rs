@@ -1063,7 +1063,7 @@ fn spawn_queue_watch(
         loop {
             if full_since.is_none() {
                 tokio::time::sleep(IDLE_LOOK).await;
-                if !cached_queue(&cache, port).is_some_and(|(d, l)| d > l) {
+                if cached_queue(&cache, port).is_none_or(|(d, l)| d <= l) {
                     continue;
                 }
             } else {
