@@ -63,17 +63,18 @@ fn wall_clock_jump_causes_no_stall_verdict() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n{}",
-        script.display(),
-        pidfile.display(),
-        stall_block(
+    let pfile = entry_pfile(
+        &sb,
+        DEMO,
+        &script,
+        &pidfile,
+        &stall_block(
             "_bi_webserv",
             &format!("10:0:2:60:{port}"),
             1,
-            "    probe_timeout = 2s\n"
-        )
-    ));
+            "    probe_timeout = 2s\n",
+        ),
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let pid = pid_of(&pc.entry(1));

@@ -203,11 +203,7 @@ fn zombie_is_detected(mode: &str) {
             pidfile.display()
         ),
     );
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", mode]);
     pc.wait_for("Started Process", T);
     let pid = pid_of(&pc.entry(1));
@@ -350,11 +346,7 @@ fn stale_pidfile_with_a_recycled_pid_is_not_adopted() {
     let (script, pidfile) = sb.demo_script("web", port, 0);
     // The pidfile names a live process that is not the server (this test itself).
     std::fs::write(&pidfile, format!("{}\n", std::process::id())).expect("write");
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     let started = pc.wait_for("Started Process", T);
     assert!(

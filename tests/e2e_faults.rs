@@ -19,11 +19,7 @@ fn fault02_worker_deaths_need_no_restart() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = apache_instance(&sb, port, None, 511);
-    let pfile = sb.pfile(&format!(
-        "{APACHE} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, APACHE, &script, &pidfile, "");
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("Started Process", T);
     let master = pid_of(&pc.entry(1));
@@ -130,11 +126,7 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
             pidfile.display()
         ),
     );
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let mut pc = Pcheck::start(
         &sb,
         &pfile,
@@ -314,11 +306,7 @@ fn fault13_corrupt_state_file_is_replaced() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let store = psweb::state::Store::new(&sb.file("state"), &pfile);
     std::fs::create_dir_all(sb.file("state")).expect("mkdir");
     std::fs::write(store.path(), "{\"version\": 1, \"reboot_count\": ").expect("write garbage");
@@ -380,11 +368,7 @@ fn fault13_full_disk_does_not_stop_monitoring() {
     let _ = std::fs::write(dir.join("filler"), vec![0u8; 64 * 1024]);
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     let err = pc.seen_or_wait("cannot write state file", T);
     assert!(
@@ -507,11 +491,7 @@ fn notifies_systemd_ready_watchdog_stopping() {
     rx.set_read_timeout(Some(T)).expect("timeout");
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let mut child = Command::new(PCHECK)
         .args(["--syslog", "none", "-q", "-f"])
         .arg(&pfile)

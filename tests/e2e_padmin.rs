@@ -231,11 +231,7 @@ fn log_lines_reach_syslog_in_the_seed_format() {
     syslog.set_read_timeout(Some(T)).expect("timeout");
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n",
-        script.display(),
-        pidfile.display()
-    ));
+    let pfile = entry_pfile(&sb, DEMO, &script, &pidfile, "");
     let mut child = Command::new(PCHECK)
         .arg("-f")
         .arg(&pfile)

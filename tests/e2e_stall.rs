@@ -45,12 +45,13 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
             http_ok(p)
         }
     };
-    let pfile = sb.pfile(&format!(
-        "{APACHE} {} 3 pidfile={}\n{}",
-        slow.display(),
-        pidfile.display(),
-        stall_block(block, &exec.replace("PORT", &port.to_string()), 1, extra)
-    ));
+    let pfile = entry_pfile(
+        &sb,
+        APACHE,
+        &slow,
+        &pidfile,
+        &stall_block(block, &exec.replace("PORT", &port.to_string()), 1, extra),
+    );
     let tag = if block == "_bi_webservs" {
         "ssl"
     } else {
@@ -161,17 +162,18 @@ fn socket_stall_of_a_plain_tcp_server() {
             pidfile.display()
         ),
     );
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n{}",
-        script.display(),
-        pidfile.display(),
-        stall_block(
+    let pfile = entry_pfile(
+        &sb,
+        DEMO,
+        &script,
+        &pidfile,
+        &stall_block(
             "_bi_socket",
             &format!("10:0:2:10:{port}"),
             1,
-            "    probe_timeout = 2s\n"
-        )
-    ));
+            "    probe_timeout = 2s\n",
+        ),
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (skt) of pent_id= 1", T);
     let pid = pid_of(&pc.entry(1));
@@ -202,17 +204,18 @@ fn exec_error_1_stops_stall_watching_after_one_detection() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n{}",
-        script.display(),
-        pidfile.display(),
-        stall_block(
+    let pfile = entry_pfile(
+        &sb,
+        DEMO,
+        &script,
+        &pidfile,
+        &stall_block(
             "_bi_webserv",
             &format!("10:1:2:10:{port}"),
             1,
-            "    probe_timeout = 2s\n"
-        )
-    ));
+            "    probe_timeout = 2s\n",
+        ),
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let first = pid_of(&pc.entry(1));
@@ -307,17 +310,18 @@ fn kernel_evidence_judges_a_stopped_apache_under_load_within_3s() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = apache_instance(&sb, port, None, 16);
-    let pfile = sb.pfile(&format!(
-        "{APACHE} {} 3 pidfile={}\n{}",
-        script.display(),
-        pidfile.display(),
-        stall_block(
+    let pfile = entry_pfile(
+        &sb,
+        APACHE,
+        &script,
+        &pidfile,
+        &stall_block(
             "_bi_webserv",
             &format!("10:0:2:600:{port}"),
             1,
-            "    evidence = kernel\n"
-        )
-    ));
+            "    evidence = kernel\n",
+        ),
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let master = pid_of(&pc.entry(1));
@@ -365,17 +369,18 @@ fn kernel_evidence_never_judges_a_slow_but_draining_server() {
             pidfile.display()
         ),
     );
-    let pfile = sb.pfile(&format!(
-        "{DEMO} {} 3 pidfile={}\n{}",
-        script.display(),
-        pidfile.display(),
-        stall_block(
+    let pfile = entry_pfile(
+        &sb,
+        DEMO,
+        &script,
+        &pidfile,
+        &stall_block(
             "_bi_webserv",
             &format!("10:0:2:600:{port}"),
             1,
-            "    evidence = kernel\n"
-        )
-    ));
+            "    evidence = kernel\n",
+        ),
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let master = pid_of(&pc.entry(1));
@@ -434,17 +439,18 @@ fn nginx_http_stall_is_detected_killed_and_restarted() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = nginx_instance(&sb, port);
-    let pfile = sb.pfile(&format!(
-        "{NGINX} {} 3 pidfile={}\n{}",
-        script.display(),
-        pidfile.display(),
-        stall_block(
+    let pfile = entry_pfile(
+        &sb,
+        NGINX,
+        &script,
+        &pidfile,
+        &stall_block(
             "_bi_webserv",
             &format!("10:0:2:10:{port}"),
             1,
-            "    probe_timeout = 2s\n"
-        )
-    ));
+            "    probe_timeout = 2s\n",
+        ),
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     assert!(http_ok(port));

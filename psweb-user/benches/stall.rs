@@ -31,12 +31,13 @@ fn verdict_time(kernel: bool) -> Vec<u64> {
         } else {
             "    probe_timeout = 2s\n"
         };
-        let pfile = sb.pfile(&format!(
-            "{DEMO} {} 3 pidfile={}\n{}",
-            script.display(),
-            pidfile.display(),
-            stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, extra)
-        ));
+        let pfile = entry_pfile(
+            &sb,
+            DEMO,
+            &script,
+            &pidfile,
+            &stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, extra),
+        );
         let mut pc = Pcheck::start(&sb, &pfile, &[]);
         pc.wait_for("stall_chk (web) of pent_id= 1", T);
         let pids = demo_pids(&sb);

@@ -491,12 +491,13 @@ fn run_cell(fault: Fault, config: Config, logs: &Path) -> Cell {
             } else {
                 ""
             };
-            let pfile = sb.pfile(&format!(
-                "{APACHE} {} 3 pidfile={}\n{}",
-                script.display(),
-                pidfile.display(),
-                stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, extra)
-            ));
+            let pfile = entry_pfile(
+                &sb,
+                APACHE,
+                &script,
+                &pidfile,
+                &stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, extra),
+            );
             let mut a = start_pcheck(&sb, &pfile);
             let first = a
                 .wait_for("stall_chk (web) of pent_id= 1", Duration::from_secs(30))

@@ -780,22 +780,31 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
     };
     // Opened now, before the caller logs that the process is watched.
     let pidfd = (mode != Mode::Procfs).then(|| PidFd::open(pid));
+    // With eBPF, the kernel's exit event is the evidence and normally arrives first;
+    // what the pidfd sees is the backstop, reported only if the kernel stays silent
+    // (a later report about the same watch is ignored by the core).
+    let backstop = move || async move {
+        if mode == Mode::Ebpf {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     tokio::spawn(async move {
         if let Some(opened) = pidfd {
             match opened {
                 Ok(fd) => {
                     // The pidfd now pins this process; make sure it is the one we found
                     // (the pid could have been recycled between finding and opening).
-                    match procfs::alive(pid, service.start_time) {
-                        Liveness::Alive => {}
-                        Liveness::Zombie => return died(DeathKind::Zombie, Source::Pidfd),
-                        Liveness::Gone => return died(DeathKind::Vanished, Source::Pidfd),
+                    let early = match procfs::alive(pid, service.start_time) {
+                        Liveness::Alive => None,
+                        Liveness::Zombie => Some(DeathKind::Zombie),
+                        Liveness::Gone => Some(DeathKind::Vanished),
+                    };
+                    if let Some(how) = early {
+                        backstop().await;
+                        return died(how, Source::Pidfd);
                     }
                     if fd.exited().await.is_ok() {
-                        if mode == Mode::Ebpf {
-                            // The kernel's event normally arrives first; this is the backstop.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
+                        backstop().await;
                         let how = match procfs::alive(pid, service.start_time) {
                             Liveness::Zombie => DeathKind::Zombie,
                             _ => DeathKind::Vanished,
@@ -811,6 +820,7 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
                     );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    backstop().await;
                     return died(DeathKind::Vanished, Source::Pidfd);
                 }
                 Err(e) => log.event(

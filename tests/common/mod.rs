@@ -506,3 +506,19 @@ pub fn dead_within(pid: i32, timeout: Duration) -> bool {
     }
     true
 }
+
+/// A pfile with one entry — `pname`, its restart script, retry count 3, its pidfile —
+/// followed by `block` (a stall block from [`stall_block`], or nothing).
+pub fn entry_pfile(
+    sb: &Sandbox,
+    pname: &str,
+    script: &Path,
+    pidfile: &Path,
+    block: &str,
+) -> PathBuf {
+    sb.pfile(&format!(
+        "{pname} {} 3 pidfile={}\n{block}",
+        script.display(),
+        pidfile.display()
+    ))
+}

@@ -286,15 +286,21 @@ impl KernelEvidence {
                         return;
                     }
                 };
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if let Some(ev) = decode(&item) {
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
+                // Drain, clear the readiness, and drain once more: an event committed
+                // between the first drain and clear_ready would otherwise wait for a
+                // wakeup the kernel never sends (it wakes only a consumer that has
+                // caught up), and every later event would wait behind it.
+                loop {
+                    if drain(guard.get_inner_mut(), &tx).is_none() {
+                        return;
+                    }
+                    guard.clear_ready();
+                    match drain(guard.get_inner_mut(), &tx) {
+                        None => return,
+                        Some(false) => break, // caught up: the next commit wakes us
+                        Some(true) => {}      // more arrived meanwhile: again
                     }
                 }
-                guard.clear_ready();
             }
         }));
         // eBPF-side diagnostics in their own task: a malformed log record cannot stop
@@ -314,6 +320,22 @@ impl KernelEvidence {
         }
         Ok(())
     }
+}
+
+/// Forwards every event in the ring. Some(true) if there was any, None when the
+/// agent is gone.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    tx: &tokio::sync::mpsc::UnboundedSender<KernelEvent>,
+) -> Option<bool> {
+    let mut got = false;
+    while let Some(item) = ring.next() {
+        got = true;
+        if let Some(ev) = decode(&item) {
+            tx.send(ev).ok()?;
+        }
+    }
+    Some(got)
 }
 
 fn decode(buf: &[u8]) -> Option<KernelEvent> {
