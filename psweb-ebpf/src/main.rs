@@ -260,7 +260,15 @@ mod programs {
         }
         let sk = read_ctx::<*const u8>(ctx, cfg!(sdr_skaddr_ctx_off))?;
         // Established sockets of a watched port fire on every segment: state first.
-        if read_kernel::<u8>(sk, cfg!(sk_state_off))? != TCP_LISTEN {
+        full_listener(ctx, sk)
+    }
+
+    /// The SYN-path overflow, whichever hook found `sk`: if it is a listener of a
+    /// watched port whose accept queue is full (sk_acceptq_is_full(): the next SYN is
+    /// dropped), emit EVENT_OVERFLOW_SYN, rate-limited per port.
+    #[inline(always)]
+    fn full_listener<C: EbpfContext>(ctx: &C, sk: *const u8) -> Option<()> {
+        if sk.is_null() || read_kernel::<u8>(sk, cfg!(sk_state_off))? != TCP_LISTEN {
             return None;
         }
         let port = read_kernel::<u16>(sk, cfg!(sk_num_off))?;
@@ -268,7 +276,6 @@ mod programs {
             return None;
         }
         let (backlog, max_backlog) = sock_queue(sk)?;
-        // sk_acceptq_is_full(): the next SYN will be dropped.
         if backlog <= max_backlog {
             return None;
         }
@@ -294,40 +301,8 @@ mod programs {
     #[kprobe(function = "tcp_conn_request")]
     pub fn psweb_tcp_conn_request(ctx: ProbeContext) -> u32 {
         if let Some(sk) = ctx.arg::<*const u8>(2) {
-            let _ = syn_on_full_listener(&ctx, sk);
+            let _ = full_listener(&ctx, sk);
         }
         0
-    }
-
-    #[inline(always)]
-    fn syn_on_full_listener(ctx: &ProbeContext, sk: *const u8) -> Option<()> {
-        if sk.is_null() || read_kernel::<u8>(sk, cfg!(sk_state_off))? != TCP_LISTEN {
-            return None;
-        }
-        let port = read_kernel::<u16>(sk, cfg!(sk_num_off))?;
-        if !port_watched(port) {
-            return None;
-        }
-        let (backlog, max_backlog) = sock_queue(sk)?;
-        // sk_acceptq_is_full(): this SYN is dropped.
-        if backlog <= max_backlog {
-            return None;
-        }
-        let now = unsafe { bpf_ktime_get_ns() };
-        if rate_limited(EVENT_OVERFLOW_SYN, port, now) {
-            return None;
-        }
-        emit(
-            ctx,
-            Event {
-                kind: EVENT_OVERFLOW_SYN,
-                port,
-                backlog,
-                max_backlog,
-                ktime_ns: now,
-                ..Event::default()
-            },
-        );
-        Some(())
     }
 }

@@ -66,18 +66,6 @@ fn latency(mode: &str) -> Latency {
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let f = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    f(11) + f(12) // utime, stime (fields 14, 15)
-}
-
 /// Makes `rate` short-lived processes per second for `secs`, from two threads: each
 /// a fork whose child exits at once (the exits are what the kernel program filters).
 /// Returns how many ran.

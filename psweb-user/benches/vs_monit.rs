@@ -235,19 +235,6 @@ fn start_monit(sb: &Sandbox, name: &str, cycle: u32, checks: &str) -> Agent {
     Agent::spawn(c, "monit")
 }
 
-/// utime + stime of a process, in clock ticks (USER_HZ = 100).
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let f = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    f(11) + f(12)
-}
-
 fn rss_kb(pid: u32) -> u64 {
     fds_and_rss(pid).1
 }

@@ -522,3 +522,16 @@ pub fn entry_pfile(
         pidfile.display()
     ))
 }
+
+/// utime + stime of a process, in clock ticks (USER_HZ = 100), from /proc/PID/stat.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let f = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    f(11) + f(12) // fields 14 and 15
+}
