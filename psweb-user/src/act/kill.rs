@@ -31,10 +31,19 @@ impl ServiceId {
 
 /// The live (non-zombie) processes of a service, never pcheck itself, its own
 /// session or process group, or pid 1.
+///
+/// Besides the session and process group recorded when the service was found, a
+/// session or group led by the watched process itself counts: a daemon may call
+/// setsid only after pcheck looked (nginx's parent writes the pidfile before its
+/// child, the master, has left the restart script's session), and its workers then
+/// live in a session whose id is the master's pid. That id cannot belong to anyone
+/// else unless the pid was reused, which is checked.
 pub fn members(id: &ServiceId) -> Vec<Stat> {
     let me = std::process::id() as i32;
     let my = procfs::stat(me).ok();
     let (my_sid, my_pgid) = (my.map(|s| s.sid), my.map(|s| s.pgid));
+    let reused = procfs::stat(id.pid).is_ok_and(|s| s.start_time != id.start_time);
+    let led = (id.pid > 1 && !reused).then_some(id.pid);
     procfs::pids()
         .into_iter()
         .filter(|p| *p != me && *p > 1)
@@ -45,8 +54,11 @@ pub fn members(id: &ServiceId) -> Vec<Stat> {
                 .sid
                 .is_some_and(|sid| s.sid == sid && Some(sid) != my_sid);
             let by_pgid = id.pgid.is_some_and(|g| s.pgid == g && Some(g) != my_pgid);
+            let by_leader = led.is_some_and(|l| {
+                (s.sid == l && Some(l) != my_sid) || (s.pgid == l && Some(l) != my_pgid)
+            });
             let itself = s.pid == id.pid && s.start_time == id.start_time;
-            by_sid || by_pgid || itself
+            by_sid || by_pgid || by_leader || itself
         })
         .collect()
 }
@@ -76,5 +88,82 @@ pub async fn kill_service(id: &ServiceId, wait: Duration) -> (Vec<i32>, Vec<i32>
             return (killed, live.iter().map(|s| s.pid).collect());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    struct KillGroupOnDrop(i32);
+    impl Drop for KillGroupOnDrop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// A service whose leader called setsid after it was recorded (so the record has
+    /// no session of its own): once the leader is dead, its session's other process
+    /// is still found and killed.
+    #[test]
+    fn a_session_led_by_the_dead_master_is_its_remnant() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 1000 & exec sleep 1000"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: setsid in the fork-exec child only.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let mut leader = cmd.spawn().expect("spawn sh");
+        let pid = i32::try_from(leader.id()).expect("pid");
+        // Whatever happens, the session does not outlive the test.
+        let _cleanup = KillGroupOnDrop(pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let worker = loop {
+            let st = procfs::stat(pid).expect("leader stat");
+            let others: Vec<i32> = procfs::pids()
+                .into_iter()
+                .filter(|p| *p != pid)
+                .filter_map(|p| procfs::stat(p).ok())
+                .filter(|s| s.sid == pid)
+                .map(|s| s.pid)
+                .collect();
+            if let [w] = others[..] {
+                break (st, w);
+            }
+            assert!(Instant::now() < deadline, "the background sleep never started");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let (st, worker) = worker;
+        // As recorded before the setsid: no session or group of its own.
+        let id = ServiceId {
+            pid,
+            start_time: st.start_time,
+            sid: None,
+            pgid: None,
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill leader");
+        leader.wait().expect("reap leader");
+        let found: Vec<i32> = members(&id).iter().map(|s| s.pid).collect();
+        assert_eq!(found, vec![worker], "the orphaned worker is a remnant");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let (killed, survivors) = rt.block_on(kill_service(&id, Duration::from_secs(5)));
+        assert_eq!(killed, vec![worker]);
+        assert!(survivors.is_empty(), "{survivors:?}");
+        assert!(members(&id).is_empty());
     }
 }
