@@ -76,6 +76,34 @@ fn overflow_on_a_watched_port_from_the_kernel() {
     kill(pid, libc::SIGCONT);
 }
 
+/// The kernel program reports the moment a completed handshake makes the queue full,
+/// not only the SYNs dropped after it: kernel evidence needs no frequent polling to
+/// see a queue that filled up and then got no new client.
+#[test]
+fn the_connection_that_fills_the_queue_is_reported() {
+    if !root_or_skip("fills_the_queue") || !bpf_object_or_skip("fills_the_queue") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (mut pc, pid) = setup(&sb, port, "ebpf");
+    pc.wait_for(&format!("port= {port}: AVAIL"), T);
+    kill(pid, libc::SIGSTOP);
+    // Backlog 1: the second queued connection makes depth 2 > limit 1 (full); no
+    // further SYN is sent, so none is dropped.
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("queued"))
+        .collect();
+    let line = pc.wait_for(&format!("Accept Queue Overflow: port= {port}"), T);
+    assert!(
+        line.contains("depth= 2/1 (evidence: ebpf, syn path)"),
+        "{line}"
+    );
+    drop(held);
+    kill(pid, libc::SIGCONT);
+}
+
 #[test]
 fn queue_full_from_sock_diag_without_ebpf() {
     if !root_or_skip("queue_full_from_sock_diag") {

@@ -46,7 +46,6 @@ const MONIT_START_GRACE: Duration = Duration::from_secs(31);
 /// Entries of the footprint run, and how long it idles.
 const ENTRIES: usize = 100;
 const IDLE: Duration = Duration::from_secs(60);
-const IDLE_KERNEL: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -752,7 +751,7 @@ fn footprint(logs: &Path) -> Vec<Footprint> {
     out.extend(idle_window(
         vec![("psweb (+ evidence = kernel)", "psweb_kernel", &mut pck)],
         n,
-        IDLE_KERNEL,
+        IDLE,
         logs,
     ));
     drop(pck);

@@ -219,6 +219,23 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         ));
         spawn_queue_poller(ports.keys().copied().collect(), tx.clone());
     }
+    let queue_wake: QueueWake = Arc::new(
+        ports
+            .keys()
+            .map(|p| (*p, tokio::sync::watch::channel(()).0))
+            .collect(),
+    );
+    let kernel_ports: Vec<u16> = pfile
+        .entries
+        .iter()
+        .filter_map(|e| e.stall.as_ref())
+        .filter(|s| s.evidence == StallEvidence::Kernel)
+        .map(|s| s.port)
+        .collect();
+    if !kernel_ports.is_empty() {
+        let every = if kernel_serves_syn { LOOK_EBPF } else { LOOK };
+        spawn_listener_look(kernel_ports, every, Arc::clone(&queue_wake));
+    }
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
     log.event(
@@ -294,7 +311,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         pfile_path: pfile.path.display().to_string(),
         persist_due: false,
         metrics,
-        listeners: SharedListeners::default(),
+        queue_wake,
     };
     if let Some(m) = &ctx.metrics {
         m.set_reboots(ctx.guard.count);
@@ -417,6 +434,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             }
             Some(kev) = krx.recv() => {
                 if let KernelEvent::Overflow { port, path, backlog, max_backlog, .. } = kev {
+                    if let Some(w) = ctx.queue_wake.get(&port) {
+                        w.send_replace(());
+                    }
                     if let Some(st) = ports.get_mut(&port) {
                         let which = match path {
                             OverflowPath::Syn => { st.syn += 1; "syn" }
@@ -513,8 +533,9 @@ struct Ctx {
     /// Something persisted changed: write the state file.
     persist_due: bool,
     metrics: Option<Arc<Metrics>>,
-    /// The listener dump shared by the kernel-evidence watchers.
-    listeners: SharedListeners,
+    /// Per stall-check port: wakes its kernel-evidence watchers when the queue may be
+    /// full (an eBPF overflow event, or the shared look at the listeners).
+    queue_wake: QueueWake,
 }
 
 /// Metrics of every entry from its decision state (cheap: a few atomic stores).
@@ -1018,41 +1039,46 @@ fn spawn_probe_loop(
     })
 }
 
-/// One sock_diag dump of every TCP listener, shared by all kernel-evidence watchers
-/// and refreshed at most every [`IDLE_LOOK`]: the idle cost of kernel evidence does
-/// not grow with the number of watched ports (one dump per family per look).
-#[derive(Default)]
-pub(crate) struct ListenerCache {
-    at: Option<Instant>,
-    listeners: Vec<crate::sense::sockdiag::Listener>,
-}
-
-/// How often an idle kernel-evidence watcher looks at its port's accept queue.
-const IDLE_LOOK: Duration = Duration::from_millis(250);
-/// How often it looks while the queue is full (and at the accepted connections too).
+/// How often the listeners are looked at for kernel-evidence watchers.
+const LOOK: Duration = Duration::from_millis(250);
+/// The same when the eBPF program reports the overflows of the watched ports (SYN
+/// path: also the moment a completed handshake makes the queue full) and wakes their
+/// watchers at once: the look is then only a safety net for a lost event. A dump walks
+/// the kernel's whole listener hash table (cold, ~0.2 ms), so it is kept rare.
+const LOOK_EBPF: Duration = Duration::from_secs(5);
+/// How often a watcher looks while its queue is full (and at the accepted connections).
 const FULL_LOOK: Duration = Duration::from_millis(100);
 
-type SharedListeners = Arc<std::sync::Mutex<ListenerCache>>;
+type QueueWake = Arc<HashMap<u16, tokio::sync::watch::Sender<()>>>;
 
-/// The fullest listener's (depth, limit) on `port`, from a dump at most IDLE_LOOK old.
-fn cached_queue(cache: &SharedListeners, port: u16) -> Option<(u32, u32)> {
-    let Ok(mut c) = cache.lock() else { return None };
-    let now = Instant::now();
-    if c.at
-        .is_none_or(|at| now.saturating_duration_since(at) >= IDLE_LOOK)
-    {
-        c.listeners = crate::sense::sockdiag::listeners().unwrap_or_default();
-        c.at = Some(now);
-    }
-    c.listeners
-        .iter()
-        .filter(|l| l.port == port)
-        .max_by_key(|l| l.depth)
-        .map(|l| (l.depth, l.limit))
+/// One sock_diag dump of every TCP listener every `every`, for all kernel-evidence
+/// watchers together: the watcher of a port whose queue is full is woken. The idle
+/// cost does not grow with the number of watched ports (one dump per family per
+/// look, and no watcher wakes while its queue is not full).
+fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(all) = crate::sense::sockdiag::listeners() else {
+                continue;
+            };
+            for l in all.iter().filter(|l| l.depth > l.limit) {
+                if ports.contains(&l.port) {
+                    if let Some(w) = wake.get(&l.port) {
+                        w.send_replace(());
+                    }
+                }
+            }
+        }
+    });
 }
 
-/// Kernel evidence for one watch. Idle, it looks at the port's accept queue every
-/// 250 ms (from the shared listener dump). Once the queue is full (depth > limit,
+/// Kernel evidence for one watch. Idle, it sleeps until its port's queue may be full:
+/// woken by the eBPF program's overflow event for the port, or by the shared look at
+/// the listeners (every 250 ms; every 5 s where the eBPF program serves). Once
+/// the queue is full (depth > limit,
 /// the kernel's own test) it looks every 100 ms at the queue and at the connections
 /// the server has accepted (sock_diag, filtered by port in the kernel). When the
 /// queue stays full and no new connection is accepted for `window`, the process is
@@ -1066,15 +1092,15 @@ fn spawn_queue_watch(
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
-    let cache = Arc::clone(&ctx.listeners);
+    let woken = ctx.queue_wake.get(&port).map(|w| w.subscribe());
     tokio::spawn(async move {
+        let Some(mut woken) = woken else { return };
         // (since, accepted inodes at that moment)
         let mut full_since: Option<(Instant, std::collections::HashSet<u32>)> = None;
         loop {
             if full_since.is_none() {
-                tokio::time::sleep(IDLE_LOOK).await;
-                if cached_queue(&cache, port).is_none_or(|(d, l)| d <= l) {
-                    continue;
+                if woken.changed().await.is_err() {
+                    return;
                 }
             } else {
                 tokio::time::sleep(FULL_LOOK).await;

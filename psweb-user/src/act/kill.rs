@@ -119,7 +119,11 @@ mod tests {
             .stderr(std::process::Stdio::null());
         // SAFETY: setsid in the fork-exec child only.
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
         }
         let mut leader = cmd.spawn().expect("spawn sh");
         let pid = i32::try_from(leader.id()).expect("pid");
@@ -138,7 +142,10 @@ mod tests {
             if let [w] = others[..] {
                 break (st, w);
             }
-            assert!(Instant::now() < deadline, "the background sleep never started");
+            assert!(
+                Instant::now() < deadline,
+                "the background sleep never started"
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
         let (st, worker) = worker;

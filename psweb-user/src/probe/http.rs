@@ -135,8 +135,11 @@ where
 }
 
 /// The HTTP check over plain TCP. Dropping the stream closes the connection.
-pub(crate) async fn check(target: &Target) -> Result<Answer, ProbeError> {
-    let mut stream = tcp::connect(target).await?;
+pub(crate) async fn check(
+    target: &Target,
+    addrs: &[std::net::SocketAddr],
+) -> Result<Answer, ProbeError> {
+    let mut stream = tcp::connect(addrs).await?;
     exchange(&mut stream, target, 80).await
 }
 

@@ -109,12 +109,13 @@ pub(crate) fn server_name(
 /// the probe's deadline; its failure does not change the answer).
 pub(crate) async fn check(
     target: &Target,
+    addrs: &[std::net::SocketAddr],
     config: Arc<ClientConfig>,
     deadline: Instant,
 ) -> Result<Answer, ProbeError> {
     let opts = target.tls.clone().unwrap_or_default();
     let name = server_name(target, &opts)?;
-    let tcp = tcp::connect(target).await?;
+    let tcp = tcp::connect(addrs).await?;
     let mut tls = TlsConnector::from(config)
         .connect(name, tcp)
         .await

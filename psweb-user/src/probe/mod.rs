@@ -188,12 +188,14 @@ pub enum ProbeError {
     Config(String),
 }
 
-/// A target with its TLS client configuration built once; reuse it for every probe.
+/// A target with its TLS client configuration built once and its host name's
+/// addresses kept for a while ([`tcp::RESOLVE_TTL`]); reuse it for every probe.
 #[derive(Debug, Clone)]
 pub struct Prober {
     kind: Kind,
     target: Target,
     tls: Option<Arc<rustls::ClientConfig>>,
+    addrs: Arc<tcp::AddrCache>,
 }
 
 impl Prober {
@@ -214,7 +216,12 @@ impl Prober {
                 Some(tls_config(&opts)?)
             }
         };
-        Ok(Prober { kind, target, tls })
+        Ok(Prober {
+            kind,
+            target,
+            tls,
+            addrs: Arc::default(),
+        })
     }
 
     pub fn kind(&self) -> Kind {
@@ -230,12 +237,14 @@ impl Prober {
         let kind = self.kind;
         let target = &self.target;
         let tls = self.tls.clone();
+        let cache = &self.addrs;
         timed(kind, target.timeout, |deadline| async move {
+            let addrs = cache.resolve(target).await?;
             match kind {
-                Kind::Tcp => tcp::check(target).await,
-                Kind::Http => http::check(target).await,
+                Kind::Tcp => tcp::check(&addrs).await,
+                Kind::Http => http::check(target, &addrs).await,
                 Kind::Https => match tls {
-                    Some(cfg) => https::check(target, cfg, deadline).await,
+                    Some(cfg) => https::check(target, &addrs, cfg, deadline).await,
                     None => Err(ProbeError::Config("no TLS configuration".into())),
                 },
             }
@@ -249,15 +258,16 @@ impl Prober {
 /// repeated probes.
 pub async fn probe(kind: Kind, target: &Target) -> Outcome {
     timed(kind, target.timeout, |deadline| async move {
+        let addrs = tcp::resolve(target).await?;
         match kind {
-            Kind::Tcp => tcp::check(target).await,
-            Kind::Http => http::check(target).await,
+            Kind::Tcp => tcp::check(&addrs).await,
+            Kind::Http => http::check(target, &addrs).await,
             Kind::Https => {
                 let opts = target.tls.clone().unwrap_or_default();
                 let cfg = tokio::task::spawn_blocking(move || tls_config(&opts))
                     .await
                     .map_err(|e| ProbeError::Config(format!("TLS configuration task: {e}")))??;
-                https::check(target, cfg, deadline).await
+                https::check(target, &addrs, cfg, deadline).await
             }
         }
     })

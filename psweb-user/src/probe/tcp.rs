@@ -2,6 +2,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
@@ -26,14 +28,42 @@ pub(crate) async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ProbeErr
     Ok(addrs)
 }
 
-/// Connects to the first address that accepts, trying each in turn (IPv6 and IPv4).
-/// The caller's timeout bounds the whole sequence. On failure the error keeps the last
-/// error's kind and lists every address with its error.
-pub(crate) async fn connect(target: &Target) -> Result<TcpStream, ProbeError> {
-    let addrs = resolve(target).await?;
+/// How long a [`Prober`](super::Prober) keeps the addresses of its host name.
+pub(crate) const RESOLVE_TTL: Duration = Duration::from_secs(30);
+
+/// The addresses of one target's host name, resolved at most every [`RESOLVE_TTL`]:
+/// a stall check probes the same name every few seconds, and asking the resolver
+/// (the blocking pool, /etc/hosts, maybe DNS) each time costs more than the probe.
+/// A failed resolution is not kept: the next probe asks again.
+#[derive(Debug, Default)]
+pub(crate) struct AddrCache(Mutex<Option<(Instant, Vec<SocketAddr>)>>);
+
+impl AddrCache {
+    pub(crate) async fn resolve(&self, target: &Target) -> Result<Vec<SocketAddr>, ProbeError> {
+        if target.host_ip().is_some() {
+            return resolve(target).await;
+        }
+        let fresh = |at: &Instant| at.elapsed() < RESOLVE_TTL;
+        if let Ok(c) = self.0.lock() {
+            if let Some((_, addrs)) = c.as_ref().filter(|(at, _)| fresh(at)) {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = resolve(target).await?;
+        if let Ok(mut c) = self.0.lock() {
+            *c = Some((Instant::now(), addrs.clone()));
+        }
+        Ok(addrs)
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, trying each in turn (IPv6 and
+/// IPv4). The caller's timeout bounds the whole sequence. On failure the error keeps
+/// the last error's kind and lists every address with its error.
+pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, ProbeError> {
     let mut failures = Vec::with_capacity(addrs.len());
     let mut last_kind = io::ErrorKind::Other;
-    for addr in addrs {
+    for &addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => return Ok(s),
             Err(e) => {
@@ -50,8 +80,8 @@ pub(crate) async fn connect(target: &Target) -> Result<TcpStream, ProbeError> {
 
 /// The TCP check: the connection was accepted (by the kernel, into the listen queue);
 /// dropping the stream closes it with a FIN.
-pub(crate) async fn check(target: &Target) -> Result<Answer, ProbeError> {
-    let stream = connect(target).await?;
+pub(crate) async fn check(addrs: &[SocketAddr]) -> Result<Answer, ProbeError> {
+    let stream = connect(addrs).await?;
     drop(stream);
     Ok(Answer {
         status: None,
@@ -148,5 +178,34 @@ mod tests {
             "{o:?}"
         );
         assert!(o.elapsed < Duration::from_millis(3200), "{:?}", o.elapsed);
+    }
+
+    /// A Prober keeps its host's addresses for RESOLVE_TTL, then asks again: a name
+    /// the resolver cannot answer probes fine while its addresses are kept, and
+    /// fails once they are older than the TTL.
+    #[tokio::test]
+    async fn a_probers_addresses_are_kept_for_the_ttl_only() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut t = Target::new("no-such-host.invalid", addr.port());
+        t.timeout = Duration::from_secs(3);
+        let p = super::super::Prober::new(Kind::Tcp, t).unwrap();
+        let now = std::time::Instant::now();
+        *p.addrs.0.lock().unwrap() = Some((now, vec![addr]));
+        let o = p.run().await;
+        assert!(o.is_alive(), "kept addresses are used: {o:?}");
+        let Some(old) = now.checked_sub(super::RESOLVE_TTL) else {
+            println!("SKIPPED the expiry half: the monotonic clock is younger than the TTL");
+            return;
+        };
+        *p.addrs.0.lock().unwrap() = Some((old, vec![addr]));
+        let o = p.run().await;
+        assert!(
+            matches!(
+                o.result,
+                Err(ProbeError::Resolve(_) | ProbeError::Timeout(_))
+            ),
+            "expired addresses are resolved again: {o:?}"
+        );
     }
 }
