@@ -1077,10 +1077,9 @@ fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake) {
 
 /// Kernel evidence for one watch. Idle, it sleeps until its port's queue may be full:
 /// woken by the eBPF program's overflow event for the port, or by the shared look at
-/// the listeners (every 250 ms; every 5 s where the eBPF program serves). Once
-/// the queue is full (depth > limit,
-/// the kernel's own test) it looks every 100 ms at the queue and at the connections
-/// the server has accepted (sock_diag, filtered by port in the kernel). When the
+/// the listeners (every 250 ms; every 5 s where the eBPF program serves). Once the
+/// queue is full (depth > limit, the kernel's own test) it looks every 100 ms at the
+/// queue and at the connections the server has accepted (sock_diag). When the
 /// queue stays full and no new connection is accepted for `window`, the process is
 /// stuck. A server that accepts anything in the window - however slowly - restarts
 /// the window, so a busy-but-draining server is never reported.
