@@ -953,8 +953,12 @@ fn rows(cells: &[Cell], foot: &[Footprint]) -> Vec<Row> {
                 figure: f("HEAD answers again"),
                 psweb: head(p),
                 monit: head(m),
-                ratio: if m.head_never_failed && !p.head_never_failed {
+                ratio: if m.head_never_failed && p.head_never_failed {
+                    "= (no outage)".into()
+                } else if m.head_never_failed {
                     "monit: no outage".into()
+                } else if p.head_never_failed {
+                    "psweb: no outage".into()
                 } else {
                     ratio_t(p.head_ms, m.head_ms)
                 },
