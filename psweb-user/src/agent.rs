@@ -1004,7 +1004,7 @@ fn spawn_probe_loop(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let started = tick.tick().await.into_std();
             let outcome = prober.run().await;
             if let Some((m, l)) = &observe {
                 m.observe_probe(l, outcome.elapsed);
@@ -1023,6 +1023,7 @@ fn spawn_probe_loop(
                                     .collect::<Vec<_>>()
                                     .join(",")
                             ),
+                            started,
                         }
                     }
                     _ => Evidence::ProbeOk { watch },
@@ -1030,6 +1031,7 @@ fn spawn_probe_loop(
                 Err(e) => Evidence::ProbeFailed {
                     watch,
                     reason: e.to_string(),
+                    started,
                 },
             };
             if tx.send(Msg::Evidence(idx, ev)).is_err() {

@@ -128,8 +128,16 @@ pub enum Evidence {
     StartFailed { reason: String },
     /// A stall probe of the current watch answered (alive).
     ProbeOk { watch: WatchId },
-    /// A stall probe of the current watch failed.
-    ProbeFailed { watch: WatchId, reason: String },
+    /// A stall probe of the current watch failed. `started`: when the probe was due
+    /// (its interval tick). How long probes have been failing is measured between
+    /// these, so a probe that answers its timeout a few ms late or early cannot move
+    /// the verdict by a whole interval (with interval 10 and retry-over 10, the second
+    /// failed probe is 10 s after the first, not 9.999 s).
+    ProbeFailed {
+        watch: WatchId,
+        reason: String,
+        started: Instant,
+    },
     /// Kernel evidence: the watched port's accept queue stayed full and nothing was
     /// accepted for the check's window.
     QueueStuck {
@@ -620,7 +628,11 @@ impl Entry {
                     }
                 }
             }
-            Evidence::ProbeFailed { watch, reason } => {
+            Evidence::ProbeFailed {
+                watch,
+                reason,
+                started,
+            } => {
                 if self.watch != Some(watch) || !self.monitor_on {
                     return out;
                 }
@@ -629,8 +641,8 @@ impl Entry {
                 let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) else {
                     return out;
                 };
-                let since = *sw.failing_since.get_or_insert(now);
-                let failing = now.saturating_duration_since(since);
+                let since = *sw.failing_since.get_or_insert(started);
+                let failing = started.saturating_duration_since(since);
                 out.push(event(
                     Level::Warning,
                     format!(

@@ -359,10 +359,12 @@ mod stall {
         Entry::new(&c)
     }
 
-    fn fail(w: WatchId) -> Evidence {
+    /// A probe due at `started` that failed.
+    fn fail(w: WatchId, started: Instant) -> Evidence {
         Evidence::ProbeFailed {
             watch: w,
             reason: "timeout".into(),
+            started,
         }
     }
 
@@ -391,6 +393,30 @@ mod stall {
         assert_eq!(sts(&e), StallSts::Init);
     }
 
+    /// The failing time is measured between the probes' due times, not between the
+    /// moments their failures arrived: a timeout that fires a little late on the first
+    /// probe and on time on the last must not cost a whole extra interval.
+    #[test]
+    fn failing_time_is_counted_on_the_probe_schedule() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        let w = running(&mut e, 5, t0);
+        e.on(Evidence::ProbeOk { watch: w }, t0);
+        // Probes due at +10, +20, +30 s (retry-over 30 s), each failing after a 2 s
+        // timeout; the first failure arrives 3 ms late.
+        assert!(non_log(&e.on(fail(w, t0 + s(10)), t0 + s(12) + ms(3))).is_empty());
+        assert!(non_log(&e.on(fail(w, t0 + s(20)), t0 + s(22))).is_empty());
+        assert!(non_log(&e.on(fail(w, t0 + s(30)), t0 + s(32))).is_empty());
+        let acts = e.on(fail(w, t0 + s(40)), t0 + s(42));
+        assert_eq!(
+            non_log(&acts),
+            vec![Action::KillStalled { watch: w, pid: 5 }],
+            "30 s of failing probes (due +10 .. +40 s) is the retry-over time"
+        );
+    }
+
     /// The seed's rule on the monotonic clock: a stall when probes have failed for
     /// the retry-over time, counted from the first failure; a success resets it.
     #[test]
@@ -401,13 +427,16 @@ mod stall {
         let w = running(&mut e, 5, t0);
         e.on(Evidence::ProbeOk { watch: w }, t0);
         assert_eq!(sts(&e), StallSts::Avail);
-        assert!(non_log(&e.on(fail(w), t0 + s(10))).is_empty());
-        assert!(non_log(&e.on(fail(w), t0 + s(20))).is_empty());
+        assert!(non_log(&e.on(fail(w, t0 + s(10)), t0 + s(10))).is_empty());
+        assert!(non_log(&e.on(fail(w, t0 + s(20)), t0 + s(20))).is_empty());
         // Recovery resets the clock.
         e.on(Evidence::ProbeOk { watch: w }, t0 + s(30));
-        assert!(non_log(&e.on(fail(w), t0 + s(40))).is_empty());
-        assert!(non_log(&e.on(fail(w), t0 + s(60))).is_empty(), "20 s of 30");
-        let acts = e.on(fail(w), t0 + s(70));
+        assert!(non_log(&e.on(fail(w, t0 + s(40)), t0 + s(40))).is_empty());
+        assert!(
+            non_log(&e.on(fail(w, t0 + s(60)), t0 + s(60))).is_empty(),
+            "20 s of 30"
+        );
+        let acts = e.on(fail(w, t0 + s(70)), t0 + s(70));
         assert_eq!(
             non_log(&acts),
             vec![Action::KillStalled { watch: w, pid: 5 }]
@@ -445,8 +474,11 @@ mod stall {
         let t0 = Instant::now();
         let mut e = with_stall(true, false, RetryOverAction::Continue);
         let w = running(&mut e, 5, t0);
-        e.on(fail(w), t0);
-        let acts = non_log(&e.on(fail(w), t0 + Duration::from_secs(30)));
+        e.on(fail(w, t0), t0);
+        let acts = non_log(&e.on(
+            fail(w, t0 + Duration::from_secs(30)),
+            t0 + Duration::from_secs(30),
+        ));
         assert_eq!(
             acts,
             vec![
@@ -578,11 +610,16 @@ mod stall {
         let t0 = Instant::now();
         let mut e = with_stall(false, false, RetryOverAction::Continue);
         let w = running(&mut e, 5, t0);
-        assert!(e.on(fail(w + 1), t0).is_empty());
+        assert!(e.on(fail(w + 1, t0), t0).is_empty());
         e.on(Evidence::MonitorOff, t0);
         assert_eq!(sts(&e), StallSts::Unknown);
-        assert!(e.on(fail(w), t0).is_empty());
-        assert!(e.on(fail(w), t0 + Duration::from_secs(100)).is_empty());
+        assert!(e.on(fail(w, t0), t0).is_empty());
+        assert!(e
+            .on(
+                fail(w, t0 + Duration::from_secs(100)),
+                t0 + Duration::from_secs(100)
+            )
+            .is_empty());
     }
 
     /// A restarted process that never answers its stall check is a failed restart
@@ -617,8 +654,8 @@ mod stall {
         e.on(Evidence::ProbeOk { watch: w }, t0);
         assert_eq!(e.down_for(t0), None);
         // Stalls; killed; dies: a proven process, so attempt 1 of a fresh outage.
-        e.on(fail(w), t0 + s(10));
-        e.on(fail(w), t0 + s(20));
+        e.on(fail(w, t0 + s(10)), t0 + s(10));
+        e.on(fail(w, t0 + s(20)), t0 + s(20));
         let acts = non_log(&e.on(died(w, 5), t0 + s(20)));
         assert!(
             matches!(
@@ -645,8 +682,8 @@ mod stall {
             ref o => panic!("{o:?}"),
         };
         assert_eq!(e.retry_count, 0);
-        e.on(fail(w2), t0 + s(21));
-        e.on(fail(w2), t0 + s(31));
+        e.on(fail(w2, t0 + s(21)), t0 + s(21));
+        e.on(fail(w2, t0 + s(31)), t0 + s(31));
         let acts = non_log(&e.on(died(w2, 6), t0 + s(31)));
         assert!(
             matches!(
@@ -667,8 +704,8 @@ mod stall {
             [Action::Watch { watch, .. }, ..] => watch,
             ref o => panic!("{o:?}"),
         };
-        e.on(fail(w3), t0 + s(32));
-        e.on(fail(w3), t0 + s(42));
+        e.on(fail(w3, t0 + s(32)), t0 + s(32));
+        e.on(fail(w3, t0 + s(42)), t0 + s(42));
         let acts = non_log(&e.on(died(w3, 7), t0 + s(42)));
         assert_eq!(
             acts,
