@@ -27,9 +27,40 @@ fn setup(sb: &Sandbox, port: u16, mode: &str) -> (Pcheck, i32) {
     (pc, pid)
 }
 
+/// SIGSTOPs `pid` and waits until every thread of it is stopped: kill() returns
+/// before a process running on another CPU has stopped, and it may still accept a
+/// connection meanwhile.
+fn stop(pid: i32) {
+    kill(pid, libc::SIGSTOP);
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|st| {
+                            st.rsplit(')')
+                                .next()
+                                .map(|r| r.trim_start().starts_with('T'))
+                        })
+                        .unwrap_or(true)
+                })
+            })
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Stops the server (it accepts nothing) and connects until the queue is full.
 fn fill(port: u16, pid: i32) -> Vec<TcpStream> {
-    kill(pid, libc::SIGSTOP);
+    stop(pid);
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
     (0..6)
         .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok())
@@ -88,13 +119,29 @@ fn the_connection_that_fills_the_queue_is_reported() {
     let port = free_port();
     let (mut pc, pid) = setup(&sb, port, "ebpf");
     pc.wait_for(&format!("port= {port}: AVAIL"), T);
-    kill(pid, libc::SIGSTOP);
-    // Backlog 1: the second queued connection makes depth 2 > limit 1 (full); no
-    // further SYN is sent, so none is dropped.
+    stop(pid);
+    // Backlog 1: connect one at a time until the queue is full (depth 2 > limit 1,
+    // normally at the second connection) and send no further SYN, so none is dropped.
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("queued"))
-        .collect();
+    let mut held: Vec<TcpStream> = Vec::new();
+    loop {
+        held.push(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("queued"));
+        // The server side of the handshake may complete a moment after connect().
+        let settle = std::time::Instant::now() + Duration::from_millis(100);
+        let full = loop {
+            let (depth, limit) = psweb::sense::sockdiag::accept_queue(port)
+                .expect("sock_diag")
+                .expect("the listener");
+            if depth > limit || std::time::Instant::now() >= settle {
+                break depth > limit;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if full {
+            break;
+        }
+        assert!(held.len() < 10, "the queue never filled");
+    }
     let line = pc.wait_for(&format!("Accept Queue Overflow: port= {port}"), T);
     assert!(
         line.contains("depth= 2/1 (evidence: ebpf, syn path)"),

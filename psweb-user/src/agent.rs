@@ -1044,7 +1044,8 @@ fn spawn_probe_loop(
 /// How often the listeners are looked at for kernel-evidence watchers.
 const LOOK: Duration = Duration::from_millis(250);
 /// The same when the eBPF program reports the overflows of the watched ports (SYN
-/// path: also the moment a completed handshake makes the queue full) and wakes their
+/// path; with the sk_data_ready tracepoint also the moment a completed handshake
+/// makes the queue full, with the tcp_conn_request kprobe at the next SYN) and wakes their
 /// watchers at once: the look is then only a safety net for a lost event. A dump walks
 /// the kernel's whole listener hash table (cold, ~0.2 ms), so it is kept rare.
 const LOOK_EBPF: Duration = Duration::from_secs(5);
