@@ -38,12 +38,8 @@ fn stop(pid: i32) {
                 d.flatten().all(|t| {
                     std::fs::read_to_string(t.path().join("stat"))
                         .ok()
-                        .and_then(|st| {
-                            st.rsplit(')')
-                                .next()
-                                .map(|r| r.trim_start().starts_with('T'))
-                        })
-                        .unwrap_or(true)
+                        .and_then(|text| psweb::sense::procfs::parse_stat(&text))
+                        .is_none_or(|st| st.state == 'T')
                 })
             })
             .unwrap_or(true)
