@@ -463,6 +463,19 @@ pub fn fds_and_rss(pid: u32) -> (usize, u64) {
     (fds, rss)
 }
 
+/// Debian's prometheus package installs promtool here.
+pub const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// True when Debian's prometheus package (for promtool) is installed; otherwise prints
+/// why the test is skipped.
+pub fn promtool_or_skip(test: &str) -> bool {
+    if Path::new(PROMTOOL).exists() {
+        return true;
+    }
+    println!("SKIPPED {test}: Debian's prometheus (promtool) is not installed (cargo xtask test installs it)");
+    false
+}
+
 pub const NGINX: &str = "/usr/sbin/nginx";
 
 /// True when Debian's nginx is installed; otherwise prints why the test is skipped.

@@ -42,6 +42,12 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/perl", "perl"),
     ("/usr/share/tomcat10/bin/catalina.sh", "tomcat10"),
     ("/usr/sbin/nginx", "nginx"),
+    ("/usr/bin/promtool", "prometheus"),
+    ("/usr/bin/prometheus", "prometheus"),
+    (
+        "/usr/bin/prometheus-alertmanager",
+        "prometheus-alertmanager",
+    ),
 ];
 
 /// Installs the test servers and tools that are missing (as root, with apt-get).

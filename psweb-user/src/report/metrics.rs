@@ -110,7 +110,7 @@ impl Metrics {
             m.restarts.clone(),
         );
         registry.register(
-            "psweb_restart_count",
+            "psweb_entry_restarts",
             "restart_count as show pent says it (persisted across pcheck restarts)",
             m.restart_count.clone(),
         );
@@ -145,7 +145,7 @@ impl Metrics {
             m.evidence.clone(),
         );
         registry.register(
-            "psweb_reboot_count",
+            "psweb_auto_reboots",
             "Automatic reboots in a row (the auto-reboot count)",
             m.reboots.clone(),
         );
@@ -261,13 +261,74 @@ impl Metrics {
         let _ = self.restarts.get_or_create(l);
     }
 
-    /// The exposition text (OpenMetrics, which Prometheus reads).
+    /// The exposition text (OpenMetrics, which Prometheus asks for).
     pub fn render(&self) -> String {
         let mut s = String::new();
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
             s.clear();
         }
         s
+    }
+}
+
+/// The classic text format (version 0.0.4) of an OpenMetrics exposition, for scrapers
+/// and linters that do not ask for OpenMetrics: a counter's `# HELP`/`# TYPE` name its
+/// `_total` samples, and `# UNIT`, `# EOF` and `_created` samples go.
+pub fn classic_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|t| t.split_once(' '))
+        .filter(|(_, ty)| *ty == "counter")
+        .map(|(name, _)| name)
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            if name
+                .strip_suffix("_created")
+                .is_some_and(|c| counters.contains(c))
+            {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The content type and body a scrape asks for: OpenMetrics when its `Accept` header
+/// names it (Prometheus does), else the classic text format.
+fn exposition(request_head: &str, metrics: &Metrics) -> (&'static str, String) {
+    let wants_om = request_head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+        })
+    });
+    if wants_om {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            classic_text(&metrics.render()),
+        )
     }
 }
 
@@ -319,11 +380,8 @@ pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, log: 
             let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             let path = path.split('?').next().unwrap_or("");
             let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path == "/") {
-                (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                )
+                let (ctype, body) = exposition(&line, &metrics);
+                ("200 OK", ctype, body)
             } else {
                 (
                     "404 Not Found",
@@ -339,5 +397,51 @@ pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, log: 
                 tokio::time::timeout(Duration::from_secs(5), s.write_all(resp.as_bytes())).await;
             let _ = s.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_by_their_samples() {
+        let m = Metrics::new();
+        let l = Metrics::entry_labels(1, "/usr/sbin/httpd");
+        m.declare_entry(&l);
+        m.set_entry(&l, "AVAIL", None, 2);
+        m.webhook_dropped("http://h/", "gave_up");
+        let om = m.render();
+        assert!(om.contains("# TYPE psweb_restarts counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let c = classic_text(&om);
+        assert!(c.contains("# TYPE psweb_restarts_total counter\n"), "{c}");
+        assert!(c.contains("# HELP psweb_restarts_total "), "{c}");
+        assert!(
+            c.contains("# TYPE psweb_webhook_dropped_total counter\n"),
+            "{c}"
+        );
+        assert!(c.contains("# TYPE psweb_entry_restarts gauge\n"), "{c}");
+        assert!(
+            c.contains("psweb_entry_restarts{pent_id=\"1\",pname=\"/usr/sbin/httpd\"} 2\n"),
+            "{c}"
+        );
+        assert!(!c.contains("# EOF"), "{c}");
+        let p = prometheus_parse::Scrape::parse(c.lines().map(|l| Ok(l.to_string())))
+            .expect("classic text parses");
+        assert!(p.docs.contains_key("psweb_restarts_total"), "{:?}", p.docs);
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let m = Metrics::new();
+        let prom = "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n";
+        assert!(exposition(prom, &m)
+            .0
+            .starts_with("application/openmetrics-text"));
+        let curl = "GET /metrics HTTP/1.1\r\naccept: */*\r\n\r\n";
+        let (ctype, body) = exposition(curl, &m);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"));
+        assert!(!body.contains("# EOF"));
     }
 }
