@@ -153,6 +153,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     let pfile = opts.pfile;
     let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
     let control = Control::bind(&sock_path)?;
+    act::prepare(&log);
     for w in &pfile.warnings {
         log.warn(&format!("warning: {w}"));
     }
@@ -162,7 +163,8 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         Some(addr) => {
             let listener = metrics::bind(addr)?;
             let m = Arc::new(Metrics::new());
-            tokio::spawn(metrics::serve(listener, Arc::clone(&m), Arc::clone(&log)));
+            let allow = pfile.globals.metrics_allow.clone();
+            tokio::spawn(metrics::serve(listener, Arc::clone(&m), Arc::clone(&log), allow));
             log.info(&format!(
                 "metrics: serving Prometheus metrics on http://{addr}/metrics"
             ));
@@ -177,11 +179,12 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             .globals
             .webhook_queue
             .unwrap_or(crate::pfile::DEFAULT_WEBHOOK_QUEUE),
+        pfile.globals.webhook_header_file.as_deref(),
         &log,
         metrics.clone(),
     )?;
     for h in &hooks {
-        log.info(&format!("webhook: events are POSTed to {}", h.url));
+        log.info(&format!("webhook {}: events are POSTed to {}", h.index, h.url));
     }
     log.attach(Arc::new(Bus::new(
         hooks,
@@ -290,7 +293,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             slot.core.last_verdict.clone_from(&e.last_verdict);
         }
     }
-    let guard = RebootGuard::new(pfile.globals.reboot.clone(), saved.reboot_count);
+    // The count also comes from the second record, should the state file be lost.
+    let count = saved.reboot_count.max(store.recorded_reboots());
+    let guard = RebootGuard::new(pfile.globals.reboot.clone(), count);
     if guard.policy.enabled {
         log.info(&format!(
             "auto reboot on: after {} s of fatal fault, at most {} in a row (now {}); state {}",
@@ -322,7 +327,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
 
     // Adopt what already runs; start what does not.
     for idx in 0..slots.len() {
-        let found = procfs::find(&slots[idx].cfg.pname, slots[idx].cfg.pidfile.as_deref());
+        let cfg = &slots[idx].cfg;
+        let owner = procfs::uid_of_user(cfg.owner_name())
+            .map_err(|e| format!("pent_id {}: owner: {e}", cfg.pent_id))?;
+        let found = procfs::find_bounded(&cfg.pname, cfg.pidfile.as_deref(), owner, FIND_LIMIT).await;
         let ev = match found {
             Some(st) => {
                 slots[idx].service = Some(ServiceId::of(&st, None));
@@ -388,8 +396,18 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                             });
                             let keep = ctx.reboots.len().saturating_sub(20);
                             ctx.reboots.drain(..keep);
-                            persist(&mut ctx, &slots);
-                            act::reboot::spawn(ctx.guard.policy.command.clone(), Arc::clone(&log));
+                            if persist(&mut ctx, &slots) {
+                                act::reboot::spawn(ctx.guard.policy.command.clone(), Arc::clone(&log));
+                            } else {
+                                log.event(
+                                    Level::Error,
+                                    &format!(
+                                        "Auto Reboot cancelled: the reboot count could not be written to {}; without a durable count reboots could loop: the host stays up",
+                                        ctx.store.path().display()
+                                    ),
+                                    EventInfo::new(EventKind::RebootThreshold),
+                                );
+                            }
                         }
                         _ => {}
                     }
@@ -554,8 +572,9 @@ fn sync_metrics(ctx: &Ctx, slots: &[Slot]) {
 }
 
 /// Writes the state file. A failure (disk full, read-only file system) is logged
-/// once, and monitoring goes on; the next success is logged too.
-fn persist(ctx: &mut Ctx, slots: &[Slot]) {
+/// once, and monitoring goes on; the next success is logged too. Returns whether the
+/// state is on disk (fsync'ed).
+fn persist(ctx: &mut Ctx, slots: &[Slot]) -> bool {
     ctx.persist_due = false;
     let st = state::State {
         version: state::VERSION,
@@ -579,16 +598,18 @@ fn persist(ctx: &mut Ctx, slots: &[Slot]) {
                 "state file {} written again",
                 ctx.store.path().display()
             ));
+            true
         }
-        Ok(()) => {}
+        Ok(()) => true,
         Err(e) if !ctx.store.failing => {
             ctx.store.failing = true;
             ctx.log.error(&format!(
                 "cannot write state file {}: {e}; monitoring continues (counts are kept in memory)",
                 ctx.store.path().display()
             ));
+            false
         }
-        Err(_) => {}
+        Err(_) => false,
     }
 }
 
@@ -931,7 +952,15 @@ fn spawn_restart(
             ),
             entry_event(&cfg, Tag::new(EventKind::RestartAttempt)),
         );
+        let owner = match procfs::uid_of_user(cfg.owner_name()) {
+            Ok(uid) => uid,
+            Err(reason) => {
+                let _ = tx.send(Msg::Evidence(idx, Evidence::StartFailed { reason }));
+                return;
+            }
+        };
         let script = act::restart::Script {
+            owner,
             path: &cfg.restart_script,
             pname: &cfg.pname,
             pidfile: cfg.pidfile.as_deref(),
@@ -1040,6 +1069,9 @@ fn spawn_probe_loop(
         }
     })
 }
+
+/// The longest pcheck waits for a pidfile to be read (a hung file system).
+const FIND_LIMIT: Duration = Duration::from_secs(2);
 
 /// How often the listeners are looked at for kernel-evidence watchers.
 const LOOK: Duration = Duration::from_millis(250);

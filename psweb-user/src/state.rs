@@ -93,7 +93,7 @@ impl Store {
             pfile: pfile.display().to_string(),
             ..State::default()
         };
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match read_small(&self.path, 16 * 1024 * 1024) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (fresh, None),
             Err(e) => {
@@ -123,32 +123,100 @@ impl Store {
         }
     }
 
-    /// Writes atomically: temp file, fsync, rename, fsync of the directory.
+    /// Writes atomically: temp file, fsync, rename, fsync of the directory. The
+    /// temp file is created new (`O_EXCL`, a random name, never through a symlink),
+    /// so a name planted in the directory cannot redirect the write. The reboot
+    /// records are also written to the second record ([`Store::boots_path`]).
     pub fn save(&self, s: &State) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self.path.with_extension("tmp");
         let body = serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?;
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            let written = f.write_all(&body).and_then(|()| f.sync_all());
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
+        write_atomic(&self.path, &body)?;
+        let boots: String = s
+            .reboots
+            .iter()
+            .filter(|_| s.reboot_count > 0)
+            .map(|r| format!("{} {}\n", r.boot_id, r.count))
+            .collect();
+        write_atomic(&self.boots_path(), boots.as_bytes())
+    }
+
+    /// The second record of the automatic reboots in a row: one line per reboot,
+    /// `<boot id> <count>`. When the state file is lost (deleted, corrupt), the count
+    /// comes from here, so the reboot limit still holds.
+    pub fn boots_path(&self) -> PathBuf {
+        self.path.with_extension("boots")
+    }
+
+    /// The reboot count the second record proves: the count of its last line.
+    pub fn recorded_reboots(&self) -> u32 {
+        let Ok(text) = read_small(&self.boots_path(), 64 * 1024) else {
+            return 0;
+        };
+        text.lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
+            .next_back()
+            .unwrap_or(0)
+            .min(1000)
     }
 }
 
-/// This boot's id (changes at every boot).
+/// Writes `body` to `path` atomically through a new temp file in the same directory.
+fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{stem}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(body)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads a file pcheck owns, without following a symlink and at most `max` bytes.
+fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    f.take(max).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Whether `dir` (or its nearest existing ancestor) is on tmpfs.
+pub fn on_tmpfs(dir: &Path) -> bool {
+    let mut p = dir;
+    loop {
+        match nix::sys::statfs::statfs(p) {
+            Ok(fs) => return fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC,
+            Err(_) => match p.parent() {
+                Some(parent) => p = parent,
+                None => return false,
+            },
+        }
+    }
+}
+
+/// This boot's id (changes at every boot). Read from `$PSWEB_BOOT_ID_FILE` when set
+/// (tests with a harmless reboot command change it to stand for a reboot).
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+    let src = std::env::var_os("PSWEB_BOOT_ID_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id"));
+    read_small(&src, 256)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
@@ -173,10 +241,12 @@ mod tests {
         });
         store.save(&s).expect("save");
         assert_eq!(store.load(&pfile), (s.clone(), None));
-        assert!(
-            !store.path().with_extension("tmp").exists(),
-            "no temp file left"
-        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(|d| d.ok())
+            .filter(|d| d.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "no temp file left: {left:?}");
 
         std::fs::write(store.path(), "{ half a file").expect("damage");
         let (fresh, err) = store.load(&pfile);

@@ -27,6 +27,8 @@ pub struct Script<'a> {
     pub pidfile: Option<&'a Path>,
     /// Run the script as this user (name), with its groups.
     pub user: Option<&'a str>,
+    /// The uid the started process must run as (`owner=`).
+    pub owner: u32,
     pub pent_id: u32,
     pub timeout: Duration,
     pub start_wait: Duration,
@@ -35,11 +37,23 @@ pub struct Script<'a> {
 /// Runs the script; when it exits 0, waits up to `start_wait` for the process to be
 /// running (by pidfile or executable). Err says why the attempt failed.
 pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
-    let mut cmd = Command::new(s.path);
-    cmd.env_clear()
-        .env("PATH", PATH)
-        .env("LANG", "C")
-        .env("PSWEB_PNAME", s.pname)
+    // Checked again at every restart, as written (each directory and symlink on the
+    // way); the resolved path is run, and nothing on it can be changed but by root.
+    let exec = crate::trust::check(s.path, "restart script")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(&exec)
+            .map_err(|e| format!("restart script {}: {e}", s.path.display()))?;
+        if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+            return Err(format!(
+                "restart script {} is not an executable regular file",
+                s.path.display()
+            ));
+        }
+    }
+    let mut cmd = Command::new(&exec);
+    clean_env(&mut cmd);
+    cmd.env("PSWEB_PNAME", s.pname)
         .env("PSWEB_PENT_ID", s.pent_id.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -63,8 +77,10 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
     };
     // SAFETY: setsid, initgroups, setgid and setuid are async-signal-safe enough for
     // a fork-exec child (no allocation: the name was prepared above).
+    let nofile = super::limits::for_children();
     unsafe {
         cmd.pre_exec(move || {
+            super::limits::restore_in_child(nofile)?;
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             if let Some((name, uid, gid)) = &ids {
                 nix::unistd::initgroups(name, *gid).map_err(std::io::Error::from)?;
@@ -75,9 +91,9 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
         });
     }
     let name = s.path.display().to_string();
-    let mut child = cmd
-        .spawn()
+    let mut child = super::reaper::spawn(&mut cmd)
         .map_err(|e| format!("cannot run restart script {name}: {e}"))?;
+    let child_id = child.id();
     let Some(script_pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
         return Err(format!(
             "restart script {name} exited before it could be watched"
@@ -91,7 +107,11 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
     if let Some(err) = child.stderr.take() {
         spawn_lines(err, name.clone(), Arc::clone(log));
     }
-    let status = match tokio::time::timeout(s.timeout, child.wait()).await {
+    let waited = tokio::time::timeout(s.timeout, child.wait()).await;
+    if !matches!(waited, Err(_)) {
+        super::reaper::release(child_id);
+    }
+    let status = match waited {
         Ok(Ok(st)) => st,
         Ok(Err(e)) => return Err(format!("waiting for restart script {name}: {e}")),
         Err(_) => {
@@ -100,6 +120,7 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = child.wait().await;
+            super::reaper::release(child_id);
             return Err(format!(
                 "restart script {name} did not finish within {} ms: killed its process group",
                 s.timeout.as_millis()
@@ -120,16 +141,23 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
     }
     let deadline = Instant::now() + s.start_wait;
     loop {
-        if let Some(stat) = procfs::find(s.pname, s.pidfile) {
+        if let Some(stat) =
+            procfs::find_bounded(s.pname, s.pidfile, s.owner, Duration::from_secs(2)).await
+        {
             return Ok(Started {
                 stat,
                 script_sid: script_pid,
             });
         }
         if Instant::now() >= deadline {
+            let who = crate::trust::owner_name(s.owner);
             let how = match s.pidfile {
-                Some(pf) => format!("no live {} in pidfile {}", s.pname.display(), pf.display()),
-                None => format!("no process runs {}", s.pname.display()),
+                Some(pf) => format!(
+                    "no live {} of {who} in pidfile {}",
+                    s.pname.display(),
+                    pf.display()
+                ),
+                None => format!("no process of {who} runs {}", s.pname.display()),
             };
             return Err(format!(
                 "restart script {name} exited 0 but {how} after {} ms",
@@ -138,6 +166,12 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The environment restart scripts and the reboot command get: nothing inherited
+/// but `PATH` (a fixed system one) and `LANG=C`.
+pub fn clean_env(cmd: &mut Command) {
+    cmd.env_clear().env("PATH", PATH).env("LANG", "C");
 }
 
 fn spawn_lines<R>(r: R, name: String, log: Arc<Logger>)

@@ -1,10 +1,11 @@
 //! pcheck's side of the control socket.
 
 use super::{Request, Response};
+use crate::gate::Gate;
 use crate::report::Logger;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -18,6 +19,12 @@ pub struct Call {
     pub reply: oneshot::Sender<Response>,
     pub written: oneshot::Receiver<()>,
 }
+
+/// padmin connections held at once (`events -f` followers included); more wait in
+/// the socket's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send its request line.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The bound socket and the lock that makes pcheck one-per-pfile.
 pub struct Control {
@@ -44,12 +51,32 @@ impl Control {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let lock_path = path.with_extension("lock");
+        // Never through a symlink, and only a plain file of our own: a planted name
+        // cannot make pcheck write into another file.
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = lock
+                .metadata()
+                .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+            // SAFETY: geteuid cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if !m.is_file() || m.nlink() != 1 || m.uid() != me {
+                return Err(format!(
+                    "refusing lock {}: not a plain file of uid {me} (owner {}, {} links)",
+                    lock_path.display(),
+                    crate::trust::owner_name(m.uid()),
+                    m.nlink()
+                ));
+            }
+        }
         // SAFETY: flock on an fd we own.
         let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r != 0 {
@@ -61,7 +88,11 @@ impl Control {
             ));
         }
         let _ = lock.set_len(0);
-        let _ = std::fs::write(&lock_path, format!("{}\n", std::process::id()));
+        let _ = std::os::unix::fs::FileExt::write_at(
+            &lock,
+            format!("{}\n", std::process::id()).as_bytes(),
+            0,
+        );
         let _ = std::fs::remove_file(path);
         // Bind under a umask that leaves the socket 0600 from its first moment.
         // SAFETY: umask only swaps the process's file-creation mask.
@@ -91,14 +122,31 @@ impl Control {
     pub async fn serve(self, calls: mpsc::Sender<Call>, log: Arc<Logger>) {
         // SAFETY: geteuid cannot fail.
         let my_uid = unsafe { libc::geteuid() };
+        let mut gate = Gate::new(MAX_CONNECTIONS, READ_TIMEOUT);
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                continue;
+            let Some(permit) = gate.slot().await else {
+                return;
+            };
+            let stream = match self.listener.accept().await {
+                Ok((s, _)) => {
+                    gate.accepted();
+                    s
+                }
+                Err(e) => {
+                    if let Some(n) = gate.failed().await {
+                        log.warn(&format!(
+                            "control socket: accept failed ({n} times so far): {e}; backing off"
+                        ));
+                    }
+                    continue;
+                }
             };
             let calls = calls.clone();
             let log = Arc::clone(&log);
+            let timeout = gate.read_timeout;
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, my_uid, calls, &log).await {
+                let _permit = permit;
+                if let Err(e) = handle(stream, my_uid, calls, &log, timeout).await {
                     log.warn(&format!("control socket: {e}"));
                 }
             });
@@ -111,6 +159,7 @@ async fn handle(
     my_uid: u32,
     calls: mpsc::Sender<Call>,
     log: &Logger,
+    read_timeout: std::time::Duration,
 ) -> Result<(), String> {
     let cred = stream
         .peer_cred()
@@ -119,9 +168,15 @@ async fn handle(
     // The request is read first, so that a refused padmin still gets its answer.
     let mut line = String::new();
     let mut reader = BufReader::new(r).take(64 * 1024);
-    reader
-        .read_line(&mut line)
+    tokio::time::timeout(read_timeout, reader.read_line(&mut line))
         .await
+        .map_err(|_| {
+            format!(
+                "no request within {} ms from pid {:?}: closed",
+                read_timeout.as_millis(),
+                cred.pid()
+            )
+        })?
         .map_err(|e| format!("reading a request: {e}"))?;
     if cred.uid() != 0 && cred.uid() != my_uid {
         log.warn(&format!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let pf = match pfile::load(&args.pfile) {
+    let mut pf = match pfile::load(&args.pfile) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("pcheck: {e}");
@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         }
     };
     let file_errors = pfile::check_files(&pf);
+    let file_warnings = pfile::check_warnings(&pf);
+    pf.warnings.extend(file_warnings);
     if args.check {
         for w in &pf.warnings {
             eprintln!("pcheck: warning: {w}");

@@ -11,6 +11,7 @@ fn cfg(retry_limit: u32, act: RetryOverAction) -> ProcEntry {
         retry_limit,
         pidfile: None,
         user: None,
+        owner: None,
         settings: EntrySettings {
             retry_over_action: act,
             retry_delay: Duration::from_millis(250),

@@ -201,6 +201,19 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
                         )
                     })?)
                 }
+                "metrics_allow" => {
+                    let mut offset = 0;
+                    for part in value.text.split(',') {
+                        let lead = part.len() - part.trim_start().len();
+                        let pos = Pos { line: value.pos.line, col: value.pos.col + offset + lead };
+                        offset += part.len() + 1;
+                        let net = Cidr::parse(part.trim()).ok_or_else(|| {
+                            cx.err(pos, format!("expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1/128, found {:?}", part.trim()))
+                        })?;
+                        globals.metrics_allow.push(net);
+                    }
+                }
+                "webhook_header_file" => globals.webhook_header_file = Some(abs_path(&cx, value)?),
                 "auto_reboot" => {
                     globals.reboot.enabled = match value.text.as_str() {
                         "on" => true,
@@ -289,6 +302,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             }
         }
     }
+    if let Some((addr, pos)) = globals.metrics_listen.zip(seen_globals.get("metrics_listen")) {
+        if !addr.ip().is_loopback() && globals.metrics_allow.is_empty() {
+            cx.warn(
+                *pos,
+                format!(
+                    "metrics_listen {addr} is not a loopback address: the metrics (unauthenticated) are open to every host that can reach it; limit it with metrics_allow = CIDR[,...] or a firewall"
+                ),
+            );
+        }
+    }
     if entries.is_empty() {
         cx.warn(
             Pos { line: 1, col: 1 },
@@ -317,7 +340,45 @@ pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
             msg,
         });
     }
+    let mut global = |msg: String| {
+        out.push(Diagnostic {
+            file: pfile.path.clone(),
+            pos: Pos { line: 1, col: 1 },
+            msg,
+        })
+    };
+    let g = &pfile.globals;
+    if g.reboot.enabled {
+        if let Some(cmd) = g.reboot.command.first() {
+            if let Err(msg) = crate::trust::check(Path::new(cmd), "reboot command") {
+                global(msg);
+            }
+        }
+    }
+    if let Err(msg) = crate::trust::check_creatable(&g.state_dir(), "state_dir") {
+        global(msg);
+    }
+    let sock = crate::admin::socket_path(&pfile.path, g.control_socket.as_deref());
+    if let Some(dir) = sock.parent() {
+        if let Err(msg) = crate::trust::check_creatable(dir, "control socket directory") {
+            global(msg);
+        }
+    }
+    if let Some(hf) = &g.webhook_header_file {
+        if let Err(msg) = crate::trust::check(hf, "webhook_header_file") {
+            global(msg);
+        }
+    }
     for e in &pfile.entries {
+        if let Some(TlsVerifyCfg::CaFile(ca)) = e.stall.as_ref().map(|s| &s.tls_verify) {
+            if let Err(msg) = crate::trust::check(ca, "CA file") {
+                out.push(Diagnostic {
+                    file: pfile.path.clone(),
+                    pos: Pos { line: e.line, col: 1 },
+                    msg,
+                });
+            }
+        }
         let problem = match std::fs::metadata(&e.restart_script) {
             Err(err) => Some(format!(
                 "restart script {}: {err}",
@@ -345,49 +406,46 @@ pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
 }
 
 /// Like sshd's StrictModes: when pcheck runs as root, a file it trusts (the pfile, a
-/// restart script it runs as root) and every directory above it must be owned by
-/// root (or pcheck's own uid) and not writable by group or others — except a
-/// directory with the sticky bit (like /tmp), where others cannot replace what root
-/// owns. Not root: nothing to check (pcheck cannot raise anyone's privileges).
+/// restart script it runs as root) and everything on its path as written — each
+/// directory, each symlink followed — must be owned by root and not writable by
+/// group or others (see [`crate::trust`]). Not root: nothing to check.
 pub fn strict_modes(path: &Path, what: &str) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if me != 0 {
-        return Ok(());
-    }
-    let real =
-        std::fs::canonicalize(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    let mut cur = Some(real.as_path());
-    let mut first = true;
-    while let Some(p) = cur {
-        let m = std::fs::metadata(p)
-            .map_err(|e| format!("{what} {}: {}: {e}", path.display(), p.display()))?;
-        let mode = m.mode();
-        let kind = if first {
-            what.to_string()
-        } else {
-            format!("directory {} above {what}", p.display())
-        };
-        if m.uid() != 0 && m.uid() != me {
-            return Err(format!(
-                "refusing {what} {}: {kind} is owned by uid {}, not root (a non-root user could change what pcheck runs as root)",
-                path.display(),
-                m.uid()
-            ));
+    crate::trust::check(path, what).map(|_| ())
+}
+
+/// What pcheck can run but should not silently: a pidfile in a directory that a
+/// non-root user can write (its content is then untrusted: pcheck checks the pid's
+/// owner and executable), a state directory on tmpfs (the reboot count would not
+/// survive a reboot).
+pub fn check_warnings(pfile: &Pfile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for e in &pfile.entries {
+        if let Some(pf) = &e.pidfile {
+            if let Some(why) = crate::trust::writable_by_others(pf) {
+                out.push(Diagnostic {
+                    file: pfile.path.clone(),
+                    pos: Pos { line: e.line, col: 1 },
+                    msg: format!(
+                        "pidfile {} is in a directory a non-root user can change ({why}); its content is not trusted: a pid is accepted only if it runs as {} with the executable {} or was started by the restart script",
+                        pf.display(),
+                        e.owner_name(),
+                        e.pname.display()
+                    ),
+                });
+            }
         }
-        let sticky_dir = m.is_dir() && mode & 0o1000 != 0;
-        if mode & 0o022 != 0 && !sticky_dir {
-            return Err(format!(
-                "refusing {what} {}: {kind} is writable by group or others (mode {:04o}); chmod go-w it",
-                path.display(),
-                mode & 0o7777
-            ));
-        }
-        first = false;
-        cur = p.parent();
     }
-    Ok(())
+    if pfile.globals.reboot.enabled && crate::state::on_tmpfs(&pfile.globals.state_dir()) {
+        out.push(Diagnostic {
+            file: pfile.path.clone(),
+            pos: Pos { line: 1, col: 1 },
+            msg: format!(
+                "state_dir {} is on tmpfs: the automatic reboot count does not survive a reboot",
+                pfile.globals.state_dir().display()
+            ),
+        });
+    }
+    out
 }
 
 struct RawEntry {
@@ -489,10 +547,13 @@ const GLOBAL_KEYS: &[&str] = &[
     "webhook_format",
     "webhook_queue",
     "metrics_listen",
+    "metrics_allow",
+    "webhook_header_file",
 ];
 const ENTRY_KEYS: &[&str] = &[
     "pidfile",
     "user",
+    "owner",
     "retry_over_action",
     "restart_timeout",
     "start_wait",
@@ -577,6 +638,7 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
     let mut overrides = Overrides::default();
     let mut pidfile = None;
     let mut user = None;
+    let mut owner = None;
     let mut seen: HashMap<String, Pos> = HashMap::new();
     for t in &toks[3..] {
         let Some(eq) = t.text.find('=') else {
@@ -619,7 +681,7 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
         }
         match key {
             "pidfile" => pidfile = Some(abs_path(cx, val)?),
-            "user" => {
+            "user" | "owner" => {
                 if !val
                     .text
                     .chars()
@@ -630,7 +692,11 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
                         format!("expected a user name, found {:?}", val.text),
                     ));
                 }
-                user = Some(val.text.clone());
+                if key == "user" {
+                    user = Some(val.text.clone());
+                } else {
+                    owner = Some(val.text.clone());
+                }
             }
             "retry_over_action" => overrides.retry_over_action = Some(parse_action(cx, &val)?),
             "restart_timeout" => overrides.restart_timeout = Some(parse_duration(cx, &val, key)?),
@@ -650,6 +716,7 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
             retry_limit,
             pidfile,
             user,
+            owner,
             settings: EntrySettings::default(),
             stall: None,
             line: pname_tok.pos.line,

@@ -35,6 +35,56 @@ pub struct Globals {
     pub webhook_queue: Option<usize>,
     /// `metrics_listen`: where Prometheus metrics are served (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `metrics_allow`: the networks a non-loopback metrics listener answers
+    /// (empty: any; a non-loopback address without it is a warning).
+    pub metrics_allow: Vec<Cidr>,
+    /// `webhook_header_file`: a root-only file of `Name: value` lines added to every
+    /// webhook request (e.g. `Authorization: Bearer ...`).
+    pub webhook_header_file: Option<PathBuf>,
+}
+
+/// A network: address and prefix length (`10.0.0.0/8`, `::1/128`, `192.0.2.7`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+            Some(_) => return None,
+            None => max,
+        };
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 pub const DEFAULT_WEBHOOK_QUEUE: usize = 1000;
@@ -63,7 +113,7 @@ pub struct WebhookUrl {
 
 impl WebhookUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("bad webhook URL {url:?}: {why}");
+        let bad = |why: &str| format!("bad webhook URL {:?}: {why}", redact_url(url));
         let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else if let Some(r) = url.strip_prefix("https://") {
@@ -120,6 +170,18 @@ impl WebhookUrl {
         })
     }
 
+    /// What may be shown of the URL (logs, metrics, errors): `scheme://host:port`.
+    /// The path and query may hold a token; they never leave pcheck.
+    pub fn safe(&self) -> String {
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{h}:{}", self.port)
+    }
+
     /// The `Host:` header value.
     pub fn host_header(&self) -> String {
         let h = if self.host.contains(':') {
@@ -134,6 +196,23 @@ impl WebhookUrl {
             format!("{h}:{}", self.port)
         }
     }
+}
+
+/// A URL as it may be shown in an error: credentials replaced by `***`, and a path
+/// or query (which may hold a token) by `/...`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(cut);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let tail = if tail.is_empty() || tail == "/" { tail } else { "/..." };
+    format!("{scheme}{authority}{tail}")
 }
 
 impl Globals {
@@ -270,9 +349,19 @@ pub struct ProcEntry {
     pub pidfile: Option<PathBuf>,
     /// Run the restart script as this user (default: pcheck's own, root).
     pub user: Option<String>,
+    /// `owner=`: the user the watched process runs as (default: `user`, else root).
+    /// A process owned by anyone else is never adopted.
+    pub owner: Option<String>,
     pub settings: EntrySettings,
     pub stall: Option<StallCheck>,
     pub line: usize,
+}
+
+impl ProcEntry {
+    /// The user the watched process must run as.
+    pub fn owner_name(&self) -> &str {
+        self.owner.as_deref().or(self.user.as_deref()).unwrap_or("root")
+    }
 }
 
 /// The three stall-check kinds (seed 3.3, 3.5, 4.2-4.4).

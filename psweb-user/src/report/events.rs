@@ -94,7 +94,10 @@ impl EventInfo {
 
 /// One webhook's queue, as the bus sees it.
 pub struct HookQueue {
+    /// `scheme://host:port` only (what may be logged and labelled).
     pub url: String,
+    /// Its place among the pfile's webhooks, from 1.
+    pub index: usize,
     pub tx: mpsc::Sender<Event>,
     /// Events dropped because the queue was full (not yet reported in the log).
     pub dropped_full: AtomicU64,
@@ -159,7 +162,7 @@ impl Bus {
             if let Err(mpsc::error::TrySendError::Full(_)) = h.tx.try_send(ev.clone()) {
                 h.dropped_full.fetch_add(1, Ordering::Relaxed);
                 if let Some(m) = &self.metrics {
-                    m.webhook_dropped(&h.url, "queue_full");
+                    m.webhook_dropped(&h.url, h.index, "queue_full");
                 }
             }
         }
@@ -316,7 +319,8 @@ mod tests {
     fn full_queue_drops_and_counts() {
         let (tx, _rx) = mpsc::channel(1);
         let q = Arc::new(HookQueue {
-            url: "http://x/".into(),
+            url: "http://x:80".into(),
+            index: 1,
             tx,
             dropped_full: AtomicU64::new(0),
         });

@@ -4,6 +4,7 @@
 
 use super::events::{Event, EventKind};
 use super::Logger;
+use crate::gate::Gate;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,7 +48,10 @@ struct ModeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
+    /// `scheme://host:port` only: a path or query may hold a token.
     url: String,
+    /// The webhook's place among the pfile's webhooks, from 1.
+    index: String,
     reason: String,
 }
 
@@ -232,10 +236,11 @@ impl Metrics {
         self.reboots.set(i64::from(n));
     }
 
-    pub fn webhook_dropped(&self, url: &str, reason: &str) {
+    pub fn webhook_dropped(&self, url: &str, index: usize, reason: &str) {
         self.webhook_dropped
             .get_or_create(&DropLabels {
                 url: url.to_string(),
+                index: index.to_string(),
                 reason: reason.to_string(),
             })
             .inc();
@@ -341,8 +346,18 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(l)
 }
 
-/// Serves `GET /metrics` (and `/`) until pcheck ends; each connection in its own task.
-pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, log: Arc<Logger>) {
+/// Scrapes served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (and `/`) until pcheck ends; each connection in its own task
+/// (at most [`MAX_CONNECTIONS`], each with 5 s to send its request). With `allow`
+/// set, a peer outside those networks is closed at once.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    log: Arc<Logger>,
+    allow: Vec<crate::pfile::Cidr>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -350,16 +365,35 @@ pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, log: 
             return;
         }
     };
+    let mut gate = Gate::new(MAX_CONNECTIONS, Duration::from_secs(5));
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let Some(permit) = gate.slot().await else {
+            return;
         };
+        let (mut s, peer) = match listener.accept().await {
+            Ok(c) => {
+                gate.accepted();
+                c
+            }
+            Err(e) => {
+                if let Some(n) = gate.failed().await {
+                    log.warn(&format!(
+                        "metrics: accept failed ({n} times so far): {e}; backing off"
+                    ));
+                }
+                continue;
+            }
+        };
+        if !allow.is_empty() && !allow.iter().any(|n| n.contains(peer.ip())) {
+            continue;
+        }
+        let read_timeout = gate.read_timeout;
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = Vec::with_capacity(1024);
             let mut chunk = [0u8; 1024];
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
+            let head = tokio::time::timeout(read_timeout, async {
                 loop {
                     let n = s.read(&mut chunk).await.ok()?;
                     if n == 0 {

@@ -29,12 +29,17 @@ pub fn start(
     urls: &[WebhookUrl],
     format: WebhookFormat,
     queue: usize,
+    header_file: Option<&std::path::Path>,
     log: &Arc<Logger>,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<Vec<Arc<HookQueue>>, String> {
+    let headers: Arc<str> = match header_file {
+        Some(p) => load_headers(p)?.into(),
+        None => "".into(),
+    };
     let mut out = Vec::new();
     let mut tls = None;
-    for url in urls {
+    for (index, url) in urls.iter().enumerate() {
         let config = if url.https {
             if tls.is_none() {
                 let opts = crate::probe::TlsOptions {
@@ -43,7 +48,7 @@ pub fn start(
                 };
                 tls = Some(
                     crate::probe::https::tls_config(&opts)
-                        .map_err(|e| format!("webhook {}: TLS setup: {e}", url.raw))?,
+                        .map_err(|e| format!("webhook {}: TLS setup: {e}", url.safe()))?,
                 );
             }
             tls.clone()
@@ -52,11 +57,14 @@ pub fn start(
         };
         let (tx, rx) = mpsc::channel(queue.max(1));
         let q = Arc::new(HookQueue {
-            url: url.raw.clone(),
+            url: url.safe(),
+            index: index + 1,
             tx,
             dropped_full: AtomicU64::new(0),
         });
         tokio::spawn(sender(
+            index + 1,
+            Arc::clone(&headers),
             url.clone(),
             format,
             config,
@@ -89,7 +97,8 @@ async fn report_full(hooks: Vec<Arc<HookQueue>>, queue: usize, log: Arc<Logger>)
             if n > 0 {
                 *last = Some(now);
                 log.warn(&format!(
-                    "webhook {}: queue full ({queue} events waiting): {n} event{} dropped (the receiver is down or slow; monitoring is not affected)",
+                    "webhook {} ({}): queue full ({queue} events waiting): {n} event{} dropped (the receiver is down or slow; monitoring is not affected)",
+                    h.index,
                     h.url,
                     if n == 1 { "" } else { "s" }
                 ));
@@ -99,6 +108,8 @@ async fn report_full(hooks: Vec<Arc<HookQueue>>, queue: usize, log: Arc<Logger>)
 }
 
 async fn sender(
+    index: usize,
+    headers: Arc<str>,
     url: WebhookUrl,
     format: WebhookFormat,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -117,7 +128,7 @@ async fn sender(
         let mut backoff = Duration::from_millis(200);
         let mut failure = None;
         for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(TIMEOUT, post(&url, tls.as_ref(), &body)).await {
+            match tokio::time::timeout(TIMEOUT, post(&url, &headers, tls.as_ref(), &body)).await {
                 Ok(Ok(code)) if (200..300).contains(&code) => {
                     failure = None;
                     break;
@@ -139,14 +150,14 @@ async fn sender(
         if let Some(why) = failure {
             gave_up += 1;
             if let Some(m) = &metrics {
-                m.webhook_dropped(&url.raw, "gave_up");
+                m.webhook_dropped(&url.safe(), index, "gave_up");
             }
             let now = Instant::now();
             if last_log.is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY) {
                 last_log = Some(now);
                 log.warn(&format!(
-                    "webhook {}: event {} ({}) dropped after {ATTEMPTS} attempts: {why} ({gave_up} dropped so far)",
-                    url.raw, ev.seq, ev.kind
+                    "webhook {} ({}): event {} ({}) dropped after {ATTEMPTS} attempts: {why} ({gave_up} dropped so far)",
+                    index, url.safe(), ev.seq, ev.kind
                 ));
             }
         }
@@ -156,6 +167,7 @@ async fn sender(
 /// One POST; returns the response's status code.
 async fn post(
     url: &WebhookUrl,
+    headers: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
     body: &[u8],
 ) -> Result<u16, String> {
@@ -164,7 +176,7 @@ async fn post(
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     match tls {
-        None => exchange(tcp, url, body).await,
+        None => exchange(tcp, url, headers, body).await,
         Some(cfg) => {
             let name = ServerName::try_from(url.host.clone())
                 .map_err(|e| format!("bad TLS server name {:?}: {e}", url.host))?;
@@ -172,7 +184,7 @@ async fn post(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            exchange(conn, url, body).await
+            exchange(conn, url, headers, body).await
         }
     }
 }
@@ -180,10 +192,11 @@ async fn post(
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     url: &WebhookUrl,
+    headers: &str,
     body: &[u8],
 ) -> Result<u16, String> {
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: psweb-pcheck/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: psweb-pcheck/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         url.path,
         url.host_header(),
         env!("CARGO_PKG_VERSION"),
@@ -219,6 +232,69 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Reads `webhook_header_file`: `Name: value` lines (blank lines and `#` comments
+/// skipped), returned as header lines ending in CRLF. Errors name the file and line,
+/// never a value (it is usually a secret).
+pub fn load_headers(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let what = |line: usize, why: &str| {
+        format!("webhook_header_file {}:{line}: {why}", path.display())
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("webhook_header_file {}: {e}", path.display()))?;
+    let m = f
+        .metadata()
+        .map_err(|e| format!("webhook_header_file {}: {e}", path.display()))?;
+    if !m.is_file() {
+        return Err(what(0, "not a regular file"));
+    }
+    if crate::trust::is_root() {
+        use std::os::unix::fs::MetadataExt;
+        if m.mode() & 0o077 != 0 {
+            return Err(what(
+                0,
+                &format!(
+                    "readable or writable by others (mode {:04o}): it holds secrets; chmod 600 it",
+                    m.mode() & 0o7777
+                ),
+            ));
+        }
+    }
+    let mut text = String::new();
+    f.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("webhook_header_file {}: {e}", path.display()))?;
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(what(i + 1, "expected Name: value"));
+        };
+        let name = name.trim();
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            return Err(what(i + 1, "expected a header name (letters, digits, '-') before ':'"));
+        }
+        let value = value.trim();
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(what(i + 1, "control characters in the value"));
+        }
+        let reserved = ["host", "content-length", "content-type", "connection", "transfer-encoding"];
+        if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(what(i + 1, &format!("{name} is set by pcheck")));
+        }
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,11 +321,12 @@ mod tests {
             String::from_utf8_lossy(&got).into_owned()
         });
         let url = WebhookUrl::parse(&format!("http://127.0.0.1:{port}/hook?x=1")).expect("url");
-        let code = post(&url, None, b"{\"a\":1}").await.expect("post");
+        let code = post(&url, "X-Token: t1\r\n", None, b"{\"a\":1}").await.expect("post");
         assert_eq!(code, 204);
         let req = server.await.expect("server");
         assert!(req.starts_with("POST /hook?x=1 HTTP/1.1\r\n"), "{req}");
         assert!(req.contains("Content-Length: 7\r\n"), "{req}");
+        assert!(req.contains("\r\nX-Token: t1\r\n"), "{req}");
         assert!(req.ends_with("{\"a\":1}"), "{req}");
     }
 
@@ -269,5 +346,27 @@ mod tests {
         ] {
             assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
         }
+        let err = WebhookUrl::parse("http://ops:s3cret@h/x?token=t0k").expect_err("creds");
+        assert!(!err.contains("s3cret") && !err.contains("t0k"), "{err}");
+        let u = WebhookUrl::parse("http://h:9000/hooks/t0k?key=abc").expect("url");
+        assert_eq!(u.safe(), "http://h:9000");
+    }
+
+    #[test]
+    fn header_file_lines() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("h");
+        std::fs::write(&p, "# comment\n\nAuthorization: Bearer abc\nX-A:b\n").expect("write");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        assert_eq!(
+            load_headers(&p).expect("ok"),
+            "Authorization: Bearer abc\r\nX-A: b\r\n"
+        );
+        std::fs::write(&p, "Authorization Bearer abc\n").expect("write");
+        let err = load_headers(&p).expect_err("no colon");
+        assert!(err.contains(":1: expected Name: value") && !err.contains("abc"), "{err}");
+        std::fs::write(&p, "Host: x\n").expect("write");
+        assert!(load_headers(&p).is_err());
     }
 }

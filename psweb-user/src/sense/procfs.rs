@@ -71,16 +71,54 @@ pub fn argv0(pid: i32) -> Option<String> {
     (!first.is_empty()).then(|| String::from_utf8_lossy(first).into_owned())
 }
 
-/// Does this process run `pname`? Its executable is `pname` (both canonicalised, so a
-/// symlinked path matches), or its argv[0] is exactly `pname`.
+/// Is this process's executable `pname`? Both canonicalised, so a symlinked path
+/// matches; a replaced binary (" (deleted)") still counts. argv[0] is never enough:
+/// any user can start any program under any name.
 pub fn runs(pid: i32, pname: &Path) -> bool {
     let want = std::fs::canonicalize(pname).unwrap_or_else(|_| pname.to_path_buf());
-    if let Some(e) = exe(pid) {
-        if e == want || e == pname {
+    exe(pid).is_some_and(|e| e == want || e == pname)
+}
+
+/// The real uid of a process (/proc/PID/status).
+pub fn uid(pid: i32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Was this process started by pcheck (a restart script's descendant)? pcheck is a
+/// child subreaper, so a daemon that forks twice and calls setsid stays below it.
+pub fn born_of_me(pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    let mut p = pid;
+    for _ in 0..64 {
+        let Ok(st) = stat(p) else { return false };
+        if st.ppid == me {
             return true;
         }
+        if st.ppid <= 1 {
+            return false;
+        }
+        p = st.ppid;
     }
-    argv0(pid).is_some_and(|a| Path::new(&a) == pname)
+    false
+}
+
+/// Whether the process `pid` may be taken as the entry's server: it runs as `owner`,
+/// and its executable is `pname` — or pcheck started it (then argv[0] may name
+/// `pname`, as a JVM started through an alternatives link does).
+pub fn acceptable(pid: i32, pname: &Path, owner: u32, via_pidfile: bool) -> bool {
+    if uid(pid) != Some(owner) {
+        return false;
+    }
+    if runs(pid, pname) {
+        return true;
+    }
+    born_of_me(pid) && (via_pidfile || argv0(pid).is_some_and(|a| Path::new(&a) == pname))
 }
 
 /// All pids in /proc.
@@ -92,31 +130,49 @@ pub fn pids() -> Vec<i32> {
         .collect()
 }
 
-/// Reads a pidfile: the first whole number in it.
+/// The most of a pidfile that is read: a pid and a newline fit many times over.
+pub const PIDFILE_MAX: usize = 64;
+
+/// Reads a pidfile: the first whole number in it. The file is untrusted: opened
+/// without following a symlink and without blocking (a FIFO), and only a regular file
+/// is read, at most [`PIDFILE_MAX`] bytes.
 pub fn read_pidfile(path: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.split_whitespace()
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(PIDFILE_MAX);
+    f.take(PIDFILE_MAX as u64).read_to_end(&mut buf).ok()?;
+    std::str::from_utf8(&buf)
+        .ok()?
+        .split_whitespace()
         .next()?
         .parse()
         .ok()
         .filter(|p| *p > 0)
 }
 
-/// Finds the running process of an entry: by pidfile when one is given (and the pid
-/// in it really runs `pname`, so a stale pidfile whose pid was recycled is not
-/// trusted), else the oldest process running `pname` whose parent does not run it
-/// too (the master, not a worker).
-pub fn find(pname: &Path, pidfile: Option<&Path>) -> Option<Stat> {
+/// Finds the running process of an entry: by pidfile when one is given, else the
+/// oldest process running `pname` whose parent does not run it too (the master, not
+/// a worker). Either way the process must be [`acceptable`]: owned by `owner`, and
+/// running `pname` or started by pcheck.
+pub fn find(pname: &Path, pidfile: Option<&Path>, owner: u32) -> Option<Stat> {
     if let Some(pf) = pidfile {
         let pid = read_pidfile(pf)?;
         let st = stat(pid).ok()?;
-        return (!st.is_dead() && runs(pid, pname)).then_some(st);
+        return (!st.is_dead() && acceptable(pid, pname, owner, true)).then_some(st);
     }
     let me = std::process::id() as i32;
     let candidates: Vec<Stat> = pids()
         .into_iter()
         .filter(|p| *p != me)
-        .filter(|p| runs(*p, pname))
+        .filter(|p| acceptable(*p, pname, owner, false))
         .filter_map(|p| stat(p).ok())
         .filter(|s| !s.is_dead())
         .collect();
@@ -125,6 +181,30 @@ pub fn find(pname: &Path, pidfile: Option<&Path>) -> Option<Stat> {
         .filter(|s| !candidates.iter().any(|o| o.pid == s.ppid))
         .min_by_key(|s| (s.start_time, s.pid))
         .copied()
+}
+
+/// [`find`] off the runtime thread, given at most `limit` (a pidfile on a hung file
+/// system must not stop pcheck): None when it takes longer.
+pub async fn find_bounded(
+    pname: &Path,
+    pidfile: Option<&Path>,
+    owner: u32,
+    limit: std::time::Duration,
+) -> Option<Stat> {
+    let (pname, pidfile) = (pname.to_path_buf(), pidfile.map(Path::to_path_buf));
+    let job = tokio::task::spawn_blocking(move || find(&pname, pidfile.as_deref(), owner));
+    tokio::time::timeout(limit, job).await.ok()?.ok()?
+}
+
+/// The uid of a user name ("root" is 0 without a lookup).
+pub fn uid_of_user(name: &str) -> Result<u32, String> {
+    if name == "root" {
+        return Ok(0);
+    }
+    nix::unistd::User::from_name(name)
+        .map_err(|e| format!("user {name}: {e}"))?
+        .map(|u| u.uid.as_raw())
+        .ok_or_else(|| format!("user {name} does not exist"))
 }
 
 /// Is this exact process (pid + start time) still alive and not a zombie?
@@ -169,6 +249,26 @@ pub fn listeners_on(port: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pidfiles_are_read_safely() {
+        let d = tempfile::tempdir().expect("tmp");
+        let ok = d.path().join("ok.pid");
+        std::fs::write(&ok, "1234\n").expect("write");
+        assert_eq!(read_pidfile(&ok), Some(1234));
+        let link = d.path().join("link.pid");
+        std::os::unix::fs::symlink(&ok, &link).expect("symlink");
+        assert_eq!(read_pidfile(&link), None, "a symlink is not followed");
+        let fifo = d.path().join("fifo.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        assert_eq!(read_pidfile(&fifo), None, "a FIFO neither blocks nor is read");
+        assert_eq!(read_pidfile(Path::new("/dev/zero")), None, "not a regular file");
+        let big = d.path().join("big.pid");
+        let f = std::fs::File::create(&big).expect("create");
+        f.set_len(1 << 40).expect("sparse terabyte");
+        assert_eq!(read_pidfile(&big), None, "64 bytes of zeros are no pid");
+    }
 
     #[test]
     fn stat_with_blanks_and_parens_in_comm() {
