@@ -276,3 +276,46 @@ fn bad_psweb_settings_in_a_block() {
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
     }
 }
+
+#[test]
+fn owner_metrics_allow_and_header_file() {
+    let pf = p("metrics_listen = 0.0.0.0:9913\nmetrics_allow = 10.0.0.0/8,192.0.2.7,::1/128\n\
+        webhook_header_file = /etc/psweb/hook.headers\n\
+        /usr/bin/java /etc/psweb/tomcat.rc 3 pidfile=/run/tomcat/tomcat.pid owner=tomcat\n\
+        /usr/sbin/httpd /etc/psweb/httpd.rc 3 user=www-data\n\
+        /usr/sbin/nginx /etc/psweb/nginx.rc 3\n")
+    .expect("parses");
+    assert_eq!(pf.entries[0].owner_name(), "tomcat");
+    assert_eq!(pf.entries[1].owner_name(), "www-data", "user= is the default owner");
+    assert_eq!(pf.entries[2].owner_name(), "root");
+    let allow = &pf.globals.metrics_allow;
+    assert_eq!(allow.len(), 3);
+    assert!(allow[0].contains("10.1.2.3".parse().expect("ip")));
+    assert!(!allow[0].contains("11.0.0.1".parse().expect("ip")));
+    assert!(allow[1].contains("::ffff:192.0.2.7".parse().expect("mapped")));
+    assert!(allow[2].contains("::1".parse().expect("ip")));
+    assert!(
+        pf.warnings.is_empty(),
+        "metrics_allow limits it: {:?}",
+        pf.warnings
+    );
+    assert_eq!(
+        pf.globals.webhook_header_file.as_deref(),
+        Some(Path::new("/etc/psweb/hook.headers"))
+    );
+
+    let open = p(&format!("metrics_listen = 0.0.0.0:9913\n{ENTRY}")).expect("parses");
+    let w = &open.warnings[0];
+    assert_eq!((w.pos.line, w.pos.col), (1, 1));
+    assert!(w.msg.contains("not a loopback address"), "{}", w.msg);
+    let lo = p(&format!("metrics_listen = 127.0.0.1:9913\n{ENTRY}")).expect("parses");
+    assert!(lo.warnings.is_empty());
+
+    let (l, c, m) = err_at(&format!("metrics_allow = 10.0.0.0/8,10.0.0.0/33\n{ENTRY}"));
+    assert_eq!((l, c), (1, 28), "{m}");
+    assert!(m.contains("expected a network"), "{m}");
+    let (l, c, m) = err_at("/usr/sbin/httpd /etc/psweb/httpd.rc 3 owner=bad/name\n");
+    assert_eq!((l, c), (1, 45), "{m}");
+    let (l, c, _) = err_at(&format!("webhook_header_file = relative\n{ENTRY}"));
+    assert_eq!((l, c), (1, 23));
+}
