@@ -187,14 +187,19 @@ fn pidfile_naming_a_root_process_is_not_adopted() {
     let out = check(&sb, &pfile);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is in a directory a non-root user can change"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is in a directory a non-root user can change"),
         "--check warns: {out:?}"
     );
     let t0 = Instant::now();
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     let started = pc.wait_for("Started Process", T);
     let t = t0.elapsed();
-    assert!(!pc.seen.iter().any(|l| l.contains("Adopted")), "{:?}", pc.seen);
+    assert!(
+        !pc.seen.iter().any(|l| l.contains("Adopted")),
+        "{:?}",
+        pc.seen
+    );
     let pid = pid_in(&started);
     assert_ne!(pid, decoy);
     assert!(http_ok(port), "the real server serves");
@@ -276,7 +281,7 @@ fn argv0_decoy_is_not_adopted() {
     let pname = sb.file("web-httpd");
     std::fs::copy(DEMO, &pname).expect("copy");
     std::fs::set_permissions(&pname, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let decoy = Command::new("setpriv")
+    let mut decoy = Command::new("setpriv")
         .args([
             "--reuid",
             ATTACKER,
@@ -308,6 +313,8 @@ fn argv0_decoy_is_not_adopted() {
     assert_ne!(pid_in(&started), decoy_pid);
     assert!(http_ok(port), "the real server was started");
     assert!(alive(decoy_pid));
+    let _ = decoy.kill();
+    let _ = decoy.wait();
     attack_row(
         5,
         "argv[0] decoy (exec -a pname sleep), no pidfile",
@@ -387,7 +394,11 @@ fn connection_floods_do_not_stop_restarts() {
         }
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().zip(sock.as_os_str().as_encoded_bytes()) {
+        for (d, s) in addr
+            .sun_path
+            .iter_mut()
+            .zip(sock.as_os_str().as_encoded_bytes())
+        {
             *d = *s as libc::c_char;
         }
         // SAFETY: addr is a valid sockaddr_un.
@@ -415,7 +426,10 @@ fn connection_floods_do_not_stop_restarts() {
     let cpu = cpu_ticks(pcheck_pid) - cpu0;
     let secs = t0.elapsed().as_secs_f64();
     let (fds_after, _) = fds_and_rss(pcheck_pid);
-    assert!(fds < 1000 && fds_after < 1000, "pcheck holds {fds}/{fds_after} fds");
+    assert!(
+        fds < 1000 && fds_after < 1000,
+        "pcheck holds {fds}/{fds_after} fds"
+    );
     // Sanity bound: a spinning loop burns ~100 ticks a second.
     assert!(
         (cpu as f64) < secs * 50.0,
@@ -428,7 +442,11 @@ fn connection_floods_do_not_stop_restarts() {
     }
     drop(flood.stdin.take());
     let _ = flood.wait();
-    assert_eq!(pc.entry(1)["proc_sts"], "AVAIL", "padmin answers once the flood is gone");
+    assert_eq!(
+        pc.entry(1)["proc_sts"],
+        "AVAIL",
+        "padmin answers once the flood is gone"
+    );
     attack_row(
         6,
         &format!(
@@ -480,7 +498,10 @@ fn lock_in_a_users_directory_is_refused() {
         )),
         "{all}"
     );
-    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "root's data\n");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "root's data\n"
+    );
     assert_eq!(sb.runs("web"), 0);
     attack_row(
         7,
@@ -497,7 +518,11 @@ fn reboot_pfile(sb: &Sandbox, state_dir: &Path, limit: u32) -> (PathBuf, PathBuf
     let reboots = sb.file("reboots");
     let cmd = sb.script(
         "reboot.sh",
-        &format!("echo reboot >> {}\nenv > {}", reboots.display(), sb.file("reboot.env").display()),
+        &format!(
+            "echo reboot >> {}\nenv > {}",
+            reboots.display(),
+            sb.file("reboot.env").display()
+        ),
     );
     let never = sb.script("never.rc", "exit 1");
     let pfile = sb.pfile(&format!(
@@ -511,7 +536,9 @@ fn reboot_pfile(sb: &Sandbox, state_dir: &Path, limit: u32) -> (PathBuf, PathBuf
 }
 
 fn count_lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 /// Findings 8 and 12: the reboot runs only with the count on disk; deleting the
@@ -614,7 +641,11 @@ fn reboot_needs_a_durable_count_and_a_clean_environment() {
     assert!(line.contains("could not be written"), "{line}");
     let _ = third.kill();
     let _ = third.wait();
-    assert_eq!(count_lines(&reboots2), 0, "no reboot without a durable count");
+    assert_eq!(
+        count_lines(&reboots2),
+        0,
+        "no reboot without a durable count"
+    );
     attack_row(
         8,
         "reboot loop: state file deleted / state dir unwritable",
@@ -650,7 +681,9 @@ fn webhook_secrets_stay_in_pcheck() {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 8192];
             let n = s.read(&mut buf).unwrap_or(0);
-            got2.lock().expect("lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+            got2.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
             // Refuse, so that pcheck gives up and logs the drop (with the URL).
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         }
@@ -690,22 +723,34 @@ fn webhook_secrets_stay_in_pcheck() {
     let log = pc.seen.join("\n");
     for secret in ["path-s3cr3t", "query-s3cr3t", "hdr-s3cr3t"] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
-        assert!(!metrics.contains(secret), "{secret} in the metrics:\n{metrics}");
+        assert!(
+            !metrics.contains(secret),
+            "{secret} in the metrics:\n{metrics}"
+        );
     }
     assert!(
         log.contains(&format!("http://127.0.0.1:{hook_port}")),
         "the webhook is named by scheme://host:port: {log}"
     );
     let req = got.lock().expect("lock").clone();
-    assert!(req.contains("Authorization: Bearer hdr-s3cr3t\r\n"), "{req}");
-    assert!(req.starts_with("POST /hooks/path-s3cr3t?token=query-s3cr3t "), "{req}");
+    assert!(
+        req.contains("Authorization: Bearer hdr-s3cr3t\r\n"),
+        "{req}"
+    );
+    assert!(
+        req.starts_with("POST /hooks/path-s3cr3t?token=query-s3cr3t "),
+        "{req}"
+    );
 
     let bad = sb.file("bad.pfile");
     std::fs::write(&bad, "webhook = http://ops:pw-s3cr3t@127.0.0.1/x\n").expect("write");
     let out = check(&sb, &bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(!err.contains("pw-s3cr3t") && err.contains("credentials"), "{err}");
+    assert!(
+        !err.contains("pw-s3cr3t") && err.contains("credentials"),
+        "{err}"
+    );
     attack_row(
         9,
         "token in webhook URL path/query; user:pw@ in URL",
@@ -725,7 +770,11 @@ fn open_metrics_listener_is_warned_about_and_can_be_limited() {
     let sb = Sandbox::new();
     let (script, pidfile) = sb.demo_script("web", free_port(), 0);
     let mport = free_port();
-    let entry = format!("{DEMO} {} 3 pidfile={}\n", script.display(), pidfile.display());
+    let entry = format!(
+        "{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    );
     let pfile = sb.pfile(&format!("metrics_listen = 0.0.0.0:{mport}\n{entry}"));
     let out = check(&sb, &pfile);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -737,7 +786,10 @@ fn open_metrics_listener_is_warned_about_and_can_be_limited() {
     )
     .expect("write");
     let out = check(&sb, &pfile);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("loopback"), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("loopback"),
+        "{out:?}"
+    );
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("Started Process", T);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("connect");

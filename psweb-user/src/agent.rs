@@ -164,7 +164,12 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             let listener = metrics::bind(addr)?;
             let m = Arc::new(Metrics::new());
             let allow = pfile.globals.metrics_allow.clone();
-            tokio::spawn(metrics::serve(listener, Arc::clone(&m), Arc::clone(&log), allow));
+            tokio::spawn(metrics::serve(
+                listener,
+                Arc::clone(&m),
+                Arc::clone(&log),
+                allow,
+            ));
             log.info(&format!(
                 "metrics: serving Prometheus metrics on http://{addr}/metrics"
             ));
@@ -184,7 +189,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         metrics.clone(),
     )?;
     for h in &hooks {
-        log.info(&format!("webhook {}: events are POSTed to {}", h.index, h.url));
+        log.info(&format!(
+            "webhook {}: events are POSTed to {}",
+            h.index, h.url
+        ));
     }
     log.attach(Arc::new(Bus::new(
         hooks,
@@ -330,7 +338,8 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         let cfg = &slots[idx].cfg;
         let owner = procfs::uid_of_user(cfg.owner_name())
             .map_err(|e| format!("pent_id {}: owner: {e}", cfg.pent_id))?;
-        let found = procfs::find_bounded(&cfg.pname, cfg.pidfile.as_deref(), owner, FIND_LIMIT).await;
+        let found =
+            procfs::find_bounded(&cfg.pname, cfg.pidfile.as_deref(), owner, FIND_LIMIT).await;
         let ev = match found {
             Some(st) => {
                 slots[idx].service = Some(ServiceId::of(&st, None));

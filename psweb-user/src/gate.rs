@@ -57,7 +57,7 @@ impl Gate {
             (self.backoff * 2).min(BACKOFF_MAX)
         };
         tokio::time::sleep(self.backoff).await;
-        (self.failures == 1 || self.failures % 1000 == 0).then_some(self.failures)
+        (self.failures == 1 || self.failures.is_multiple_of(1000)).then_some(self.failures)
     }
 
     /// Connections held now.
@@ -92,6 +92,5 @@ mod tests {
         assert_eq!(g.backoff, Duration::from_millis(40));
         g.accepted();
         assert_eq!(g.backoff, Duration::ZERO);
-
     }
 }

@@ -72,7 +72,8 @@ fn walk(path: &Path, what: &str, me: u32) -> Result<PathBuf, String> {
             path.display()
         ));
     }
-    let refuse = |kind: &str, why: String| format!("refusing {what} {}: {kind} {why}", path.display());
+    let refuse =
+        |kind: &str, why: String| format!("refusing {what} {}: {kind} {why}", path.display());
     let mut todo: VecDeque<OsString> = components(path);
     let mut cur = PathBuf::from("/");
     let root = lstat(&cur, path, what)?;
@@ -195,10 +196,7 @@ mod tests {
         let link = d.path().join("restart.rc");
         std::os::unix::fs::symlink("good.rc", &link).expect("symlink");
         let resolved = check(&link, "restart script").expect("passes");
-        assert_eq!(
-            resolved,
-            std::fs::canonicalize(&target).expect("canonical")
-        );
+        assert_eq!(resolved, std::fs::canonicalize(&target).expect("canonical"));
     }
 
     #[test]
@@ -215,7 +213,13 @@ mod tests {
         std::os::unix::fs::symlink(&target, app.join("restart.rc")).expect("symlink");
         std::os::unix::fs::chown(&app, Some(65534), Some(65534)).expect("chown");
         let err = check(&app.join("restart.rc"), "restart script").expect_err("refused");
-        assert!(err.contains(&format!("directory {} above restart script is owned by", app.display())), "{err}");
+        assert!(
+            err.contains(&format!(
+                "directory {} above restart script is owned by",
+                app.display()
+            )),
+            "{err}"
+        );
         assert!(err.contains("uid 65534"), "{err}");
         // The symlink itself owned by someone else, in a root directory.
         std::os::unix::fs::chown(&app, Some(0), Some(0)).expect("chown");

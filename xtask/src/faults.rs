@@ -87,7 +87,10 @@ pub fn run(_args: &[String]) -> Result<(), String> {
     if !missing_attacks.is_empty() {
         println!("not run or not passed (see cargo test): {missing_attacks:?}");
     }
-    let _ = std::fs::write(dir.join("attacker.json"), format!("[{}]\n", to_json(&attacks, "attack").join(",\n")));
+    let _ = std::fs::write(
+        dir.join("attacker.json"),
+        format!("[{}]\n", to_json(&attacks, "attack").join(",\n")),
+    );
     if out.status.success() && missing.is_empty() && missing_attacks.is_empty() {
         Ok(())
     } else {
@@ -110,9 +113,15 @@ fn section(text: &str, prefix: &str) -> Vec<Vec<String>> {
 fn print_rows(rows: &[Vec<String>], what: &str) {
     let w = |i: usize, min: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0).max(min);
     let (w1, w2, w3) = (w(1, what.len()), w(2, 8), w(3, 4));
-    println!("{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  time", "#", what, "expected", "seen");
+    println!(
+        "{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  time",
+        "#", what, "expected", "seen"
+    );
     for r in rows {
-        println!("{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  {}", r[0], r[1], r[2], r[3], r[4]);
+        println!(
+            "{:>2}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
     }
 }
 

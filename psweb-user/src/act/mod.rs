@@ -26,6 +26,8 @@ pub fn prepare(log: &Logger) {
         ));
     }
     if let Err(e) = reaper::start() {
-        log.warn(&format!("cannot watch SIGCHLD ({e}): dead children are reaped late"));
+        log.warn(&format!(
+            "cannot watch SIGCHLD ({e}): dead children are reaped late"
+        ));
     }
 }

@@ -108,7 +108,7 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
         spawn_lines(err, name.clone(), Arc::clone(log));
     }
     let waited = tokio::time::timeout(s.timeout, child.wait()).await;
-    if !matches!(waited, Err(_)) {
+    if waited.is_ok() {
         super::reaper::release(child_id);
     }
     let status = match waited {

@@ -302,7 +302,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             }
         }
     }
-    if let Some((addr, pos)) = globals.metrics_listen.zip(seen_globals.get("metrics_listen")) {
+    if let Some((addr, pos)) = globals
+        .metrics_listen
+        .zip(seen_globals.get("metrics_listen"))
+    {
         if !addr.ip().is_loopback() && globals.metrics_allow.is_empty() {
             cx.warn(
                 *pos,
@@ -374,7 +377,10 @@ pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
             if let Err(msg) = crate::trust::check(ca, "CA file") {
                 out.push(Diagnostic {
                     file: pfile.path.clone(),
-                    pos: Pos { line: e.line, col: 1 },
+                    pos: Pos {
+                        line: e.line,
+                        col: 1,
+                    },
                     msg,
                 });
             }

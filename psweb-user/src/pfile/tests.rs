@@ -279,14 +279,20 @@ fn bad_psweb_settings_in_a_block() {
 
 #[test]
 fn owner_metrics_allow_and_header_file() {
-    let pf = p("metrics_listen = 0.0.0.0:9913\nmetrics_allow = 10.0.0.0/8,192.0.2.7,::1/128\n\
+    let pf = p(
+        "metrics_listen = 0.0.0.0:9913\nmetrics_allow = 10.0.0.0/8,192.0.2.7,::1/128\n\
         webhook_header_file = /etc/psweb/hook.headers\n\
         /usr/bin/java /etc/psweb/tomcat.rc 3 pidfile=/run/tomcat/tomcat.pid owner=tomcat\n\
         /usr/sbin/httpd /etc/psweb/httpd.rc 3 user=www-data\n\
-        /usr/sbin/nginx /etc/psweb/nginx.rc 3\n")
+        /usr/sbin/nginx /etc/psweb/nginx.rc 3\n",
+    )
     .expect("parses");
     assert_eq!(pf.entries[0].owner_name(), "tomcat");
-    assert_eq!(pf.entries[1].owner_name(), "www-data", "user= is the default owner");
+    assert_eq!(
+        pf.entries[1].owner_name(),
+        "www-data",
+        "user= is the default owner"
+    );
     assert_eq!(pf.entries[2].owner_name(), "root");
     let allow = &pf.globals.metrics_allow;
     assert_eq!(allow.len(), 3);

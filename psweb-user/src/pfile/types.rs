@@ -75,11 +75,15 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -211,7 +215,11 @@ pub fn redact_url(url: &str) -> String {
         Some((_, host)) => format!("***@{host}"),
         None => authority.to_string(),
     };
-    let tail = if tail.is_empty() || tail == "/" { tail } else { "/..." };
+    let tail = if tail.is_empty() || tail == "/" {
+        tail
+    } else {
+        "/..."
+    };
     format!("{scheme}{authority}{tail}")
 }
 
@@ -360,7 +368,10 @@ pub struct ProcEntry {
 impl ProcEntry {
     /// The user the watched process must run as.
     pub fn owner_name(&self) -> &str {
-        self.owner.as_deref().or(self.user.as_deref()).unwrap_or("root")
+        self.owner
+            .as_deref()
+            .or(self.user.as_deref())
+            .unwrap_or("root")
     }
 }
 

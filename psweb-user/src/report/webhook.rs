@@ -63,9 +63,11 @@ pub fn start(
             dropped_full: AtomicU64::new(0),
         });
         tokio::spawn(sender(
-            index + 1,
-            Arc::clone(&headers),
-            url.clone(),
+            Hook {
+                index: index + 1,
+                headers: Arc::clone(&headers),
+                url: url.clone(),
+            },
             format,
             config,
             rx,
@@ -107,16 +109,26 @@ async fn report_full(hooks: Vec<Arc<HookQueue>>, queue: usize, log: Arc<Logger>)
     }
 }
 
-async fn sender(
+/// One webhook: its place in the pfile (from 1), the extra header lines, the URL.
+struct Hook {
     index: usize,
     headers: Arc<str>,
     url: WebhookUrl,
+}
+
+async fn sender(
+    hook: Hook,
     format: WebhookFormat,
     tls: Option<Arc<rustls::ClientConfig>>,
     mut rx: mpsc::Receiver<Event>,
     log: Arc<Logger>,
     metrics: Option<Arc<Metrics>>,
 ) {
+    let Hook {
+        index,
+        headers,
+        url,
+    } = hook;
     let mut gave_up: u64 = 0;
     let mut last_log: Option<Instant> = None;
     while let Some(ev) = rx.recv().await {
@@ -238,9 +250,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 pub fn load_headers(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let what = |line: usize, why: &str| {
-        format!("webhook_header_file {}:{line}: {why}", path.display())
-    };
+    let what =
+        |line: usize, why: &str| format!("webhook_header_file {}:{line}: {why}", path.display());
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -280,13 +291,22 @@ pub fn load_headers(path: &std::path::Path) -> Result<String, String> {
         let name = name.trim();
         let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if name.is_empty() || !name.chars().all(token) {
-            return Err(what(i + 1, "expected a header name (letters, digits, '-') before ':'"));
+            return Err(what(
+                i + 1,
+                "expected a header name (letters, digits, '-') before ':'",
+            ));
         }
         let value = value.trim();
         if value.chars().any(|c| c.is_control() && c != '\t') {
             return Err(what(i + 1, "control characters in the value"));
         }
-        let reserved = ["host", "content-length", "content-type", "connection", "transfer-encoding"];
+        let reserved = [
+            "host",
+            "content-length",
+            "content-type",
+            "connection",
+            "transfer-encoding",
+        ];
         if reserved.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(what(i + 1, &format!("{name} is set by pcheck")));
         }
@@ -321,7 +341,9 @@ mod tests {
             String::from_utf8_lossy(&got).into_owned()
         });
         let url = WebhookUrl::parse(&format!("http://127.0.0.1:{port}/hook?x=1")).expect("url");
-        let code = post(&url, "X-Token: t1\r\n", None, b"{\"a\":1}").await.expect("post");
+        let code = post(&url, "X-Token: t1\r\n", None, b"{\"a\":1}")
+            .await
+            .expect("post");
         assert_eq!(code, 204);
         let req = server.await.expect("server");
         assert!(req.starts_with("POST /hook?x=1 HTTP/1.1\r\n"), "{req}");
@@ -365,7 +387,10 @@ mod tests {
         );
         std::fs::write(&p, "Authorization Bearer abc\n").expect("write");
         let err = load_headers(&p).expect_err("no colon");
-        assert!(err.contains(":1: expected Name: value") && !err.contains("abc"), "{err}");
+        assert!(
+            err.contains(":1: expected Name: value") && !err.contains("abc"),
+            "{err}"
+        );
         std::fs::write(&p, "Host: x\n").expect("write");
         assert!(load_headers(&p).is_err());
     }

@@ -262,8 +262,16 @@ mod tests {
         let fifo = d.path().join("fifo.pid");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
-        assert_eq!(read_pidfile(&fifo), None, "a FIFO neither blocks nor is read");
-        assert_eq!(read_pidfile(Path::new("/dev/zero")), None, "not a regular file");
+        assert_eq!(
+            read_pidfile(&fifo),
+            None,
+            "a FIFO neither blocks nor is read"
+        );
+        assert_eq!(
+            read_pidfile(Path::new("/dev/zero")),
+            None,
+            "not a regular file"
+        );
         let big = d.path().join("big.pid");
         let f = std::fs::File::create(&big).expect("create");
         f.set_len(1 << 40).expect("sparse terabyte");
