@@ -444,7 +444,7 @@ mod tests {
         let l = Metrics::entry_labels(1, "/usr/sbin/httpd");
         m.declare_entry(&l);
         m.set_entry(&l, "AVAIL", None, 2);
-        m.webhook_dropped("http://h/", "gave_up");
+        m.webhook_dropped("http://h:80", 1, "gave_up");
         let om = m.render();
         assert!(om.contains("# TYPE psweb_restarts counter\n"), "{om}");
         assert!(om.ends_with("# EOF\n"), "{om}");
