@@ -239,8 +239,8 @@ fn fifo_and_endless_pidfiles_do_not_stall_pcheck() {
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
     let pfile = sb.pfile(&format!(
-        "/usr/sbin/psweb-never-a {n} 0 pidfile={} owner={ATTACKER}\n\
-         /usr/sbin/psweb-never-b {n} 0 pidfile={} owner={ATTACKER}\n\
+        "/usr/sbin/psweb-never-a {n} 0 pidfile={}\n\
+         /usr/sbin/psweb-never-b {n} 0 pidfile={}\n\
          {DEMO} {} 3 pidfile={}\n",
         fifo.display(),
         zero.display(),
