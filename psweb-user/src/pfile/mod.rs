@@ -373,6 +373,16 @@ pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
         }
     }
     for e in &pfile.entries {
+        if let Err(msg) = crate::sense::procfs::uid_of_user(e.owner_name()) {
+            out.push(Diagnostic {
+                file: pfile.path.clone(),
+                pos: Pos {
+                    line: e.line,
+                    col: 1,
+                },
+                msg: format!("owner: {msg}"),
+            });
+        }
         if let Some(TlsVerifyCfg::CaFile(ca)) = e.stall.as_ref().map(|s| &s.tls_verify) {
             if let Err(msg) = crate::trust::check(ca, "CA file") {
                 out.push(Diagnostic {

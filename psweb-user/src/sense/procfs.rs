@@ -111,6 +111,10 @@ pub fn born_of_me(pid: i32) -> bool {
 /// Whether the process `pid` may be taken as the entry's server: it runs as `owner`,
 /// and its executable is `pname` — or pcheck started it (then argv[0] may name
 /// `pname`, as a JVM started through an alternatives link does).
+///
+/// A pcheck that is not root cannot read another user's /proc/PID/exe; for such a
+/// process (the owner still checked) it falls back to argv[0]. It could not harm
+/// that process anyway: it cannot signal it.
 pub fn acceptable(pid: i32, pname: &Path, owner: u32, via_pidfile: bool) -> bool {
     if uid(pid) != Some(owner) {
         return false;
@@ -118,7 +122,11 @@ pub fn acceptable(pid: i32, pname: &Path, owner: u32, via_pidfile: bool) -> bool
     if runs(pid, pname) {
         return true;
     }
-    born_of_me(pid) && (via_pidfile || argv0(pid).is_some_and(|a| Path::new(&a) == pname))
+    let argv0_is_pname = || argv0(pid).is_some_and(|a| Path::new(&a) == pname);
+    if exe(pid).is_none() && !crate::trust::is_root() {
+        return argv0_is_pname();
+    }
+    born_of_me(pid) && (via_pidfile || argv0_is_pname())
 }
 
 /// All pids in /proc.
