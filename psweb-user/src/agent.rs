@@ -292,6 +292,8 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     // Persisted state: restart counts and the reboot count survive restarts and reboots.
     let store = Store::new(&pfile.globals.state_dir(), &pfile.path);
     let (saved, problem) = store.load(&pfile.path);
+    // The reboots also come from the second record, should the state file be lost.
+    let saved = store.with_recorded_reboots(saved);
     if let Some(p) = problem {
         log.error(&p);
     }
@@ -301,9 +303,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             slot.core.last_verdict.clone_from(&e.last_verdict);
         }
     }
-    // The count also comes from the second record, should the state file be lost.
-    let count = saved.reboot_count.max(store.recorded_reboots());
-    let guard = RebootGuard::new(pfile.globals.reboot.clone(), count);
+    let guard = RebootGuard::new(pfile.globals.reboot.clone(), saved.reboot_count);
     if guard.policy.enabled {
         log.info(&format!(
             "auto reboot on: after {} s of fatal fault, at most {} in a row (now {}); state {}",
@@ -939,7 +939,7 @@ fn spawn_restart(
         // it late); a start script that checks its pidfile with kill(pid, 0) would
         // think it still runs ("httpd (pid N) already running") and start nothing.
         if let (Some(pf), Some(id)) = (cfg.pidfile.as_deref(), remnants) {
-            if procfs::read_pidfile(pf) == Some(id.pid)
+            if procfs::read_pidfile_bounded(pf, FIND_LIMIT).await == Some(id.pid)
                 && procfs::alive(id.pid, id.start_time) != Liveness::Alive
                 && std::fs::remove_file(pf).is_ok()
             {

@@ -134,28 +134,48 @@ impl Store {
             .reboots
             .iter()
             .filter(|_| s.reboot_count > 0)
-            .map(|r| format!("{} {}\n", r.boot_id, r.count))
+            .map(|r| format!("{} {} {}\n", r.boot_id, r.count, r.at))
             .collect();
         write_atomic(&self.boots_path(), boots.as_bytes())
     }
 
     /// The second record of the automatic reboots in a row: one line per reboot,
-    /// `<boot id> <count>`. When the state file is lost (deleted, corrupt), the count
-    /// comes from here, so the reboot limit still holds.
+    /// `<boot id> <count> <local time>`. When the state file is lost (deleted,
+    /// corrupt), the count and the records come from here, so the reboot limit still
+    /// holds.
     pub fn boots_path(&self) -> PathBuf {
         self.path.with_extension("boots")
     }
 
-    /// The reboot count the second record proves: the count of its last line.
-    pub fn recorded_reboots(&self) -> u32 {
+    /// The reboots the second record holds (oldest first; empty when there is none).
+    pub fn recorded_reboots(&self) -> Vec<RebootRecord> {
         let Ok(text) = read_small(&self.boots_path(), 64 * 1024) else {
-            return 0;
+            return Vec::new();
         };
         text.lines()
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
-            .next_back()
-            .unwrap_or(0)
-            .min(1000)
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ' ');
+                let boot_id = f.next()?.to_string();
+                let count = f.next()?.parse::<u32>().ok()?.min(1000);
+                let at = f.next().unwrap_or("").to_string();
+                Some(RebootRecord { at, boot_id, count })
+            })
+            .collect()
+    }
+
+    /// The state as loaded, completed from the second record: the reboot count is
+    /// the larger of the two, and the records come from the second one when the state
+    /// file has none (it was lost).
+    pub fn with_recorded_reboots(&self, mut s: State) -> State {
+        let recorded = self.recorded_reboots();
+        let last = recorded.last().map_or(0, |r| r.count);
+        if last > s.reboot_count {
+            s.reboot_count = last;
+        }
+        if s.reboots.is_empty() {
+            s.reboots = recorded;
+        }
+        s
     }
 }
 
@@ -247,6 +267,30 @@ mod tests {
             .filter(|d| d.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(left.is_empty(), "no temp file left: {left:?}");
+
+        // The second record keeps the reboots when the state file is lost.
+        s.reboot_count = 2;
+        s.reboots = vec![RebootRecord {
+            at: "2026/12/05 03:00:00".into(),
+            boot_id: "b-1".into(),
+            count: 2,
+        }];
+        store.save(&s).expect("save");
+        std::fs::remove_file(store.path()).expect("lose the state file");
+        let (fresh, _) = store.load(&pfile);
+        let back = store.with_recorded_reboots(fresh);
+        assert_eq!(
+            (back.reboot_count, back.reboots.clone()),
+            (2, s.reboots.clone())
+        );
+        store.save(&back).expect("save");
+        std::fs::remove_file(store.path()).expect("lose it again");
+        let (fresh, _) = store.load(&pfile);
+        assert_eq!(
+            store.with_recorded_reboots(fresh).reboot_count,
+            2,
+            "still held"
+        );
 
         std::fs::write(store.path(), "{ half a file").expect("damage");
         let (fresh, err) = store.load(&pfile);

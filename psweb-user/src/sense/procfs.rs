@@ -204,6 +204,13 @@ pub async fn find_bounded(
     tokio::time::timeout(limit, job).await.ok()?.ok()?
 }
 
+/// [`read_pidfile`] off the runtime thread, given at most `limit`.
+pub async fn read_pidfile_bounded(path: &Path, limit: std::time::Duration) -> Option<i32> {
+    let path = path.to_path_buf();
+    let job = tokio::task::spawn_blocking(move || read_pidfile(&path));
+    tokio::time::timeout(limit, job).await.ok()?.ok()?
+}
+
 /// The uid of a user name ("root" is 0 without a lookup).
 pub fn uid_of_user(name: &str) -> Result<u32, String> {
     if name == "root" {
