@@ -203,10 +203,20 @@ fn pidfile_naming_a_root_process_is_not_adopted() {
     let pid = pid_in(&started);
     assert_ne!(pid, decoy);
     assert!(http_ok(port), "the real server serves");
+    // The daemon left its script (fork + setsid) but stays below pcheck, a child
+    // subreaper: that is how pcheck knows it was born from its own script.
+    let ppid = psweb::sense::procfs::stat(pid).expect("stat").ppid;
+    assert_eq!(ppid, pc.child.id() as i32, "the daemon's parent is pcheck");
     // The real one dies: the restart, not the decoy, is what pcheck watches next.
     kill(pid, libc::SIGKILL);
     let again = pc.wait_for("Restarted Process", T);
     assert_ne!(pid_in(&again), decoy);
+    // The dead master was reaped by pcheck at once, not left a zombie.
+    let gone = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(gone.elapsed() < T, "pid {pid} was never reaped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(alive(decoy), "the decoy was never touched");
     attack_row(
         2,
