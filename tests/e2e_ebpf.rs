@@ -4,7 +4,9 @@
 //! Needs root and the built object (`cargo xtask build-ebpf`, or $PSWEB_BPF_OBJECT);
 //! without them each test prints `SKIPPED: <reason>` and returns.
 //! Each test loads its own `KernelEvidence` (own maps, own ring buffer), so they run
-//! in parallel.
+//! in parallel. $PSWEB_BPF_TRANSPORT (auto, ring-buffer, perf-array) chooses how the
+//! events travel, as pcheck's --bpf-transport does: `cargo xtask vmtest` runs this
+//! binary both ways on every kernel.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -12,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use psweb::sense::ebpf::{
-    KernelEvent, KernelEvidence, LoadReport, OverflowPath, EVIDENCE_EXIT,
-    EVIDENCE_OVERFLOW_FINAL_ACK, EVIDENCE_OVERFLOW_SYN,
+    KernelEvent, KernelEvidence, LoadReport, OverflowPath, Transport, TransportChoice,
+    EVIDENCE_EXIT, EVIDENCE_OVERFLOW_FINAL_ACK, EVIDENCE_OVERFLOW_SYN, PERF_OBJECT_NAME,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -55,11 +57,26 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Loads the object, starts the reader; must run inside the runtime.
 fn load(test: &str, obj: &Path) -> (KernelEvidence, LoadReport, UnboundedReceiver<KernelEvent>) {
+    let choice = match std::env::var("PSWEB_BPF_TRANSPORT") {
+        Ok(t) => t
+            .parse()
+            .unwrap_or_else(|e| panic!("PSWEB_BPF_TRANSPORT: {e}")),
+        Err(_) => TransportChoice::Auto,
+    };
+    load_with(test, obj, choice)
+}
+
+fn load_with(
+    test: &str,
+    obj: &Path,
+    choice: TransportChoice,
+) -> (KernelEvidence, LoadReport, UnboundedReceiver<KernelEvent>) {
     let (mut ke, report) =
-        KernelEvidence::load(obj).unwrap_or_else(|e| panic!("{test}: load: {e}"));
+        KernelEvidence::load_with(obj, choice).unwrap_or_else(|e| panic!("{test}: load: {e}"));
     println!(
-        "{test}: eBPF load+attach {:.1} ms",
-        report.load_attach.as_secs_f64() * 1e3
+        "{test}: eBPF load+attach {:.1} ms, events through the {}",
+        report.load_attach.as_secs_f64() * 1e3,
+        report.transport.name()
     );
     let (tx, rx) = unbounded_channel();
     ke.spawn_reader(tx).unwrap();
@@ -160,6 +177,66 @@ fn watched_process_killed_reports_exit_with_signal() {
         }
         // The tgid is forgotten after its exit: unwatching it again is not an error.
         ke.unwatch_pid(pid).unwrap();
+    });
+}
+
+/// The perf-event-array object (for kernels without a ring buffer), forced: the same
+/// exit and SYN-path overflow events arrive, through one perf buffer per CPU.
+#[test]
+fn perf_array_transport_carries_the_same_events() {
+    let test = "perf_array_transport_carries_the_same_events";
+    let Some(obj) = prerequisites(test) else {
+        return;
+    };
+    if !obj.with_file_name(PERF_OBJECT_NAME).is_file() {
+        println!(
+            "SKIPPED: {test}: no {PERF_OBJECT_NAME} beside {} (run `cargo xtask build-ebpf`)",
+            obj.display()
+        );
+        return;
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let (mut ke, report, mut rx) = load_with(test, &obj, TransportChoice::PerfArray);
+        assert_eq!(report.transport, Transport::PerfArray);
+        let mut child = spawn_sleeper();
+        let pid = child.id();
+        ke.watch_pid(pid).unwrap();
+        sigkill(&child);
+        let ev = next_event(&mut rx, EVENT_TIMEOUT).await;
+        let _ = child.wait();
+        match ev {
+            Some(KernelEvent::Exit {
+                tgid, exit_code, ..
+            }) => {
+                assert_eq!(tgid, pid);
+                assert_eq!(exit_code & 0x7f, libc::SIGKILL as u32);
+            }
+            other => panic!("expected the exit of pid {pid}, got {other:?}"),
+        }
+        if !report.serves(EVIDENCE_OVERFLOW_SYN) {
+            println!("{test}: this kernel has no SYN-path hook; exit event checked only");
+            return;
+        }
+        let (_l, port) = listener(1, false);
+        ke.watch_port(port).unwrap();
+        let (_conns, _drops, _t) = fill_accept_queue(port);
+        loop {
+            match next_event(&mut rx, EVENT_TIMEOUT).await {
+                Some(KernelEvent::Overflow {
+                    port: p,
+                    path: OverflowPath::Syn,
+                    backlog,
+                    max_backlog,
+                    ..
+                }) if p == port => {
+                    assert!(backlog > max_backlog, "{backlog}/{max_backlog}");
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("no SYN-path overflow for port {port} through the perf array"),
+            }
+        }
     });
 }
 

@@ -14,6 +14,10 @@
 //!   `sk_data_ready`, e.g. 6.1, when kprobes exist): a SYN reached a watched listener
 //!   whose accept queue is full, so the kernel drops it (LINUX_MIB_LISTENOVERFLOWS).
 //!
+//! Events reach userspace through a ring buffer (feature `ring-buffer`, the default),
+//! or through a perf event array (feature `perf-array`, the object for kernels without
+//! BPF_MAP_TYPE_RINGBUF); the programs and their filters are the same.
+//!
 //! Kernel layouts come from [`psweb_ebpf::Config`], written by the loader from BTF and
 //! the tracepoint format files; the programs hold no kernel offsets of their own.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -32,19 +36,26 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 #[cfg(target_arch = "bpf")]
 mod programs {
+    #[cfg(feature = "perf-array")]
+    use aya_ebpf::maps::PerfEventArray;
+    #[cfg(not(feature = "perf-array"))]
+    use aya_ebpf::maps::RingBuf;
     use aya_ebpf::{
         helpers::{
             bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         },
         macros::{kprobe, map, tracepoint},
-        maps::{HashMap, LruHashMap, RingBuf},
+        maps::{HashMap, LruHashMap},
         programs::{ProbeContext, TracePointContext},
         EbpfContext,
     };
+    #[cfg(not(feature = "perf-array"))]
     use aya_log_ebpf::warn;
+    #[cfg(not(feature = "perf-array"))]
+    use psweb_ebpf::EVENTS_BYTES;
     use psweb_ebpf::{
-        Config, Event, EVENTS_BYTES, EVENT_EXIT, EVENT_OVERFLOW_FINAL_ACK, EVENT_OVERFLOW_SYN,
-        IPPROTO_TCP, MAX_WATCHED_PIDS, MAX_WATCHED_PORTS, NO_FIELD, TCP_LISTEN,
+        Config, Event, EVENT_EXIT, EVENT_OVERFLOW_FINAL_ACK, EVENT_OVERFLOW_SYN, IPPROTO_TCP,
+        MAX_WATCHED_PIDS, MAX_WATCHED_PORTS, NO_FIELD, TCP_LISTEN,
     };
 
     /// Written by the loader before load (`EbpfLoader::override_global`); read-only here.
@@ -68,8 +79,14 @@ mod programs {
     static OVERFLOW_LAST: LruHashMap<u32, u64> =
         LruHashMap::with_max_entries(2 * MAX_WATCHED_PORTS, 0);
 
+    #[cfg(not(feature = "perf-array"))]
     #[map(name = "EVENTS")]
     static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+    /// One perf buffer per CPU; the loader sizes it to the CPU count.
+    #[cfg(feature = "perf-array")]
+    #[map(name = "EVENTS")]
+    static EVENTS: PerfEventArray<Event> = PerfEventArray::new(0);
 
     /// Reads a `T` at `base + off` in kernel memory.
     #[inline(always)]
@@ -98,6 +115,14 @@ mod programs {
         unsafe { ctx.read_at::<T>(off as usize) }.ok()
     }
 
+    #[cfg(feature = "perf-array")]
+    #[inline(always)]
+    fn emit<C: EbpfContext>(ctx: &C, ev: Event) {
+        // A full per-CPU buffer counts the loss, which the reader reports.
+        EVENTS.output(ctx, ev, 0);
+    }
+
+    #[cfg(not(feature = "perf-array"))]
     #[inline(always)]
     fn emit<C: EbpfContext>(ctx: &C, ev: Event) {
         match EVENTS.reserve::<Event>(0) {

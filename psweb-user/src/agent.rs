@@ -37,6 +37,8 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Where the eBPF object is (default: [`ebpf::locate_object`]).
     pub bpf_object: Option<PathBuf>,
+    /// Ring buffer or perf event array (default: whichever the kernel has).
+    pub bpf_transport: ebpf::TransportChoice,
     pub log: Arc<Logger>,
 }
 
@@ -203,8 +205,13 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (ktx, mut krx) = mpsc::unbounded_channel::<KernelEvent>();
     let wanted = opts.evidence.unwrap_or(pfile.globals.evidence);
-    let (mode, mut kernel, load_report) =
-        choose_mode(wanted, opts.bpf_object.as_deref(), ktx, &log)?;
+    let (mode, mut kernel, load_report) = choose_mode(
+        wanted,
+        opts.bpf_object.as_deref(),
+        opts.bpf_transport,
+        ktx,
+        &log,
+    )?;
 
     // Accept-queue evidence for every stall-check port: from the kernel program where
     // it serves the SYN path, else from sock_diag polling.
@@ -637,6 +644,7 @@ fn release_freed_memory() {
 fn choose_mode(
     wanted: EvidenceMode,
     object: Option<&std::path::Path>,
+    transport: ebpf::TransportChoice,
     ktx: mpsc::UnboundedSender<KernelEvent>,
     log: &Logger,
 ) -> Result<(Mode, Option<KernelEvidence>, Option<LoadReport>), String> {
@@ -653,7 +661,7 @@ fn choose_mode(
         None => {
             Err("no eBPF object found (set PSWEB_BPF_OBJECT or install psweb.bpf.o)".to_string())
         }
-        Some(path) => KernelEvidence::load(&path)
+        Some(path) => KernelEvidence::load_with(&path, transport)
             .map_err(|e| e.to_string())
             .and_then(|(mut k, report)| {
                 k.spawn_reader(ktx).map_err(|e| e.to_string())?;
@@ -669,9 +677,10 @@ fn choose_mode(
                 .map(|(what, hook)| format!("{what}: {hook}"))
                 .collect();
             log.info(&format!(
-                "eBPF loaded in {} us ({})",
+                "eBPF loaded in {} us ({}) events through the {}",
                 report.load_attach.as_micros(),
-                hooks.join("; ")
+                hooks.join("; "),
+                report.transport.name()
             ));
             for (what, why) in &report.unavailable {
                 log.warn(&format!("eBPF: no hook for {what}: {why}"));
@@ -1267,6 +1276,8 @@ fn kernel_view(
     }
     KernelView {
         death_evidence: mode.name().to_string(),
+        transport: report.map_or("none", |r| r.transport.name()).to_string(),
+        btf: ebpf::btf_present(),
         load_attach_us: report
             .map(|r| u64::try_from(r.load_attach.as_micros()).unwrap_or(u64::MAX)),
         hooks,

@@ -32,6 +32,15 @@ pub struct PcheckArgs {
     /// The eBPF object to load (default: psweb.bpf.o next to pcheck, then /usr/lib/psweb).
     #[arg(long, value_name = "PATH")]
     pub bpf_object: Option<PathBuf>,
+    /// How kernel events reach pcheck: auto (the ring buffer where the kernel has one,
+    /// else a perf event array), ring-buffer, or perf-array (psweb-perf.bpf.o, beside
+    /// the ring-buffer object).
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|ring-buffer|perf-array"
+    )]
+    pub bpf_transport: crate::sense::ebpf::TransportChoice,
     /// Do not copy log lines to stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -14,24 +14,48 @@ const PINNED_NIGHTLY_DATED: &str = "nightly-2026-05-20";
 const EBPF_PACKAGE: &str = "psweb-ebpf";
 const EBPF_BIN: &str = "psweb";
 const BPF_TARGET: &str = "bpfel-unknown-none";
-/// Name of the object next to the userspace binaries.
+/// Name of the object next to the userspace binaries (events through a ring buffer).
 pub const OBJECT_NAME: &str = "psweb.bpf.o";
+/// The same programs reporting through a perf event array, for kernels without
+/// BPF_MAP_TYPE_RINGBUF; pcheck picks one of the two at load time.
+pub const PERF_OBJECT_NAME: &str = "psweb-perf.bpf.o";
 
-/// Builds the eBPF object and copies it next to the userspace binaries as
-/// `target/debug/psweb.bpf.o` and `target/release/psweb.bpf.o`. Returns the path for
-/// the requested profile. The eBPF side is always built optimised (the verifier
-/// rejects unoptimised code); `release` only chooses which copy's path is returned.
+/// Builds the two eBPF objects (ring buffer, perf event array) and copies them next
+/// to the userspace binaries as `target/{debug,release}/psweb.bpf.o` and
+/// `psweb-perf.bpf.o`. Returns the ring-buffer object's path for the requested profile
+/// (the perf one is its sibling). The eBPF side is always built optimised (the
+/// verifier rejects unoptimised code); `release` only chooses which copy's path is
+/// returned.
 pub fn build(release: bool) -> Result<PathBuf, String> {
     let root = workspace_root()?;
     let toolchain = nightly_toolchain()?;
     let llvm_major = llvm_major(&toolchain)?;
     ensure_rust_src(&toolchain)?;
     let linker = ensure_bpf_linker(llvm_major)?;
+    build_variant(
+        &root,
+        &toolchain,
+        &linker,
+        &["--no-default-features", "--features", "perf-array"],
+        PERF_OBJECT_NAME,
+        release,
+    )?;
+    build_variant(&root, &toolchain, &linker, &[], OBJECT_NAME, release)
+}
 
-    eprintln!("xtask: building the eBPF object ({EBPF_PACKAGE}, {toolchain}, {BPF_TARGET})");
+/// One `cargo build` of the eBPF crate with `features`, copied as `name`.
+fn build_variant(
+    root: &Path,
+    toolchain: &str,
+    linker: &Path,
+    features: &[&str],
+    name: &str,
+    release: bool,
+) -> Result<PathBuf, String> {
+    eprintln!("xtask: building the eBPF object {name} ({EBPF_PACKAGE} {features:?}, {toolchain}, {BPF_TARGET})");
     let mut cmd = Command::new("rustup");
-    cmd.current_dir(&root)
-        .args(["run", &toolchain, "cargo", "build", "-Z", "build-std=core"])
+    cmd.current_dir(root)
+        .args(["run", toolchain, "cargo", "build", "-Z", "build-std=core"])
         .args([
             "--target",
             BPF_TARGET,
@@ -39,7 +63,8 @@ pub fn build(release: bool) -> Result<PathBuf, String> {
             "-p",
             EBPF_PACKAGE,
             "--bins",
-        ]);
+        ])
+        .args(features);
     // The outer `cargo run` (stable) exports variables that would pin the inner build
     // to stable or to its flags.
     for var in [
@@ -64,7 +89,7 @@ pub fn build(release: bool) -> Result<PathBuf, String> {
     }
     run(&mut cmd, "building the eBPF object")?;
 
-    let target_dir = target_dir(&root);
+    let target_dir = target_dir(root);
     let built = target_dir.join(BPF_TARGET).join("release").join(EBPF_BIN);
     if !built.is_file() {
         return Err(format!(
@@ -77,7 +102,7 @@ pub fn build(release: bool) -> Result<PathBuf, String> {
         let dir = target_dir.join(profile);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let dest = dir.join(OBJECT_NAME);
+        let dest = dir.join(name);
         std::fs::copy(&built, &dest)
             .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
         if (profile == "release") == release {

@@ -50,6 +50,14 @@ pub struct Response {
 pub struct KernelView {
     /// Death evidence in use: ebpf, pidfd or procfs.
     pub death_evidence: String,
+    /// How kernel events reach pcheck: "ring buffer", "perf array", or "none" when
+    /// the eBPF programs are not loaded.
+    #[serde(default)]
+    pub transport: String,
+    /// Whether the kernel publishes its BTF (/sys/kernel/btf/vmlinux); without it the
+    /// eBPF programs cannot be loaded.
+    #[serde(default)]
+    pub btf: bool,
     /// Load + attach time of the eBPF programs, when loaded.
     pub load_attach_us: Option<u64>,
     /// (evidence kind, what serves it).
@@ -81,6 +89,8 @@ impl KernelView {
         let mut s = String::new();
         let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<21}= {v}\n"));
         line("death_evidence", &self.death_evidence);
+        line("transport", &self.transport);
+        line("btf", if self.btf { "present" } else { "absent" });
         if let Some(us) = self.load_attach_us {
             line("load_attach", &format!("{:.1} ms", us as f64 / 1000.0));
         }

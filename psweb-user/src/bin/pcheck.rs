@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         evidence: args.evidence,
         poll_interval: args.poll_interval,
         bpf_object: args.bpf_object,
+        bpf_transport: args.bpf_transport,
         log: Arc::clone(&log),
     };
     match rt.block_on(agent::run(opts)) {

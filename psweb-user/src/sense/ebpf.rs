@@ -7,13 +7,18 @@
 //! reads them from the kernel's BTF (`/sys/kernel/btf/vmlinux`) and from the tracepoints'
 //! `format` files, and writes them into the programs' read-only data before loading.
 //! A hook the running kernel lacks is skipped and reported in [`LoadReport`].
+//!
+//! Events come through a ring buffer (`psweb.bpf.o`), or, on kernels without
+//! BPF_MAP_TYPE_RINGBUF, through a perf event array (`psweb-perf.bpf.o`, the same
+//! programs built with the `perf-array` feature; read in [`super::perf_events`]):
+//! [`Transport`] is chosen at load by probing the kernel, or forced.
 
 use std::collections::HashMap as StdHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, MapType, PerfEventArray, RingBuf};
 use aya::programs::{KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader, Pod};
 use psweb_ebpf::{
@@ -27,6 +32,88 @@ use tokio::io::unix::AsyncFd;
 pub const EVIDENCE_EXIT: &str = "process exit";
 pub const EVIDENCE_OVERFLOW_FINAL_ACK: &str = "accept-queue overflow (final ACK)";
 pub const EVIDENCE_OVERFLOW_SYN: &str = "accept-queue overflow (SYN)";
+
+/// File name of the perf-event-array object, beside the ring-buffer one.
+pub const PERF_OBJECT_NAME: &str = "psweb-perf.bpf.o";
+
+/// How the kernel program's events reach userspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// BPF_MAP_TYPE_RINGBUF (Linux 5.8+): one buffer shared by all CPUs.
+    #[default]
+    RingBuffer,
+    /// BPF_MAP_TYPE_PERF_EVENT_ARRAY: one perf buffer per CPU (any eBPF kernel).
+    PerfArray,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::RingBuffer => "ring buffer",
+            Transport::PerfArray => "perf array",
+        }
+    }
+}
+
+/// Which transport to load: `Auto` uses the ring buffer where the kernel has it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportChoice {
+    #[default]
+    Auto,
+    RingBuffer,
+    PerfArray,
+}
+
+impl std::str::FromStr for TransportChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(TransportChoice::Auto),
+            "ring-buffer" | "ringbuf" => Ok(TransportChoice::RingBuffer),
+            "perf-array" | "perf" => Ok(TransportChoice::PerfArray),
+            other => Err(format!(
+                "unknown eBPF transport {other:?} (auto, ring-buffer or perf-array)"
+            )),
+        }
+    }
+}
+
+/// The transport for `choice` on a kernel that has (or lacks) the ring buffer.
+pub fn pick_transport(choice: TransportChoice, kernel_has_ringbuf: bool) -> Transport {
+    match choice {
+        TransportChoice::RingBuffer => Transport::RingBuffer,
+        TransportChoice::PerfArray => Transport::PerfArray,
+        TransportChoice::Auto if kernel_has_ringbuf => Transport::RingBuffer,
+        TransportChoice::Auto => Transport::PerfArray,
+    }
+}
+
+/// Whether the running kernel can create a BPF_MAP_TYPE_RINGBUF. A probe that fails
+/// unexpectedly counts as "yes": loading the ring-buffer object then says why it fails.
+pub fn kernel_has_ringbuf() -> bool {
+    match aya::sys::is_map_supported(MapType::RingBuf) {
+        Ok(yes) => yes,
+        Err(e) => {
+            log::debug!("probing for BPF_MAP_TYPE_RINGBUF failed: {e}");
+            true
+        }
+    }
+}
+
+/// Whether the kernel publishes its BTF (`/sys/kernel/btf/vmlinux`), which the loader
+/// needs to find structure offsets.
+pub fn btf_present() -> bool {
+    Path::new(VMLINUX_BTF).exists()
+}
+
+/// The object for `transport`, given the ring-buffer object's path: the perf one is
+/// its sibling [`PERF_OBJECT_NAME`].
+pub fn object_for(ring_object: &Path, transport: Transport) -> PathBuf {
+    match transport {
+        Transport::RingBuffer => ring_object.to_path_buf(),
+        Transport::PerfArray => ring_object.with_file_name(PERF_OBJECT_NAME),
+    }
+}
 
 /// How a watched listener's accept queue was seen to overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +171,8 @@ pub struct LoadReport {
     pub hooks: Vec<(String, String)>,
     /// (evidence kind, why it is missing and what replaces it) for every skipped hook.
     pub unavailable: Vec<(String, String)>,
+    /// How the events reach userspace.
+    pub transport: Transport,
 }
 
 impl LoadReport {
@@ -99,11 +188,17 @@ impl LoadReport {
 pub struct KernelEvidence {
     pids: BpfHashMap<MapData, u32, u8>,
     ports: BpfHashMap<MapData, u16, u8>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<Events>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Owns the programs and their links; declared last so it is dropped last.
     _ebpf: Ebpf,
+}
+
+/// The events map, as the transport reads it.
+enum Events {
+    Ring(RingBuf<MapData>),
+    Perf(PerfEventArray<MapData>),
 }
 
 impl Drop for KernelEvidence {
@@ -124,9 +219,22 @@ unsafe impl Pod for PodConfig {}
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 impl KernelEvidence {
-    /// Loads `object` (see [`locate_object`]) and attaches its programs.
+    /// Loads `object` (see [`locate_object`]) or, where the kernel has no ring buffer,
+    /// its perf-array sibling, and attaches its programs.
     pub fn load(object: &Path) -> Result<(Self, LoadReport), EbpfError> {
+        Self::load_with(object, TransportChoice::Auto)
+    }
+
+    /// As [`KernelEvidence::load`], with the transport chosen by `choice`
+    /// (`object` is always the ring-buffer object's path).
+    pub fn load_with(
+        object: &Path,
+        choice: TransportChoice,
+    ) -> Result<(Self, LoadReport), EbpfError> {
         let started = Instant::now();
+        let has_ringbuf = choice != TransportChoice::Auto || kernel_has_ringbuf();
+        let transport = pick_transport(choice, has_ringbuf);
+        let object = &object_for(object, transport);
         let tracefs = ensure_tracefs()?;
         let btf = KernelBtf::read(Path::new(VMLINUX_BTF))?;
         let plan = plan(&btf, &tracefs)?;
@@ -185,9 +293,18 @@ impl KernelEvidence {
         let ports = take_map(&mut ebpf, MAP_WATCHED_PORTS)?
             .try_into()
             .map_err(|e: MapError| EbpfError::Load(format!("map {MAP_WATCHED_PORTS}: {e}")))?;
-        let events = take_map(&mut ebpf, MAP_EVENTS)?
-            .try_into()
-            .map_err(|e: MapError| EbpfError::Load(format!("map {MAP_EVENTS}: {e}")))?;
+        let events_map = take_map(&mut ebpf, MAP_EVENTS)?;
+        let events = match transport {
+            Transport::RingBuffer => events_map.try_into().map(Events::Ring),
+            Transport::PerfArray => events_map.try_into().map(Events::Perf),
+        }
+        .map_err(|e: MapError| {
+            EbpfError::Load(format!(
+                "map {MAP_EVENTS} of {} is not a {}: {e}",
+                object.display(),
+                transport.name()
+            ))
+        })?;
         // eBPF-side diagnostics (aya-log): cheap (one ring buffer), optional.
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
@@ -207,6 +324,7 @@ impl KernelEvidence {
             load_attach,
             hooks,
             unavailable,
+            transport,
         };
         Ok((
             KernelEvidence {
@@ -264,10 +382,20 @@ impl KernelEvidence {
             EbpfError::Reader("spawn_reader must be called inside a tokio runtime".into())
         })?;
         let _entered = rt.enter();
-        let ring = self
-            .events
-            .take()
-            .ok_or_else(|| EbpfError::Reader("the ring-buffer reader is already running".into()))?;
+        let ring = match self.events.take() {
+            None => {
+                return Err(EbpfError::Reader(
+                    "the event reader is already running".into(),
+                ))
+            }
+            Some(Events::Perf(array)) => {
+                let tasks = super::perf_events::spawn(array, tx, &rt)?;
+                self.tasks.extend(tasks);
+                self.spawn_logger(&rt);
+                return Ok(());
+            }
+            Some(Events::Ring(ring)) => ring,
+        };
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long
         // as the AsyncFd owns the RingBuf.
         let mut fd =
@@ -303,8 +431,13 @@ impl KernelEvidence {
                 }
             }
         }));
-        // eBPF-side diagnostics in their own task: a malformed log record cannot stop
-        // the evidence.
+        self.spawn_logger(&rt);
+        Ok(())
+    }
+
+    /// eBPF-side diagnostics in their own task: a malformed log record cannot stop
+    /// the evidence.
+    fn spawn_logger(&mut self, rt: &tokio::runtime::Handle) {
         if let Some(logger) = self.logger.take() {
             // SAFETY: as above, the logger owns its ring buffer's fd.
             match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
@@ -318,7 +451,6 @@ impl KernelEvidence {
                 Err(e) => log::debug!("eBPF logs not read: {e}"),
             }
         }
-        Ok(())
     }
 }
 
@@ -338,7 +470,9 @@ fn drain(
     Some(got)
 }
 
-fn decode(buf: &[u8]) -> Option<KernelEvent> {
+/// One event from its bytes as either transport delivers them (a perf sample may
+/// carry padding after the [`Event`]). None for a short or unknown record.
+pub fn decode(buf: &[u8]) -> Option<KernelEvent> {
     if buf.len() < std::mem::size_of::<Event>() {
         log::warn!(
             "eBPF ring buffer: short record of {} bytes ignored",
@@ -1102,6 +1236,49 @@ mod tests {
                 tgid: 7,
                 exit_code: 9,
                 ktime_ns: 5
+            })
+        );
+    }
+
+    #[test]
+    fn transport_follows_the_kernel_unless_forced() {
+        use TransportChoice as C;
+        assert_eq!(pick_transport(C::Auto, true), Transport::RingBuffer);
+        assert_eq!(pick_transport(C::Auto, false), Transport::PerfArray);
+        assert_eq!(pick_transport(C::PerfArray, true), Transport::PerfArray);
+        assert_eq!(pick_transport(C::RingBuffer, false), Transport::RingBuffer);
+        assert_eq!("perf-array".parse(), Ok(C::PerfArray));
+        assert_eq!("ring-buffer".parse(), Ok(C::RingBuffer));
+        assert!("pipe".parse::<C>().is_err());
+        let ring = Path::new("/usr/lib/psweb/psweb.bpf.o");
+        assert_eq!(object_for(ring, Transport::RingBuffer), ring);
+        assert_eq!(
+            object_for(ring, Transport::PerfArray),
+            Path::new("/usr/lib/psweb/psweb-perf.bpf.o")
+        );
+    }
+
+    #[test]
+    fn decode_accepts_a_padded_perf_sample() {
+        let ev = Event {
+            kind: EVENT_OVERFLOW_SYN,
+            port: 8080,
+            backlog: 2,
+            max_backlog: 1,
+            ktime_ns: 11,
+            ..Event::default()
+        };
+        let bytes: [u8; std::mem::size_of::<Event>()] = unsafe { std::mem::transmute(ev) };
+        let mut padded = bytes.to_vec();
+        padded.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            decode(&padded),
+            Some(KernelEvent::Overflow {
+                port: 8080,
+                path: OverflowPath::Syn,
+                backlog: 2,
+                max_backlog: 1,
+                ktime_ns: 11
             })
         );
     }

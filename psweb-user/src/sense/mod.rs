@@ -3,9 +3,11 @@
 //! - `procfs`: process identity (pid + start time), zombie state, adoption by pidfile
 //!   or by executable, the processes of a service (session / process group).
 //! - `pidfd`: a watched process held by pidfd; readable the moment it exits.
-//! - `ebpf`: the kernel's own exit and accept-queue-overflow events.
+//! - `ebpf`: the kernel's own exit and accept-queue-overflow events, through a ring
+//!   buffer or (`perf_events`) a perf event array.
 
 pub mod ebpf;
+mod perf_events;
 pub mod pidfd;
 pub mod procfs;
 pub mod sockdiag;
