@@ -1,9 +1,10 @@
 //! A wall-clock jump must never cause or hide a stall (SPEC 3.2; the seed warns that
 //! changing the date during monitoring makes its stall judgement misfire).
 //!
-//! This moves CLOCK_REALTIME a day forward and back while probes are failing, so it
-//! lives in its own test binary (no other test runs beside it) and always puts the
-//! clock back, also when it fails.
+//! This moves CLOCK_REALTIME a day forward and back while probes are failing, which
+//! every other program on the machine would see, so `cargo test` leaves this binary
+//! out (`test = false`): `cargo xtask vmtest` runs it inside a VM, where the jump
+//! touches nothing else. It always puts the clock back, also when it fails.
 
 mod common;
 use common::*;

@@ -24,9 +24,9 @@ pub fn run(_args: &[String]) -> Result<(), String> {
             "--test",
             "e2e_faults",
         ])
+        // Fault 9 (a wall-clock jump) runs inside `cargo xtask vmtest`'s VM only: it
+        // moves CLOCK_REALTIME for the whole machine.
         .args([
-            "--test",
-            "e2e_clock",
             "--test",
             "e2e_padmin",
             "--test",
@@ -58,11 +58,13 @@ pub fn run(_args: &[String]) -> Result<(), String> {
         );
     }
     let missing: Vec<u32> = (1..=14)
+        .filter(|n| *n != 9)
         .filter(|n| !rows.iter().any(|r| r[0] == n.to_string()))
         .collect();
     if !missing.is_empty() {
         println!("not run or not passed (see cargo test): {missing:?}");
     }
+    println!(" 9  wall clock a day forward and back: run by `cargo xtask vmtest` in a VM (docs/kernels.md)");
     let json: Vec<String> = rows
         .iter()
         .map(|r| {

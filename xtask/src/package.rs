@@ -187,6 +187,7 @@ fn expected_files(root: &Path) -> Result<BTreeSet<String>, String> {
         "/usr/bin/pcheck",
         "/usr/bin/padmin",
         "/usr/lib/psweb/psweb.bpf.o",
+        "/usr/lib/psweb/psweb-perf.bpf.o",
         "/usr/lib/systemd/system/pcheck@.service",
         "/usr/share/man/man8/pcheck.8.gz",
         "/usr/share/man/man8/padmin.8.gz",
@@ -367,14 +368,17 @@ fn check_contents(rpm: &Path, dir: &Path) -> Result<(), String> {
         }
     }
 
-    let obj = tree.join("usr/lib/psweb/psweb.bpf.o");
-    let bytes = std::fs::read(&obj).map_err(|e| format!("{}: {e}", obj.display()))?;
-    let elf = Elf::parse(&bytes).map_err(|e| format!("{}: {e}", obj.display()))?;
-    if elf.machine != 247 {
-        return Err(format!(
-            "psweb.bpf.o is not a BPF object (e_machine {})",
-            elf.machine
-        ));
+    // Both transports' objects: ring buffer, and perf event array for older kernels.
+    for name in [crate::ebpf::OBJECT_NAME, crate::ebpf::PERF_OBJECT_NAME] {
+        let obj = tree.join("usr/lib/psweb").join(name);
+        let bytes = std::fs::read(&obj).map_err(|e| format!("{}: {e}", obj.display()))?;
+        let elf = Elf::parse(&bytes).map_err(|e| format!("{}: {e}", obj.display()))?;
+        if elf.machine != 247 {
+            return Err(format!(
+                "{name} is not a BPF object (e_machine {})",
+                elf.machine
+            ));
+        }
     }
 
     // The packaged pcheck accepts every packaged template (their scripts pointed at

@@ -1,18 +1,24 @@
-//! `cargo xtask vmtest`: the eBPF path on other kernels (issue 9).
+//! `cargo xtask vmtest`: the eBPF path on the fleet's kernels.
 //!
-//! Boots Debian's packaged Linux 6.1 (`linux-image-6.1.*-cloud-amd64`, the Amazon
-//! Linux 2023 family) under qemu — KVM when /dev/kvm works, plain emulation otherwise —
-//! with an initramfs holding busybox, the built binaries (pcheck, padmin,
-//! psweb-demo-httpd, psweb.bpf.o, the e2e_ebpf test binary) and the glibc libraries
-//! they need (ldd). The init script runs the scenarios and prints one line per result,
-//! `VMTEST|<kernel>|<scenario>|<PASS|FAIL|INFO>|<hook>|<time>|<detail>`, then powers
-//! off. The same scenario script then runs on this host (its own kernel, no VM).
-//! Prints a table per kernel and writes it to docs/kernels.md.
+//! Boots Debian's packaged cloud kernels under qemu — bullseye's 5.10 (the Amazon
+//! Linux 2 family), bookworm's 6.1 (Amazon Linux 2023) and trixie's 6.12 — all at
+//! once, KVM when /dev/kvm works, plain emulation otherwise. Each VM gets an initramfs
+//! holding busybox, the built binaries (pcheck, padmin, psweb-demo-httpd, both eBPF
+//! objects, the e2e_ebpf and e2e_clock test binaries), the glibc libraries they need
+//! (ldd) and that kernel's inet_diag/tcp_diag modules (`.ko`, or `.ko.xz` unpacked
+//! here). Its /init runs `vmtest_scenarios.sh` once per eBPF transport (ring buffer,
+//! perf array), once with the kernel's BTF hidden, and (on 6.1) the wall-clock jump
+//! test, which must not run on a shared host. Every result is a line
+//! `VMTEST|<kernel>|<scenario>|<PASS|FAIL|N/A|INFO>|<hook>|<time>|<detail>`. The same
+//! script then runs on this host (both transports; nothing that changes the host).
+//! Prints the results, writes them to docs/kernels.md, and returns them as [`Row`]s.
 //!
-//! Artifacts are cached under target/vmtest/ (the kernel is downloaded once with
-//! `apt-get download` and only its vmlinuz is kept; it is never installed on the host).
+//! The kernels are downloaded once with `apt-get download` through a private apt
+//! configuration under target/vmtest/apt/ (the machine's apt sources are not touched)
+//! and only their vmlinuz and two modules are kept; nothing is installed on the host.
 //!
-//! Options: `--no-host` skips the host run; `--timeout SECS` bounds the VM (default 300).
+//! Options: `--no-host` skips the host run; `--timeout SECS` bounds each VM (default
+//! 300); `--kernel SERIES` (repeatable: 5.10, 6.1, 6.12) boots only those.
 
 use crate::util::{root, sh};
 use std::collections::BTreeSet;
@@ -21,171 +27,107 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Port the demo server listens on inside the VM, and on the host run.
+/// The scenarios (busybox sh), run in each VM and on the host.
+const SCENARIOS: &str = include_str!("vmtest_scenarios.sh");
+
+/// Ports the demo servers listen on inside the VMs, and on the host run; each run of
+/// the scenarios uses its port and the next one.
 const VM_PORT: u16 = 8080;
 const HOST_PORT: u16 = 47311;
 
-/// The scenarios, run by `busybox sh` as root: inside the VM from /init, and on the host.
-/// Arguments: KERNEL BIN WORK PORT.
-const SCENARIOS: &str = r#"#!/bin/sh
-K="$1"; BIN="$2"; W="$3"; PORT="$4"
-say() { echo "VMTEST|$K|$1|$2|$3|$4|$(echo "$5" | tr '|\r\n' '/  ')"; }
-now_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
-# wait_for PATTERN TENTHS: grep -E the pcheck log until PATTERN shows up.
-wait_for() {
-    n=0
-    while [ "$n" -lt "$2" ]; do
-        grep -Eq "$1" "$W/pcheck.log" 2>/dev/null && return 0
-        sleep 0.1; n=$((n + 1))
-    done
-    return 1
+/// The transports every scenario runs with (pcheck's --bpf-transport).
+const TRANSPORTS: &[&str] = &["ring-buffer", "perf-array"];
+
+/// A Debian kernel to boot: its suite, and the package names of its series.
+struct KernelSpec {
+    /// "5.10", "6.1", "6.12": the series, and the name of its cache directory.
+    series: &'static str,
+    suite: &'static str,
+    /// `apt-cache search --names-only` pattern of the image packages.
+    pattern: &'static str,
+    /// The package name up to the number that orders its versions.
+    prefix: &'static str,
+    /// Whether this VM also runs the wall-clock jump test (one kernel is enough).
+    clock_test: bool,
 }
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-rm -rf "$W"; mkdir -p "$W/run" "$W/state"; chmod 755 "$W"
-cat > "$W/demo.rc" <<EOF
-#!/bin/sh
-exec $BIN/psweb-demo-httpd --port $PORT --workers 2 --backlog 1 --pidfile $W/demo.pid --daemon
-EOF
-chmod 755 "$W/demo.rc"
-cat > "$W/pfile" <<EOF
-retry_over_action = continue
-restart_timeout = 10s
-$BIN/psweb-demo-httpd $W/demo.rc 3 pidfile=$W/demo.pid retry_delay=500ms
-_bi_webserv {
-    PS_INIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0
-    PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:10:0:2:30:$PORT
-    PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:-:1:0
-    PS_QUIT    DLL:/opt/HA/PSWE/lib/lib_bi_webserv.so:DIRECT:-:::0
+
+const KERNELS: &[KernelSpec] = &[
+    KernelSpec {
+        series: "5.10",
+        suite: "bullseye",
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64$",
+        prefix: "linux-image-5.10.0-",
+        clock_test: false,
+    },
+    KernelSpec {
+        series: "6.1",
+        suite: "bookworm",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
+        prefix: "linux-image-6.1.0-",
+        clock_test: true,
+    },
+    KernelSpec {
+        series: "6.12",
+        suite: "trixie",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$",
+        prefix: "linux-image-6.12.",
+        clock_test: false,
+    },
+];
+
+/// The Debian mirror the kernels come from ($PSWEB_VMTEST_MIRROR overrides it).
+const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// One result: a scenario on a kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Kernel release (`uname -r`), with " (host)" for the build host's own.
+    pub kernel: String,
+    /// Scenario, with its transport in brackets: "exit [perf-array]".
+    pub scenario: String,
+    pub result: Outcome,
+    /// Why (N/A, FAIL) or what was seen (PASS).
+    pub detail: String,
 }
-EOF
-say start INFO - - "$(uname -r) $(uname -m)"
 
-# 1. load + attach (the loader's LoadReport, as pcheck logs it)
-PSWEB_RUN_DIR="$W/run" PSWEB_STATE_DIR="$W/state" "$BIN/pcheck" -f "$W/pfile" --evidence ebpf \
-    --bpf-object "$BIN/psweb.bpf.o" --syslog none --journal none > "$W/pcheck.log" 2>&1 &
-PC=$!
-if wait_for "eBPF loaded in|pcheck started|rror" 150 && grep -q "eBPF loaded in" "$W/pcheck.log"; then
-    line=$(grep -m1 "eBPF loaded in" "$W/pcheck.log")
-    us=$(echo "$line" | sed 's/.*eBPF loaded in \([0-9]*\) us.*/\1/')
-    hooks=$(echo "$line" | sed 's/.*eBPF loaded in [0-9]* us (\(.*\))[^)]*$/\1/')
-    say load PASS - "$us us" "$hooks"
-else
-    say load FAIL - - "$(tail -n 5 "$W/pcheck.log")"
-fi
-grep "eBPF: no hook for" "$W/pcheck.log" | while read -r l; do
-    say unavailable INFO - - "${l#*no hook for }"
-done
-grep "sock_diag polling" "$W/pcheck.log" | head -n 1 | while read -r l; do
-    say fallback INFO "sock_diag polling" - "${l#*: }"
-done
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// The scenario cannot apply to this kernel (the detail says why).
+    NotApplicable,
+    Fail,
+    /// Not run at all (no root).
+    Skipped,
+}
 
-# 2. a watched process killed -> exit event from the kernel program
-n=0; pid=""
-while [ "$n" -lt 100 ]; do
-    pid=$(cat "$W/demo.pid" 2>/dev/null)
-    alive "$pid" && break
-    sleep 0.1; n=$((n + 1))
-done
-if alive "$pid"; then
-    sleep 0.5
-    t0=$(now_cs)
-    kill -9 "$pid"
-    if wait_for "Process Down: .*pid= $pid .*evidence: ebpf" 100; then
-        t1=$(now_cs)
-        say exit PASS "ebpf (sched_process_exit)" "<= $(( (t1 - t0) * 10 )) ms to the log" \
-            "$(grep -m1 "Process Down: .*pid= $pid " "$W/pcheck.log" | sed 's/.*Process Down/Process Down/')"
-    else
-        say exit FAIL - - "$(grep -m1 "Process Down: .*pid= $pid " "$W/pcheck.log" || tail -n 3 "$W/pcheck.log")"
-    fi
-else
-    say exit FAIL - - "the demo server never started: $(tail -n 3 "$W/pcheck.log")"
-fi
+impl Outcome {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PASS" => Some(Outcome::Pass),
+            "N/A" => Some(Outcome::NotApplicable),
+            "FAIL" => Some(Outcome::Fail),
+            _ => None,
+        }
+    }
+}
 
-# 3. a filled accept queue on the watched port -> overflow evidence, hook named
-n=0; new=""
-while [ "$n" -lt 150 ]; do
-    new=$(cat "$W/demo.pid" 2>/dev/null)
-    [ "$new" != "$pid" ] && alive "$new" && break
-    sleep 0.1; n=$((n + 1))
-done
-if alive "$new" && [ "$new" != "$pid" ]; then
-    say restart PASS - - "pid $pid -> $new"
-    sleep 1
-    # The demo server leads its own process group: stop it and its workers.
-    kill -STOP -"$new" 2>/dev/null || kill -STOP "$new"
-    NCS=""
-    t0=$(now_cs)
-    for i in 1 2 3 4 5 6; do
-        busybox nc 127.0.0.1 "$PORT" < /dev/null > /dev/null 2>&1 &
-        NCS="$NCS $!"
-    done
-    if wait_for "Accept Queue (Overflow|Full): port= $PORT " 100; then
-        t1=$(now_cs)
-        line=$(grep -E -m1 "Accept Queue (Overflow|Full): port= $PORT " "$W/pcheck.log")
-        hook=$(echo "$line" | sed 's/.*(evidence: \(.*\))[^)]*$/\1/')
-        say overflow PASS "$hook" "<= $(( (t1 - t0) * 10 )) ms to the log" "$(echo "$line" | sed 's/.*Accept Queue/Accept Queue/')"
-    else
-        say overflow FAIL - - "no Accept Queue line: $(grep -E "Accept|accept" "$W/pcheck.log" | tail -n 2)"
-    fi
-    kill -CONT -"$new" 2>/dev/null || kill -CONT "$new"
-    for p in $NCS; do kill "$p" 2>/dev/null; done
-else
-    say restart FAIL - - "no restart after the kill: $(tail -n 3 "$W/pcheck.log")"
-    say overflow FAIL - - "skipped: no server"
-fi
-kill -TERM "$PC" 2>/dev/null; wait "$PC" 2>/dev/null
-p=$(cat "$W/demo.pid" 2>/dev/null); [ -n "$p" ] && kill -TERM -"$p" 2>/dev/null
-sleep 0.3
-
-NO_FINAL_ACK=$(grep "no hook for accept-queue overflow (final ACK)" "$W/pcheck.log")
-# 4. the e2e_ebpf tests (KernelEvidence directly), one line per test
-if [ -x "$BIN/e2e_ebpf" ]; then
-    PSWEB_BPF_OBJECT="$BIN/psweb.bpf.o" "$BIN/e2e_ebpf" --test-threads=1 > "$W/e2e.log" 2>&1
-    grep -E '^test [a-z0-9_:]+ \.\.\. ' "$W/e2e.log" | while read -r _t name _d res _rest; do
-        res=${res%,}
-        if [ "$res" = ok ]; then
-            say "e2e_ebpf::$name" PASS - - ok
-        elif [ "$res" = ignored ]; then
-            :
-        elif [ -n "$NO_FINAL_ACK" ] && { [ "$name" = final_ack_overflow_reported_as_such ] || [ "$name" = load_and_attach_under_200ms ]; }; then
-            why=$(awk -v n="$name" 'index($0, "thread '\''" n "'\''") && /panicked at/ { getline; print; exit }' "$W/e2e.log")
-            say "e2e_ebpf::$name" N/A - - "asserts the final-ACK hook (kfree_skb reason TCP_LISTEN_OVERFLOW), which this kernel lacks: $(echo "$why" | cut -c1-60)"
-        else
-            why=$(awk -v n="$name" 'index($0, "thread '\''" n "'\''") && /panicked at/ { getline; print; exit }' "$W/e2e.log")
-            say "e2e_ebpf::$name" FAIL - - "$why"
-        fi
-    done
-fi
-# The logs, for the serial console / the reader.
-sed 's/^/  pcheck| /' "$W/pcheck.log"
-[ -f "$W/e2e.log" ] && sed -n '/^failures:/,$p' "$W/e2e.log" | head -n 120 | sed 's/^/  e2e| /'
-say done INFO - - -
-"#;
-
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mkdir -p /proc /sys /dev /tmp /run
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-mount -t tracefs tracefs /sys/kernel/tracing
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mount -t bpf bpf /sys/fs/bpf
-ip link set lo up
-for m in /modules/inet_diag.ko /modules/tcp_diag.ko; do insmod "$m" || echo "VMTEST-WARN insmod $m failed"; done
-echo "VMTEST-BOOTED $(uname -r)"
-sh /psweb/scenarios.sh "$(uname -r)" /psweb /vmwork @PORT@
-echo VMTEST-END
-sync
-poweroff -f
-"#;
-
+/// `cargo xtask vmtest`: Err if any scenario failed.
 pub fn run(args: &[String]) -> Result<(), String> {
+    let rows = results(args)?;
+    let failed = rows.iter().filter(|r| r.result == Outcome::Fail).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("vmtest: {failed} scenario(s) failed (see the table)"))
+    }
+}
+
+/// Runs every scenario on every kernel and returns one row per result (INFO lines
+/// left out). Err only when the VMs could not be prepared at all.
+pub fn results(args: &[String]) -> Result<Vec<Row>, String> {
     let mut host = true;
     let mut timeout = Duration::from_secs(300);
+    let mut only: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -194,9 +136,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 let v = it.next().ok_or("--timeout needs seconds")?;
                 timeout = Duration::from_secs(v.parse().map_err(|e| format!("--timeout: {e}"))?);
             }
+            "--kernel" => only.push(it.next().ok_or("--kernel needs a series")?.clone()),
             other => {
                 return Err(format!(
-                    "vmtest: unknown argument {other:?} (--no-host, --timeout SECS)"
+                    "vmtest: unknown argument {other:?} (--no-host, --timeout SECS, --kernel SERIES)"
                 ))
             }
         }
@@ -204,85 +147,131 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     if !is_root() {
         println!("SKIPPED vmtest: needs root (apt-get, loading eBPF on the host)");
-        return Ok(());
+        return Ok(vec![Row {
+            kernel: "-".into(),
+            scenario: "vmtest".into(),
+            result: Outcome::Skipped,
+            detail: "needs root (apt-get, loading eBPF on the host)".into(),
+        }]);
     }
     ensure_tools()?;
     let dir = root().join("target/vmtest");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (kernel_name, vmlinuz) = ensure_kernel(&dir)?;
+    let specs: Vec<&KernelSpec> = KERNELS
+        .iter()
+        .filter(|k| only.is_empty() || only.iter().any(|o| o == k.series))
+        .collect();
+    let mut lines = Vec::new();
+    let mut kernels = Vec::new();
+    for spec in &specs {
+        match ensure_kernel(&dir, spec) {
+            Ok((name, vmlinuz)) => kernels.push((*spec, name, vmlinuz)),
+            Err(e) => lines.push(format!(
+                "VMTEST|{} ({})|boot|FAIL|-|-|{e}|-",
+                spec.series, spec.suite
+            )),
+        }
+    }
 
-    // Build what goes into the VM.
+    // Build what goes into the VMs.
     let obj = crate::ebpf::build(false)?;
     sh(cargo().args(["build", "-p", "psweb", "--bins"]))?;
-    let e2e = e2e_ebpf_binary();
+    let e2e = test_binary("e2e_ebpf");
     if let Err(e) = &e2e {
         eprintln!("xtask: vmtest: no e2e_ebpf test binary ({e}); its scenarios are left out");
+    }
+    let clock = test_binary("e2e_clock");
+    if let Err(e) = &clock {
+        lines.push(format!("VMTEST|-|e2e_clock|FAIL|-|-|not built: {e}|-"));
     }
     let t_build = started.elapsed();
 
     let stage = dir.join("rootfs");
-    let initrd = dir.join("initramfs-6.1.cpio");
-    build_initramfs(
-        &vmlinuz.with_file_name("modules"),
-        &stage,
-        &initrd,
-        &obj,
-        e2e.as_ref().ok(),
-    )?;
+    build_stage(&stage, &obj, e2e.as_ref().ok(), clock.as_ref().ok())?;
+    let mut boots = Vec::new();
+    for (spec, name, vmlinuz) in &kernels {
+        let initrd = dir.join(format!("initramfs-{}.cpio", spec.series));
+        set_modules(&stage, &vmlinuz.with_file_name("modules"))?;
+        write_init(&stage, spec.clock_test && clock.is_ok())?;
+        write_cpio(&stage, &initrd)?;
+        boots.push((name.clone(), vmlinuz.clone(), initrd));
+    }
     let t_initrd = started.elapsed();
 
-    let mut lines = Vec::new();
+    // The VMs run at once: most of their time is spent waiting (for restarts, verdicts,
+    // probe intervals), which overlaps.
     let vm_started = Instant::now();
-    let serial = dir.join(format!("serial-{kernel_name}.log"));
-    match boot(&vmlinuz, &initrd, &serial, timeout) {
-        Ok((accel, out)) => {
-            eprintln!(
-                "xtask: vmtest: {kernel_name} under qemu ({accel}) ran in {:.1} s; serial log {}",
-                vm_started.elapsed().as_secs_f64(),
-                serial.display()
-            );
-            lines.extend(out.lines().filter_map(|l| {
-                let l = l.trim_end_matches('\r');
-                l.find("VMTEST|").map(|i| format!("{}|{accel}", &l[i..]))
-            }));
-            if !out.contains("VMTEST-END") {
-                lines.push(format!(
-                    "VMTEST|{kernel_name}|boot|FAIL|-|-|the VM did not finish (see {})|{accel}",
+    let handles: Vec<_> = boots
+        .into_iter()
+        .map(|(name, vmlinuz, initrd)| {
+            let serial = dir.join(format!("serial-{name}.log"));
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let res = boot(&vmlinuz, &initrd, &serial, timeout);
+                (name, serial, started.elapsed(), res)
+            })
+        })
+        .collect();
+    for h in handles {
+        let Ok((name, serial, took, res)) = h.join() else {
+            lines.push("VMTEST|-|boot|FAIL|-|-|a VM thread panicked|-".into());
+            continue;
+        };
+        match res {
+            Ok((accel, out)) => {
+                eprintln!(
+                    "xtask: vmtest: {name} under qemu ({accel}) ran in {:.1} s; serial log {}",
+                    took.as_secs_f64(),
                     serial.display()
-                ));
+                );
+                lines.extend(out.lines().filter_map(|l| {
+                    let l = l.trim_end_matches('\r');
+                    l.find("VMTEST|").map(|i| format!("{}|{accel}", &l[i..]))
+                }));
+                if !out.contains("VMTEST-END") {
+                    lines.push(format!(
+                        "VMTEST|{name}|boot|FAIL|-|-|the VM did not finish in {} s (see {})|{accel}",
+                        timeout.as_secs(),
+                        serial.display()
+                    ));
+                }
             }
+            Err(e) => lines.push(format!("VMTEST|{name}|boot|FAIL|-|-|{e}|-")),
         }
-        Err(e) => lines.push(format!("VMTEST|{kernel_name}|boot|FAIL|-|-|{e}|-")),
     }
     let t_vm = vm_started.elapsed();
 
     let mut t_host = Duration::ZERO;
     if host {
         let h = Instant::now();
-        let kernel = uname_r();
-        let out = Command::new("busybox")
-            .arg("sh")
-            .arg(stage.join("psweb/scenarios.sh"))
-            .arg(format!("{kernel} (host)"))
-            .arg(stage.join("psweb"))
-            .arg(dir.join("host-work"))
-            .arg(HOST_PORT.to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run the scenarios on the host: {e}"))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        lines.extend(
-            text.lines()
-                .filter(|l| l.starts_with("VMTEST|"))
-                .map(|l| format!("{l}|host")),
-        );
+        let kernel = format!("{} (host)", uname_r());
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            let out = Command::new("busybox")
+                .arg("sh")
+                .arg(stage.join("psweb/scenarios.sh"))
+                .arg(&kernel)
+                .arg(stage.join("psweb"))
+                .arg(dir.join(format!("host-work-{t}")))
+                .arg((HOST_PORT + 10 * i as u16).to_string())
+                .arg(t)
+                .arg("host")
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("cannot run the scenarios on the host: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("VMTEST|"))
+                    .map(|l| format!("{l}|host")),
+            );
+        }
         t_host = h.elapsed();
     }
 
     let table = render(&lines);
     println!("{table}");
     let timings = format!(
-        "build {:.0} s, initramfs {:.0} s, VM {:.0} s, host {:.0} s, total {:.0} s",
+        "build {:.0} s, initramfs {:.0} s, VMs {:.0} s (at once), host {:.0} s, total {:.0} s",
         t_build.as_secs_f64(),
         (t_initrd - t_build).as_secs_f64(),
         t_vm.as_secs_f64(),
@@ -291,26 +280,33 @@ pub fn run(args: &[String]) -> Result<(), String> {
     );
     println!("xtask: vmtest: {timings}");
     let note = match kvm_choice() {
-        Ok(()) => "The VM runs under KVM.".to_string(),
+        Ok(()) => "The VMs run under KVM.".to_string(),
         Err(why) => format!(
-            "On the machine that wrote this file {why}, so the VM ran under qemu's TCG \
-             emulation: its load/attach and latency times are emulation times (roughly \
-             20x native), not the kernel's."
+            "On the machine that wrote this file {why}, so the VMs ran under qemu's TCG \
+             emulation, three at once on two cores shared with other work: their \
+             load/attach and latency times are emulation times (roughly 20x native or \
+             more), not the kernels'."
         ),
     };
     write_doc(&table, &note, &timings)?;
-    let failed: Vec<&String> = lines
+    Ok(rows_of(&lines))
+}
+
+/// The PASS / N/A / FAIL lines as rows.
+fn rows_of(lines: &[String]) -> Vec<Row> {
+    lines
         .iter()
-        .filter(|l| l.split('|').nth(3) == Some("FAIL"))
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "vmtest: {} scenario(s) failed (see the table)",
-            failed.len()
-        ))
-    }
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            let result = Outcome::parse(f.get(3)?.trim())?;
+            Some(Row {
+                kernel: f.get(1)?.trim().to_string(),
+                scenario: f.get(2)?.trim().to_string(),
+                result,
+                detail: f.get(6).map_or_else(String::new, |d| d.trim().to_string()),
+            })
+        })
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -335,7 +331,7 @@ fn uname_r() -> String {
         .unwrap_or_else(|_| "host".into())
 }
 
-/// qemu, busybox (static), cpio: installed with apt-get when missing.
+/// qemu, busybox (static), cpio, xz: installed with apt-get when missing.
 fn ensure_tools() -> Result<(), String> {
     let mut missing = Vec::new();
     if which("qemu-system-x86_64").is_none() {
@@ -346,6 +342,9 @@ fn ensure_tools() -> Result<(), String> {
     }
     if which("cpio").is_none() {
         missing.push("cpio");
+    }
+    if which("xz").is_none() {
+        missing.push("xz-utils");
     }
     if missing.is_empty() {
         return Ok(());
@@ -368,49 +367,80 @@ fn is_static(bin: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The newest `linux-image-6.1.0-N-cloud-amd64`'s vmlinuz, cached in target/vmtest/.
-/// Returns (kernel release, vmlinuz path).
-fn ensure_kernel(dir: &Path) -> Result<(String, PathBuf), String> {
-    let kdir = dir.join("kernel-6.1");
-    std::fs::create_dir_all(&kdir).map_err(|e| e.to_string())?;
-    if let Some(found) = cached_vmlinuz(&kdir) {
-        return Ok(found);
+/// apt-get / apt-cache with a private configuration under `dir`: its own sources list
+/// (the three suites), package lists and cache, so the machine's apt sources and lists
+/// stay as they are.
+fn private_apt(dir: &Path, program: &str) -> Result<Command, String> {
+    let adir = dir.join("apt");
+    for d in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
+        std::fs::create_dir_all(adir.join(d)).map_err(|e| format!("{}: {e}", adir.display()))?;
     }
-    let search = || -> Vec<String> {
-        let out = Command::new("apt-cache")
-            .args([
-                "search",
-                "--names-only",
-                r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
-            ])
-            .output();
-        let mut names: Vec<String> = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+    let mirror = std::env::var("PSWEB_VMTEST_MIRROR").unwrap_or_else(|_| MIRROR.to_string());
+    let list: String = KERNELS
+        .iter()
+        .map(|k| format!("deb {mirror} {} main\n", k.suite))
+        .collect();
+    let sources = adir.join("sources.list");
+    std::fs::write(&sources, list).map_err(|e| format!("{}: {e}", sources.display()))?;
+    let mut cmd = Command::new(program);
+    let opt = |k: &str, v: &Path| format!("{k}={}", v.display());
+    cmd.arg("-o")
+        .arg(opt("Dir::Etc::SourceList", &sources))
+        .arg("-o")
+        .arg(opt("Dir::Etc::SourceParts", &adir.join("sources.list.d")))
+        .arg("-o")
+        .arg(opt("Dir::State::Lists", &adir.join("lists")))
+        .arg("-o")
+        .arg(opt("Dir::Cache", &adir.join("cache")))
+        .args(["-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]);
+    Ok(cmd)
+}
+
+/// The newest image package of `spec`'s series in its suite (private apt lists),
+/// updating the lists once if none is known.
+fn newest_image(dir: &Path, spec: &KernelSpec) -> Result<String, String> {
+    let search = || -> Result<Vec<String>, String> {
+        let out = private_apt(dir, "apt-cache")?
+            .args(["search", "--names-only", spec.pattern])
+            .output()
+            .map_err(|e| format!("apt-cache: {e}"))?;
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next().map(str::to_string))
             .collect();
         names.sort_by_key(|n| {
-            n.trim_start_matches("linux-image-6.1.0-")
-                .split('-')
-                .next()
+            n.strip_prefix(spec.prefix)
+                .map(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>())
                 .and_then(|v| v.parse::<u32>().ok())
                 .unwrap_or(0)
         });
-        names
+        Ok(names)
     };
-    let mut names = search();
+    let mut names = search()?;
     if names.is_empty() {
-        sh(Command::new("apt-get").args(["update", "-qq"]))?;
-        names = search();
+        eprintln!("xtask: vmtest: reading the package lists of bullseye, bookworm and trixie (private apt lists under target/vmtest/apt)");
+        sh(private_apt(dir, "apt-get")?.args(["update", "-qq"]))?;
+        names = search()?;
     }
-    let pkg = names
-        .last()
-        .ok_or("apt knows no linux-image-6.1.0-*-cloud-amd64 (is bookworm in sources.list?)")?
-        .clone();
-    eprintln!("xtask: vmtest: downloading {pkg} (vmlinuz only; not installed on this host)");
-    // Not util::sh: that runs in the workspace root, and the .deb must land in kdir.
-    let st = Command::new("apt-get")
+    names.pop().ok_or_else(|| {
+        format!(
+            "{} has no package matching {} (mirror {})",
+            spec.suite, spec.pattern, MIRROR
+        )
+    })
+}
+
+/// The newest image of `spec`'s series: its vmlinuz and modules, cached in
+/// target/vmtest/kernel-<series>/. Returns (kernel release, vmlinuz path).
+fn ensure_kernel(dir: &Path, spec: &KernelSpec) -> Result<(String, PathBuf), String> {
+    let kdir = dir.join(format!("kernel-{}", spec.series));
+    std::fs::create_dir_all(&kdir).map_err(|e| e.to_string())?;
+    if let Some(found) = cached_vmlinuz(&kdir) {
+        return Ok(found);
+    }
+    let pkg = newest_image(dir, spec)?;
+    eprintln!("xtask: vmtest: downloading {pkg} from {} (vmlinuz and two modules kept; not installed on this host)", spec.suite);
+    let st = private_apt(dir, "apt-get")?
         .arg("download")
         .arg(&pkg)
         .current_dir(&kdir)
@@ -438,17 +468,39 @@ fn ensure_kernel(dir: &Path) -> Result<(String, PathBuf), String> {
         }
     }
     // sock_diag (pcheck's fallback accept-queue evidence) needs inet_diag + tcp_diag,
-    // modules in Debian's kernel: keep them for the initramfs to insmod.
+    // modules in Debian's kernels (xz-compressed from trixie on): kept uncompressed for
+    // the initramfs to insmod.
     let mdir = kdir.join("modules");
     std::fs::create_dir_all(&mdir).map_err(|e| e.to_string())?;
     for m in MODULES {
-        let found =
-            find_file(&x, &format!("{m}.ko")).ok_or_else(|| format!("{pkg} holds no {m}.ko"))?;
-        std::fs::copy(&found, mdir.join(format!("{m}.ko"))).map_err(|e| e.to_string())?;
+        let dest = mdir.join(format!("{m}.ko"));
+        if let Some(found) = find_file(&x, &format!("{m}.ko")) {
+            std::fs::copy(&found, &dest).map_err(|e| e.to_string())?;
+        } else if let Some(found) = find_file(&x, &format!("{m}.ko.xz")) {
+            unxz(&found, &dest)?;
+        } else {
+            return Err(format!("{pkg} holds no {m}.ko or {m}.ko.xz"));
+        }
     }
     let _ = std::fs::remove_dir_all(&x);
     let _ = std::fs::remove_file(&deb);
     cached_vmlinuz(&kdir).ok_or_else(|| format!("{pkg} holds no /boot/vmlinuz-*"))
+}
+
+/// `xz -dc from > to`.
+fn unxz(from: &Path, to: &Path) -> Result<(), String> {
+    let out = std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let st = Command::new("xz")
+        .arg("-dc")
+        .arg(from)
+        .stdout(out)
+        .status()
+        .map_err(|e| format!("xz: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("xz -dc {} failed ({st})", from.display()))
+    }
 }
 
 /// Kernel modules the initramfs loads, in order.
@@ -483,30 +535,24 @@ fn cached_vmlinuz(kdir: &Path) -> Option<(String, PathBuf)> {
     })
 }
 
-/// The e2e_ebpf test binary (built with `cargo test --no-run`).
-fn e2e_ebpf_binary() -> Result<PathBuf, String> {
+/// A test binary of psweb (built with `cargo test --no-run`).
+fn test_binary(name: &str) -> Result<PathBuf, String> {
     let out = cargo()
         .current_dir(root())
-        .args([
-            "test",
-            "-p",
-            "psweb",
-            "--test",
-            "e2e_ebpf",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(["test", "-p", "psweb", "--test", name, "--no-run"])
+        .arg("--message-format=json")
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let tag = format!("\"name\":\"{name}\"");
     text.lines()
-        .filter(|l| l.contains("\"name\":\"e2e_ebpf\"") && l.contains("\"executable\":\""))
+        .filter(|l| l.contains(&tag) && l.contains("\"executable\":\""))
         .find_map(|l| {
             let rest = &l[l.find("\"executable\":\"")? + 14..];
             Some(PathBuf::from(&rest[..rest.find('"')?]))
         })
-        .ok_or_else(|| "cargo test --no-run named no e2e_ebpf executable".into())
+        .ok_or_else(|| format!("cargo test --no-run named no {name} executable"))
 }
 
 fn copy(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
@@ -535,12 +581,12 @@ fn libs_of(bin: &Path, into: &mut BTreeSet<PathBuf>) {
     }
 }
 
-fn build_initramfs(
-    modules: &Path,
+/// The initramfs tree every VM shares (modules and /init are set per kernel).
+fn build_stage(
     stage: &Path,
-    out: &Path,
     obj: &Path,
     e2e: Option<&PathBuf>,
+    clock: Option<&PathBuf>,
 ) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_dir_all(stage);
@@ -553,6 +599,9 @@ fn build_initramfs(
         .collect();
     if let Some(e) = e2e {
         bins.push((e.clone(), "e2e_ebpf"));
+    }
+    if let Some(c) = clock {
+        bins.push((c.clone(), "e2e_clock"));
     }
     for (from, name) in &bins {
         // Without debug info: the debug test binary shrinks from ~70 MB to a few MB.
@@ -570,13 +619,23 @@ fn build_initramfs(
         }
         libs_of(from, &mut libs);
     }
-    copy(obj, &p.join("psweb.bpf.o"), 0o644)?;
-    for m in MODULES {
-        copy(
-            &modules.join(format!("{m}.ko")),
-            &stage.join(format!("modules/{m}.ko")),
-            0o644,
-        )?;
+    copy(obj, &p.join(crate::ebpf::OBJECT_NAME), 0o644)?;
+    copy(
+        &obj.with_file_name(crate::ebpf::PERF_OBJECT_NAME),
+        &p.join(crate::ebpf::PERF_OBJECT_NAME),
+        0o644,
+    )?;
+    if clock.is_some() {
+        // The test binaries name pcheck, padmin and the demo server by their build
+        // paths (CARGO_BIN_EXE_*): the same paths, inside the VM.
+        for b in ["pcheck", "padmin", "psweb-demo-httpd", crate::ebpf::OBJECT_NAME] {
+            let at = stage.join(bin.join(b).strip_prefix("/").unwrap_or(&bin.join(b)));
+            if let Some(d) = at.parent() {
+                std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+            }
+            std::os::unix::fs::symlink(Path::new("/psweb").join(b), &at)
+                .map_err(|e| format!("{}: {e}", at.display()))?;
+        }
     }
     copy(Path::new("/bin/busybox"), &stage.join("bin/busybox"), 0o755)?;
     for lib in &libs {
@@ -588,7 +647,7 @@ fn build_initramfs(
         )?;
     }
     // Debian's merged /usr: /lib64 and /lib are symlinks; the copies above use ldd's paths.
-    for d in ["proc", "sys", "dev", "tmp", "run", "sbin", "etc", "vmwork"] {
+    for d in ["proc", "sys", "dev", "tmp", "run", "sbin", "etc"] {
         std::fs::create_dir_all(stage.join(d)).map_err(|e| e.to_string())?;
     }
     std::fs::set_permissions(stage, std::fs::Permissions::from_mode(0o755))
@@ -596,17 +655,87 @@ fn build_initramfs(
     std::fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")
         .map_err(|e| e.to_string())?;
     std::fs::write(stage.join("etc/group"), "root:x:0:\n").map_err(|e| e.to_string())?;
-    let init = stage.join("init");
-    std::fs::write(&init, INIT.replace("@PORT@", &VM_PORT.to_string()))
-        .map_err(|e| e.to_string())?;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
     let sc = p.join("scenarios.sh");
     std::fs::write(&sc, SCENARIOS).map_err(|e| e.to_string())?;
     std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
 
-    // Uncompressed newc cpio: the kernel unpacks it directly, and it saves a gzip pass.
+/// Puts `modules`' .ko files in the stage's /modules.
+fn set_modules(stage: &Path, modules: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(stage.join("modules"));
+    for m in MODULES {
+        copy(
+            &modules.join(format!("{m}.ko")),
+            &stage.join(format!("modules/{m}.ko")),
+            0o644,
+        )?;
+    }
+    Ok(())
+}
+
+/// The VM's /init: mounts, modules, then every scenario run, then power off.
+fn write_init(stage: &Path, clock_test: bool) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut runs = String::new();
+    for (i, t) in TRANSPORTS.iter().chain(["no-btf"].iter()).enumerate() {
+        runs.push_str(&format!(
+            "sh /psweb/scenarios.sh \"$K\" /psweb /vmwork-{t} {} {t} \"$WHERE\"\n",
+            VM_PORT + 10 * i as u16
+        ));
+    }
+    if clock_test {
+        runs.push_str(CLOCK_RUN);
+    }
+    let init = stage.join("init");
+    std::fs::write(&init, INIT.replace("@RUNS@", &runs)).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
+for m in /modules/inet_diag.ko /modules/tcp_diag.ko; do insmod "$m" || echo "VMTEST-WARN insmod $m failed"; done
+K="$(uname -r)"
+# Set on the kernel command line by xtask (unknown parameters reach init's environment).
+WHERE="${PSWEB_WHERE:-vm-tcg}"
+echo "VMTEST-BOOTED $K"
+echo "VMTEST|$K|start|INFO|-|-|$K $(uname -m)"
+@RUNS@
+echo "VMTEST|$K|done|INFO|-|-|-"
+echo VMTEST-END
+sync
+poweroff -f
+"#;
+
+/// The wall-clock jump test: it moves CLOCK_REALTIME a day, which only a VM may do.
+const CLOCK_RUN: &str = r#"/psweb/e2e_clock --test-threads=1 --nocapture > /tmp/clock.log 2>&1
+grep -E '^test [a-z0-9_:]+ \.\.\. ' /tmp/clock.log | while read -r _t name _d res _rest; do
+    if grep -q "SKIPPED" /tmp/clock.log; then
+        echo "VMTEST|$K|e2e_clock::$name [wall clock]|FAIL|-|-|$(grep -m1 SKIPPED /tmp/clock.log)"
+    elif [ "$res" = ok ]; then
+        echo "VMTEST|$K|e2e_clock::$name [wall clock]|PASS|-|-|$(grep -m1 '^FAULT|' /tmp/clock.log | cut -d'|' -f5)"
+    else
+        echo "VMTEST|$K|e2e_clock::$name [wall clock]|FAIL|-|-|$(grep -m1 -A1 'panicked at' /tmp/clock.log | tail -n 1 | tr '|' '/')"
+    fi
+done
+grep -q '^test ' /tmp/clock.log || echo "VMTEST|$K|e2e_clock [wall clock]|FAIL|-|-|did not run: $(tail -n 2 /tmp/clock.log | tr '|\n' '/ ')"
+sed -n '/^failures:/,$p' /tmp/clock.log | head -n 80 | sed 's/^/  clock| /'
+"#;
+
+/// The stage as an uncompressed newc cpio (the kernel unpacks it directly).
+fn write_cpio(stage: &Path, out: &Path) -> Result<(), String> {
     let f = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut find = Command::new("find")
         .arg(".")
@@ -693,7 +822,7 @@ fn boot_once(
     }
     cmd.args([
         "-m",
-        "2048",
+        "1536",
         "-smp",
         "2",
         "-nographic",
@@ -706,7 +835,11 @@ fn boot_once(
     .arg(vmlinuz)
     .arg("-initrd")
     .arg(initrd)
-    .args(["-append", "console=ttyS0 panic=-1 rdinit=/init loglevel=4"])
+    .arg("-append")
+    .arg(format!(
+        "console=ttyS0 panic=-1 rdinit=/init loglevel=4 PSWEB_WHERE=vm-{}",
+        if kvm { "kvm" } else { "tcg" }
+    ))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
@@ -779,10 +912,11 @@ fn boot_once(
     Ok(Some(out))
 }
 
-/// One Markdown table per kernel from the VMTEST lines
-/// (`VMTEST|kernel|scenario|result|hook|time|detail|where`).
+/// The results as Markdown from the VMTEST lines
+/// (`VMTEST|kernel|scenario|result|hook|time|detail|where`): a PASS / N/A / FAIL
+/// matrix (one column per kernel), the evidence each kernel's hooks serve, then each
+/// kernel's results in detail.
 fn render(lines: &[String]) -> String {
-    let mut kernels: Vec<String> = Vec::new();
     let rows: Vec<Vec<String>> = lines
         .iter()
         .map(|l| {
@@ -792,12 +926,87 @@ fn render(lines: &[String]) -> String {
         })
         .filter(|r| r.len() >= 7)
         .collect();
+    let mut kernels: Vec<String> = Vec::new();
+    let mut scenarios: Vec<String> = Vec::new();
     for r in &rows {
         if !kernels.contains(&r[1]) {
             kernels.push(r[1].clone());
         }
+        if r[3] != "INFO" && !scenarios.contains(&r[2]) {
+            scenarios.push(r[2].clone());
+        }
     }
-    let mut s = String::new();
+    if kernels.is_empty() {
+        return "(no results)\n".into();
+    }
+    let cell = |s: &str| s.replace('|', "/");
+    let short = |s: &str, n: usize| {
+        let s = cell(s);
+        if s.chars().count() > n {
+            format!("{}…", s.chars().take(n).collect::<String>())
+        } else {
+            s
+        }
+    };
+    let mut s = String::from("### Results\n\n| scenario |");
+    for k in &kernels {
+        s.push_str(&format!(" {k} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(kernels.len()));
+    s.push('\n');
+    for sc in &scenarios {
+        s.push_str(&format!("| {sc} |"));
+        for k in &kernels {
+            let found = rows.iter().find(|r| &r[1] == k && &r[2] == sc);
+            let text = match found {
+                None => "–".to_string(),
+                Some(r) if r[3] == "PASS" && r[5] != "-" => format!("PASS ({})", cell(&r[5])),
+                Some(r) if r[3] == "PASS" => "PASS".to_string(),
+                Some(r) if r[3] == "N/A" => format!("N/A: {}", short(&r[6], 90)),
+                Some(r) => format!("**{}**: {}", r[3], short(&r[6], 120)),
+            };
+            s.push_str(&format!(" {text} |"));
+        }
+        s.push('\n');
+    }
+
+    s.push_str(
+        "\n### Evidence per kernel\n\n\
+         | kernel | transport | evidence | hook | verifier insns | load + attach |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for k in &kernels {
+        for r in rows.iter().filter(|r| &r[1] == k) {
+            let transport = r[2]
+                .split_once(" [")
+                .map_or("", |(_, t)| t.trim_end_matches(']'));
+            if r[2].starts_with("load [") && r[3] == "PASS" {
+                for h in split_hooks(&r[6]) {
+                    let (kind, hook) = h.split_once(": ").unwrap_or((&h, ""));
+                    let (hook, insns) = match hook.rsplit_once(" [") {
+                        Some((h, n)) if n.ends_with(" insns verified]") => {
+                            (h, n.trim_end_matches(" insns verified]").to_string())
+                        }
+                        _ if hook.starts_with("none") => (hook, "-".to_string()),
+                        _ => (hook, "N/A (the kernel reports it from 5.16 on)".to_string()),
+                    };
+                    s.push_str(&format!(
+                        "| {k} | {transport} | {kind} | {} | {insns} | {} |\n",
+                        cell(hook),
+                        cell(&r[5])
+                    ));
+                }
+            } else if r[2] == "exit [no-btf]" && r[3] == "PASS" {
+                s.push_str(&format!(
+                    "| {k} | none (no BTF) | process exit | {} | N/A (no eBPF) | - |\n",
+                    cell(&r[4])
+                ));
+            }
+        }
+    }
+    s.push('\n');
+
     for k in &kernels {
         let mine: Vec<&Vec<String>> = rows.iter().filter(|r| &r[1] == k).collect();
         let how = mine
@@ -810,31 +1019,12 @@ fn render(lines: &[String]) -> String {
             "kvm" | "tcg" => format!("qemu, {how}"),
             o => o.to_string(),
         };
-        s.push_str(&format!("### Linux {k} ({how})\n\n"));
+        s.push_str(&format!("### Linux {k} ({how}): details\n\n"));
         s.push_str(
             "| scenario | result | hook / evidence | time | detail |\n|---|---|---|---|---|\n",
         );
         for r in &mine {
-            if r[2] == "done" {
-                continue;
-            }
-            if r[2] == "load" && r[3] == "PASS" {
-                s.push_str(&format!(
-                    "| load + attach | PASS | (below) | {} | LoadReport |\n",
-                    r[5]
-                ));
-                for h in split_hooks(&r[6]) {
-                    let h = h.as_str();
-                    let (kind, hook) = h.split_once(": ").unwrap_or((h, ""));
-                    s.push_str(&format!(
-                        "| &nbsp;&nbsp;hook: {kind} | {} | {hook} | | |\n",
-                        if hook.starts_with("none") {
-                            "none"
-                        } else {
-                            "attached"
-                        }
-                    ));
-                }
+            if r[2] == "done" || r[2].starts_with("load [") && r[3] == "PASS" {
                 continue;
             }
             s.push_str(&format!(
@@ -843,13 +1033,10 @@ fn render(lines: &[String]) -> String {
                 r[3],
                 if r[4] == "-" { "" } else { &r[4] },
                 if r[5] == "-" { "" } else { &r[5] },
-                r[6].replace('|', "/")
+                cell(&r[6])
             ));
         }
         s.push('\n');
-    }
-    if kernels.is_empty() {
-        s.push_str("(no results)\n");
     }
     s
 }
@@ -874,19 +1061,31 @@ fn write_doc(table: &str, note: &str, timings: &str) -> Result<(), String> {
     let path = root().join("docs/kernels.md");
     let text = format!(
         "# Kernels: where the eBPF evidence comes from\n\n\
-         Written by `cargo xtask vmtest` (issue 9); do not edit by hand. The VM boots\n\
-         Debian's packaged `linux-image-6.1.*-cloud-amd64` (the Amazon Linux 2023 family)\n\
+         Written by `cargo xtask vmtest`; do not edit by hand. The VMs boot Debian's\n\
+         packaged cloud kernels — bullseye's `linux-image-5.10.*-cloud-amd64` (the\n\
+         Amazon Linux 2 family), bookworm's 6.1 (Amazon Linux 2023) and trixie's 6.12 —\n\
          under qemu with an initramfs holding the built binaries; the same scenario\n\
-         script then runs on the build host's own kernel. Scenarios: `load` (pcheck\n\
-         `--evidence ebpf` loads and attaches the programs; the hooks are the loader's\n\
-         LoadReport), `exit` (the watched demo server killed with SIGKILL: pcheck's\n\
-         `Process Down` line must say `evidence: ebpf`), `restart`, `overflow` (the\n\
-         demo server, listening with backlog 1, stopped with SIGSTOP and sent six\n\
-         connects: pcheck must log `Accept Queue Overflow`/`Full` and name the\n\
-         evidence), then each test of the `e2e_ebpf` binary. Times are measured by\n\
-         polling the log every 100 ms, so they are upper bounds; `[N insns verified]`\n\
-         is the verifier's count for that program (bpf_prog_info.verified_insns). N/A: the\n\
-         test asserts a hook this kernel cannot have. {note}\n\n\
+         script then runs on the build host's own kernel. Every scenario runs twice, once\n\
+         per transport of the kernel's events: `[ring-buffer]` (psweb.bpf.o) and\n\
+         `[perf-array]` (psweb-perf.bpf.o, the object for kernels without\n\
+         BPF_MAP_TYPE_RINGBUF, forced with `--bpf-transport perf-array`).\n\n\
+         Scenarios: `load` (pcheck `--evidence ebpf` loads and attaches the programs; the\n\
+         hooks are the loader's LoadReport), `show kernel` (padmin names the transport\n\
+         and BTF), `exit` (the watched demo server killed with SIGKILL: pcheck's\n\
+         `Process Down` line must say `evidence: ebpf`), `restart`, `overflow` (the demo\n\
+         server, listening with backlog 1, stopped with SIGSTOP and sent six connects:\n\
+         pcheck must log `Accept Queue Overflow`/`Full` and name the evidence), `stall\n\
+         verdict` (a stopped server under connects, stall block with `evidence = kernel`\n\
+         and a 600 s retry-over time: `Find Web Server Stall` must come from the kernel's\n\
+         evidence), then each test of the `e2e_ebpf` binary. `[no-btf]` (VMs only): the\n\
+         kernel's /sys/kernel/btf hidden under an empty tmpfs; pcheck (`evidence auto`)\n\
+         must log one line saying why eBPF is unavailable and still see the death and\n\
+         restart through pidfd. `[wall clock]` (one VM): the wall-clock jump test\n\
+         (tests/e2e_clock.rs), which moves CLOCK_REALTIME a day and so never runs on a\n\
+         shared host. Times are measured by polling the log every 100 ms, so they are\n\
+         upper bounds. Verifier instruction counts are the kernel's\n\
+         (bpf_prog_info.verified_insns, reported from 5.16 on). N/A: the scenario cannot\n\
+         apply to that kernel (the cell says why). {note}\n\n\
          Last run: {timings}.\n\n{table}"
     );
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
