@@ -65,7 +65,7 @@ fn drain(
     let mut joined = Vec::new();
     let flow = buf.try_fold((), |(), ev| {
         let decoded = match ev {
-            PerfEvent::Sample { head, tail } if tail.is_empty() => decode(head),
+            PerfEvent::Sample { head, tail: [] } => decode(head),
             PerfEvent::Sample { head, tail } => {
                 // A sample that wraps around the end of the buffer.
                 joined.clear();
