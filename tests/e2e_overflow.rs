@@ -96,6 +96,12 @@ fn overflow_on_a_watched_port_from_the_kernel() {
     assert!(v["last_seen"].is_string());
     let text = String::from_utf8_lossy(&pc.padmin(&["-c", "show kernel"]).stdout).into_owned();
     assert!(text.contains("death_evidence       = ebpf"), "{text}");
+    // This host's kernel has the BPF ring buffer and BTF.
+    assert!(
+        text.contains("transport            = ring buffer"),
+        "{text}"
+    );
+    assert!(text.contains("btf                  = present"), "{text}");
     assert!(
         text.contains(&format!("port                 = {port}")),
         "{text}"

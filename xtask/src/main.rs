@@ -14,15 +14,17 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  build-ebpf [--release]   build the eBPF object (installs nightly rust-src and bpf-linker if missing)
+  build-ebpf [--release]   build the eBPF objects, ring buffer and perf array (installs nightly rust-src and bpf-linker if missing)
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test                     install what the tests need, build, run every test
   bench [--vs monit]       run the benchmarks (or the side-by-side with monit); tables + JSON in target/bench/
   package                  build the x86_64 RPM (static musl binaries, eBPF object, unit, templates,
                            man pages, completions) under target/generate-rpm/, then check it
   faults                   run the fault matrix; prints fault, expected, seen, time to recover
-  vmtest [--no-host]       boot Debian's Linux 6.1 under qemu, run the eBPF scenarios there and on
-                           this host; prints a table per kernel, writes docs/kernels.md
+  vmtest [--no-host] [--kernel 5.10|6.1|6.12]...
+                           boot Debian's Linux 5.10, 6.1 and 6.12 under qemu, run the eBPF scenarios
+                           there (ring buffer and perf array, BTF hidden, the wall-clock jump) and on
+                           this host; prints PASS / N/A / FAIL per kernel, writes docs/kernels.md
 ";
 
 fn main() -> ExitCode {

@@ -139,9 +139,11 @@ pub fn results(args: &[String]) -> Result<Vec<Row>, String> {
                 timeout = Duration::from_secs(v.parse().map_err(|e| format!("--timeout: {e}"))?);
             }
             "--kernel" => only.push(it.next().ok_or("--kernel needs a series")?.clone()),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "vmtest: unknown argument {other:?} (--no-host, --timeout SECS, --kernel SERIES)"
-            )),
+            ))
+            }
         }
     }
     let started = Instant::now();
