@@ -470,15 +470,20 @@ fn drain(
     Some(got)
 }
 
+/// Why a record from the kernel could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than an [`Event`].
+    Short(usize),
+    /// An event kind this build does not know.
+    UnknownKind(u32),
+}
+
 /// One event from its bytes as either transport delivers them (a perf sample may
-/// carry padding after the [`Event`]). None for a short or unknown record.
-pub fn decode(buf: &[u8]) -> Option<KernelEvent> {
+/// carry padding after the [`Event`]). Pure: no logging, no I/O.
+pub fn decode_event(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
     if buf.len() < std::mem::size_of::<Event>() {
-        log::warn!(
-            "eBPF ring buffer: short record of {} bytes ignored",
-            buf.len()
-        );
-        return None;
+        return Err(DecodeError::Short(buf.len()));
     }
     // SAFETY: length checked; Event is plain #[repr(C)] integers (any bit pattern valid).
     let ev: Event = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<Event>()) };
@@ -490,15 +495,27 @@ pub fn decode(buf: &[u8]) -> Option<KernelEvent> {
         ktime_ns: ev.ktime_ns,
     };
     match ev.kind {
-        EVENT_EXIT => Some(KernelEvent::Exit {
+        EVENT_EXIT => Ok(KernelEvent::Exit {
             tgid: ev.tgid,
             exit_code: ev.exit_code,
             ktime_ns: ev.ktime_ns,
         }),
-        EVENT_OVERFLOW_FINAL_ACK => Some(overflow(OverflowPath::FinalAck)),
-        EVENT_OVERFLOW_SYN => Some(overflow(OverflowPath::Syn)),
-        other => {
-            log::warn!("eBPF ring buffer: unknown event kind {other} ignored");
+        EVENT_OVERFLOW_FINAL_ACK => Ok(overflow(OverflowPath::FinalAck)),
+        EVENT_OVERFLOW_SYN => Ok(overflow(OverflowPath::Syn)),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// [`decode_event`], logging a record it ignores.
+pub fn decode(buf: &[u8]) -> Option<KernelEvent> {
+    match decode_event(buf) {
+        Ok(ev) => Some(ev),
+        Err(DecodeError::Short(n)) => {
+            log::warn!("eBPF events: short record of {n} bytes ignored");
+            None
+        }
+        Err(DecodeError::UnknownKind(k)) => {
+            log::warn!("eBPF events: unknown event kind {k} ignored");
             None
         }
     }
@@ -1216,6 +1233,7 @@ mod tests {
     #[test]
     fn decode_rejects_short_and_unknown_records() {
         assert_eq!(decode(&[0u8; 8]), None);
+        assert_eq!(decode_event(&[0u8; 8]), Err(DecodeError::Short(8)));
         let ev = Event {
             kind: 99,
             ..Event::default()
