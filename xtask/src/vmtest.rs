@@ -358,9 +358,10 @@ fn ensure_tools() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("xtask: vmtest: installing {missing:?} with apt-get");
-    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    sh(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "update", "-qq"]))?;
     sh(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=600"])
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing))
 }
