@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub mod alerts;
 pub mod reboot;
 
 /// `proc_sts` in `show pent`.

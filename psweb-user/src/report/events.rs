@@ -245,27 +245,41 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The Alertmanager v2 `/api/v2/alerts` body for one event: an array of one alert.
-pub fn alertmanager(ev: &Event) -> serde_json::Value {
-    let mut labels = serde_json::Map::new();
-    labels.insert("alertname".into(), format!("psweb_{}", ev.kind).into());
-    labels.insert("kind".into(), ev.kind.as_str().into());
-    labels.insert("severity".into(), ev.level.clone().into());
-    labels.insert("instance".into(), ev.host.clone().into());
-    labels.insert("job".into(), "psweb".into());
-    if let Some(id) = ev.pent_id {
-        labels.insert("pent_id".into(), id.to_string().into());
-    }
-    if let Some(p) = &ev.pname {
-        labels.insert("pname".into(), p.clone().into());
-    }
-    if let Some(p) = ev.port {
-        labels.insert("port".into(), p.to_string().into());
-    }
+/// The Alertmanager v2 `/api/v2/alerts` body for one event, or None when the event
+/// is not an alert ([`crate::core::alerts`]): a problem fires its alert (no `endsAt`);
+/// a recovery resolves the alerts of the problems it ends (`endsAt` its time), with
+/// the labels they fired with.
+pub fn alertmanager(ev: &Event) -> Option<serde_json::Value> {
+    use crate::core::alerts::{alert_action, AlertAction, Problem, Scope};
+    let labels = |p: &Problem| {
+        let mut l = serde_json::Map::new();
+        l.insert("alertname".into(), format!("psweb_{}", p.kind).into());
+        l.insert("kind".into(), p.kind.as_str().into());
+        l.insert("severity".into(), p.severity.into());
+        l.insert("instance".into(), ev.host.clone().into());
+        l.insert("job".into(), "psweb".into());
+        if p.scope == Scope::Entry {
+            if let Some(id) = ev.pent_id {
+                l.insert("pent_id".into(), id.to_string().into());
+            }
+            if let Some(n) = &ev.pname {
+                l.insert("pname".into(), n.clone().into());
+            }
+        }
+        if p.kind == EventKind::Overflow {
+            if let Some(port) = ev.port {
+                l.insert("port".into(), port.to_string().into());
+            }
+        }
+        l
+    };
     let mut ann = serde_json::Map::new();
     ann.insert("summary".into(), ev.message.clone().into());
     if let Some(pid) = ev.pid {
         ann.insert("pid".into(), pid.to_string().into());
+    }
+    if let Some(port) = ev.port {
+        ann.insert("port".into(), port.to_string().into());
     }
     if let Some(e) = ev.evidence {
         ann.insert(
@@ -274,11 +288,27 @@ pub fn alertmanager(ev: &Event) -> serde_json::Value {
         );
     }
     ann.insert("seq".into(), ev.seq.to_string().into());
-    serde_json::json!([{
-        "labels": labels,
-        "annotations": ann,
-        "startsAt": ev.time,
-    }])
+    match alert_action(ev.kind) {
+        AlertAction::None => None,
+        AlertAction::Fire(p) => Some(serde_json::json!([{
+            "labels": labels(&p),
+            "annotations": ann,
+            "startsAt": ev.time,
+        }])),
+        AlertAction::Resolve(ps) => Some(serde_json::Value::Array(
+            ps.iter()
+                .filter(|p| p.scope == Scope::Host || ev.pent_id.is_some())
+                .map(|p| {
+                    serde_json::json!({
+                        "labels": labels(p),
+                        "annotations": ann,
+                        "startsAt": ev.time,
+                        "endsAt": ev.time,
+                    })
+                })
+                .collect(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -343,7 +373,45 @@ mod tests {
             assert!(v.get(k).is_some(), "{k} missing in {v}");
         }
         assert_eq!(v["kind"], "retry_over");
-        let am = alertmanager(&bus.recent()[0]);
+        let am = alertmanager(&bus.recent()[0]).expect("retry_over is an alert");
         assert_eq!(am[0]["labels"]["alertname"], "psweb_retry_over");
+    }
+
+    #[test]
+    fn a_recovery_resolves_its_problem_with_the_same_labels() {
+        let bus = Bus::new(Vec::new(), None, "web1".into());
+        let entry = |k| EventInfo::new(k).entry(1, "/usr/sbin/httpd", Some(80));
+        bus.emit(Level::Info, "start", entry(EventKind::ProcessStart).pid(10));
+        bus.emit(
+            Level::Warning,
+            "down",
+            entry(EventKind::ProcessDown).pid(10),
+        );
+        bus.emit(Level::Info, "attempt", entry(EventKind::RestartAttempt));
+        bus.emit(Level::Info, "ok", entry(EventKind::RestartOk).pid(11));
+        let evs = bus.recent();
+        let down = alertmanager(&evs[1]).expect("down fires");
+        assert_eq!(down.as_array().map(Vec::len), Some(1));
+        assert!(down[0].get("endsAt").is_none(), "{down}");
+        assert_eq!(down[0]["labels"]["severity"], "warning");
+        assert_eq!(alertmanager(&evs[2]), None, "an attempt is not an alert");
+        let ok = alertmanager(&evs[3]).expect("restart_ok resolves");
+        let resolved: Vec<&serde_json::Value> = ok
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "psweb_process_down")
+            .collect();
+        assert_eq!(resolved.len(), 1, "{ok}");
+        assert_eq!(resolved[0]["labels"], down[0]["labels"]);
+        assert_eq!(resolved[0]["endsAt"], evs[3].time);
+        // A host-wide recovery without an entry resolves only host-wide problems.
+        bus.emit(Level::Info, "reset", EventInfo::new(EventKind::RebootReset));
+        let reset = alertmanager(&bus.recent()[4]).expect("reset resolves");
+        assert!(reset
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|a| a["labels"].get("pent_id").is_none()));
     }
 }

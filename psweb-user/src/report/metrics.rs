@@ -159,6 +159,13 @@ impl Metrics {
             "Events not delivered to a webhook (queue_full or gave_up)",
             m.webhook_dropped.clone(),
         );
+        // Every kind's counter exists from the start, at 0: a rule's increase() then
+        // sees the first event too.
+        for k in EventKind::ALL {
+            let _ = m.events.get_or_create(&KindLabels {
+                kind: k.as_str().to_string(),
+            });
+        }
         Self { registry, ..m }
     }
 
@@ -244,6 +251,18 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Declares a webhook's drop counters at 0, so that the first drop is an increase.
+    /// `url` as [`Metrics::webhook_dropped`] takes it (without path or query).
+    pub fn declare_webhook(&self, url: &str, index: usize) {
+        for reason in ["queue_full", "gave_up"] {
+            let _ = self.webhook_dropped.get_or_create(&DropLabels {
+                url: url.to_string(),
+                index: index.to_string(),
+                reason: reason.to_string(),
+            });
+        }
     }
 
     pub fn on_event(&self, ev: &Event) {

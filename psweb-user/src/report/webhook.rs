@@ -55,6 +55,9 @@ pub fn start(
         } else {
             None
         };
+        if let Some(m) = &metrics {
+            m.declare_webhook(&url.safe(), index + 1);
+        }
         let (tx, rx) = mpsc::channel(queue.max(1));
         let q = Arc::new(HookQueue {
             url: url.safe(),
@@ -134,7 +137,11 @@ async fn sender(
     while let Some(ev) = rx.recv().await {
         let body = match format {
             WebhookFormat::Json => serde_json::to_vec(&ev),
-            WebhookFormat::Alertmanager => serde_json::to_vec(&alertmanager(&ev)),
+            WebhookFormat::Alertmanager => match alertmanager(&ev) {
+                Some(alerts) => serde_json::to_vec(&alerts),
+                // Not an alert: nothing to send.
+                None => continue,
+            },
         };
         let Ok(body) = body else { continue };
         let mut backoff = Duration::from_millis(200);
