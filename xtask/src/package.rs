@@ -196,6 +196,10 @@ fn expected_files(root: &Path) -> Result<BTreeSet<String>, String> {
         "/usr/share/bash-completion/completions/padmin",
         "/usr/share/zsh/site-functions/_pcheck",
         "/usr/share/zsh/site-functions/_padmin",
+        "/usr/share/psweb/prometheus/psweb.rules.yml",
+        "/usr/share/psweb/prometheus/psweb.rules.test.yml",
+        "/usr/share/psweb/grafana/psweb.json",
+        "/usr/share/psweb/alerts.md",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -414,6 +418,22 @@ fn check_contents(rpm: &Path, dir: &Path) -> Result<(), String> {
     }
     if checked < 7 {
         return Err(format!("only {checked} templates in the RPM"));
+    }
+
+    // The packaged alert rules pass promtool's check and their unit tests (the
+    // dashboard's structure and queries: tests/alerts.rs).
+    let prom = tree.join("usr/share/psweb/prometheus");
+    if runs(Command::new("sh").args(["-c", "command -v promtool"])) {
+        output(
+            Command::new("promtool")
+                .args(["check", "rules", "psweb.rules.yml"])
+                .current_dir(&prom),
+        )?;
+        output(
+            Command::new("promtool")
+                .args(["test", "rules", "psweb.rules.test.yml"])
+                .current_dir(&prom),
+        )?;
     }
 
     // The man pages render without a warning.
