@@ -203,6 +203,7 @@ fn main() {
             "p99_us": pct(&l.samples_us, 0.99),
             "max_us": l.samples_us.last(),
             "samples": l.samples_us.len(),
+            "samples_us": l.samples_us,
         })).collect::<Vec<_>>(),
         "exit_storm": storms.iter().map(|s| serde_json::json!({
             "evidence": s.mode,

@@ -3,6 +3,7 @@
 //! Each task installs what it needs (apt packages, rust-src, bpf-linker) on a fresh
 //! machine and says what it is doing, so that a newcomer needs only the command.
 
+mod charts;
 mod ebpf;
 mod faults;
 mod package;
@@ -17,7 +18,9 @@ commands:
   build-ebpf [--release]   build the eBPF objects, ring buffer and perf array (installs nightly rust-src and bpf-linker if missing)
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test                     install what the tests need, build, run every test
-  bench [--vs monit]       run the benchmarks (or the side-by-side with monit); tables + JSON in target/bench/
+  bench [--vs monit]       run the benchmarks (or the side-by-side with monit); tables + JSON in target/bench/,
+                           SVG charts in docs/bench/
+  charts                   redraw docs/bench/*.svg from the JSON in target/bench/
   package                  build the x86_64 RPM (static musl binaries, eBPF object, unit, templates,
                            man pages, completions) under target/generate-rpm/, then check it
   faults                   run the fault matrix; prints fault, expected, seen, time to recover
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         "run" => util::run_demo(rest),
         "test" => util::test(rest),
         "bench" => util::bench(rest),
+        "charts" => charts::run(rest),
         "package" => package::package(rest),
         "faults" => faults::run(rest),
         "vmtest" => vmtest::run(rest),

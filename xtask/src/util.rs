@@ -188,5 +188,5 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             .args(["bench", "-p", "psweb", "--bench", b])
             .env("PSWEB_BPF_OBJECT", &obj))?;
     }
-    Ok(())
+    crate::charts::draw().map(|_| ())
 }
