@@ -28,11 +28,14 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     format!("drawing: {e}")
 }
 
+/// Draws one chart from its JSON into an SVG file.
+type Chart = fn(&Value, &Path) -> Result<(), String>;
+
 /// Draws every chart whose JSON is there; returns the files written.
 pub fn draw() -> Result<Vec<PathBuf>, String> {
     let dir = out_dir()?;
     let mut written = Vec::new();
-    let charts: [(&str, &str, fn(&Value, &Path) -> Result<(), String>); 3] = [
+    let charts: [(&str, &str, Chart); 3] = [
         ("death.json", "death.svg", death),
         ("stall.json", "stall.svg", stall),
         ("vs_monit.json", "vs_monit.svg", vs_monit),
@@ -73,7 +76,11 @@ fn death(v: &Value, out: &Path) -> Result<(), String> {
         .map(|l| {
             let name = l["evidence"].as_str().unwrap_or("?").to_string();
             let mut ms: Vec<f64> = match l["samples_us"].as_array() {
-                Some(s) => s.iter().filter_map(Value::as_f64).map(|u| u / 1000.0).collect(),
+                Some(s) => s
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .map(|u| u / 1000.0)
+                    .collect(),
                 // An older JSON has the percentiles only.
                 None => ["p50_us", "p99_us", "max_us"]
                     .iter()
@@ -143,13 +150,20 @@ fn stall(v: &Value, out: &Path) -> Result<(), String> {
         .iter()
         .map(|(k, runs)| {
             let label = match k.as_str() {
-                "seed_rule_interval10_retry10" => "seed rule (interval 10 s, retry 10 s)".to_string(),
+                "seed_rule_interval10_retry10" => {
+                    "seed rule (interval 10 s, retry 10 s)".to_string()
+                }
                 "kernel_evidence_window2s" => "kernel evidence (window 2 s)".to_string(),
                 other => other.to_string(),
             };
             let s = runs
                 .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).map(|m| m / 1000.0).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|m| m / 1000.0)
+                        .collect()
+                })
                 .unwrap_or_default();
             (label, s)
         })
@@ -159,8 +173,7 @@ fn stall(v: &Value, out: &Path) -> Result<(), String> {
         .flat_map(|m| m.1.iter().copied())
         .fold(3.0f64, f64::max);
     let rows = modes.len() as f64;
-    let root = SVGBackend::new(out, (W, 100 + 70 * modes.len() as u32))
-        .into_drawing_area();
+    let root = SVGBackend::new(out, (W, 100 + 70 * modes.len() as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let labels: Vec<String> = modes.iter().map(|m| m.0.clone()).collect();
     let mut chart = ChartBuilder::on(&root)
@@ -304,7 +317,11 @@ fn vs_monit(v: &Value, out: &Path) -> Result<(), String> {
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
             chart
                 .draw_series(notes.into_iter().map(|(x, y, t)| {
-                    Text::new(t, (x + 0.05, y), ("sans-serif", 9).into_font().color(&BLACK))
+                    Text::new(
+                        t,
+                        (x + 0.05, y),
+                        ("sans-serif", 9).into_font().color(&BLACK),
+                    )
                 }))
                 .map_err(err)?;
         }
