@@ -90,6 +90,11 @@ pub const PROBLEMS: [Problem; 8] = [
     },
 ];
 
+/// How long a problem's alert stays active in Alertmanager without its recovery (its
+/// `endsAt`): pcheck posts each alert once, and Alertmanager would otherwise end it
+/// after its `resolve_timeout` (5 minutes by default) while the problem lasts.
+pub const HORIZON_SECS: u64 = 24 * 3600;
+
 /// What an event does to the alerts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AlertAction {

@@ -246,11 +246,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// The Alertmanager v2 `/api/v2/alerts` body for one event, or None when the event
-/// is not an alert ([`crate::core::alerts`]): a problem fires its alert (no `endsAt`);
-/// a recovery resolves the alerts of the problems it ends (`endsAt` its time), with
-/// the labels they fired with.
-pub fn alertmanager(ev: &Event) -> Option<serde_json::Value> {
-    use crate::core::alerts::{alert_action, AlertAction, Problem, Scope};
+/// is not an alert ([`crate::core::alerts`]): a problem fires its alert (`endsAt` a
+/// day after `now_secs`, the wall clock in seconds, when a recovery event ends it;
+/// none when nothing does, so that Alertmanager's `resolve_timeout` ends it); a
+/// recovery resolves the alerts of the problems it ends (`endsAt` its time), with the
+/// labels they fired with.
+pub fn alertmanager(ev: &Event, now_secs: u64) -> Option<serde_json::Value> {
+    use crate::core::alerts::{alert_action, AlertAction, Problem, Scope, HORIZON_SECS};
     let labels = |p: &Problem| {
         let mut l = serde_json::Map::new();
         l.insert("alertname".into(), format!("psweb_{}", p.kind).into());
@@ -290,11 +292,17 @@ pub fn alertmanager(ev: &Event) -> Option<serde_json::Value> {
     ann.insert("seq".into(), ev.seq.to_string().into());
     match alert_action(ev.kind) {
         AlertAction::None => None,
-        AlertAction::Fire(p) => Some(serde_json::json!([{
-            "labels": labels(&p),
-            "annotations": ann,
-            "startsAt": ev.time,
-        }])),
+        AlertAction::Fire(p) => {
+            let mut alert = serde_json::json!({
+                "labels": labels(&p),
+                "annotations": ann,
+                "startsAt": ev.time,
+            });
+            if !p.resolved_by.is_empty() {
+                alert["endsAt"] = rfc3339(now_secs.saturating_add(HORIZON_SECS), 0).into();
+            }
+            Some(serde_json::json!([alert]))
+        }
         AlertAction::Resolve(ps) => Some(serde_json::Value::Array(
             ps.iter()
                 .filter(|p| p.scope == Scope::Host || ev.pent_id.is_some())
@@ -373,7 +381,7 @@ mod tests {
             assert!(v.get(k).is_some(), "{k} missing in {v}");
         }
         assert_eq!(v["kind"], "retry_over");
-        let am = alertmanager(&bus.recent()[0]).expect("retry_over is an alert");
+        let am = alertmanager(&bus.recent()[0], 0).expect("retry_over is an alert");
         assert_eq!(am[0]["labels"]["alertname"], "psweb_retry_over");
     }
 
@@ -390,12 +398,18 @@ mod tests {
         bus.emit(Level::Info, "attempt", entry(EventKind::RestartAttempt));
         bus.emit(Level::Info, "ok", entry(EventKind::RestartOk).pid(11));
         let evs = bus.recent();
-        let down = alertmanager(&evs[1]).expect("down fires");
+        // 2025-01-31T08:16:12Z
+        let now = 1_738_311_372;
+        let down = alertmanager(&evs[1], now).expect("down fires");
         assert_eq!(down.as_array().map(Vec::len), Some(1));
-        assert!(down[0].get("endsAt").is_none(), "{down}");
+        assert_eq!(down[0]["endsAt"], "2025-02-01T08:16:12.000Z", "a day on");
         assert_eq!(down[0]["labels"]["severity"], "warning");
-        assert_eq!(alertmanager(&evs[2]), None, "an attempt is not an alert");
-        let ok = alertmanager(&evs[3]).expect("restart_ok resolves");
+        assert_eq!(
+            alertmanager(&evs[2], now),
+            None,
+            "an attempt is not an alert"
+        );
+        let ok = alertmanager(&evs[3], now).expect("restart_ok resolves");
         let resolved: Vec<&serde_json::Value> = ok
             .as_array()
             .expect("array")
@@ -407,11 +421,20 @@ mod tests {
         assert_eq!(resolved[0]["endsAt"], evs[3].time);
         // A host-wide recovery without an entry resolves only host-wide problems.
         bus.emit(Level::Info, "reset", EventInfo::new(EventKind::RebootReset));
-        let reset = alertmanager(&bus.recent()[4]).expect("reset resolves");
+        let reset = alertmanager(&bus.recent()[4], now).expect("reset resolves");
         assert!(reset
             .as_array()
             .expect("array")
             .iter()
             .all(|a| a["labels"].get("pent_id").is_none()));
+        // A problem nothing resolves is left to Alertmanager's resolve_timeout.
+        bus.emit(
+            Level::Warning,
+            "overflow",
+            EventInfo::new(EventKind::Overflow).port(80),
+        );
+        let over = alertmanager(&bus.recent()[5], now).expect("overflow fires");
+        assert!(over[0].get("endsAt").is_none(), "{over}");
+        assert_eq!(over[0]["labels"]["port"], "80");
     }
 }

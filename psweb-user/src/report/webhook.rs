@@ -137,7 +137,7 @@ async fn sender(
     while let Some(ev) = rx.recv().await {
         let body = match format {
             WebhookFormat::Json => serde_json::to_vec(&ev),
-            WebhookFormat::Alertmanager => match alertmanager(&ev) {
+            WebhookFormat::Alertmanager => match alertmanager(&ev, wall_secs()) {
                 Some(alerts) => serde_json::to_vec(&alerts),
                 // Not an alert: nothing to send.
                 None => continue,
@@ -181,6 +181,14 @@ async fn sender(
             }
         }
     }
+}
+
+/// The wall clock in seconds since the epoch (for Alertmanager's `endsAt`).
+fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// One POST; returns the response's status code.
