@@ -30,14 +30,12 @@ const DASHBOARD: &str = concat!(
 );
 
 /// Metrics the dashboard and the rules know that this test's pcheck does not export:
-/// the load balancer and the fleet (not configured here), and accept-queue overflows
-/// (none happens here). Their queries must be valid; they may return nothing.
-const NOT_EXPORTED_HERE: [&str; 5] = [
+/// the load balancer and the fleet (not configured here). Their queries must be
+/// valid; they may return nothing.
+const NOT_EXPORTED_HERE: [&str; 3] = [
     "psweb_lb_state",
     "psweb_fleet_hold",
     "psweb_fleet_reboot_held_total",
-    "psweb_accept_queue_overflows_total",
-    "psweb_accept_queue_full_polls_total",
 ];
 
 fn prometheus_or_skip(test: &str) -> bool {

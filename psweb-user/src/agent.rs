@@ -338,6 +338,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         for s in &slots {
             m.declare_entry(&Metrics::entry_labels(s.cfg.pent_id, &s.core.pname));
         }
+        for port in ports.keys() {
+            m.declare_port(*port);
+        }
     }
 
     // Adopt what already runs; start what does not.

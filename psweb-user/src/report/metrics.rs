@@ -253,6 +253,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Declares a watched port's overflow counters at 0 (both kernel paths and the
+    /// sock_diag polls), so that dashboards show the port and the first overflow is an
+    /// increase.
+    pub fn declare_port(&self, port: u16) {
+        for path in ["syn", "final ack"] {
+            let _ = self.overflows.get_or_create(&OverflowLabels {
+                port: port.to_string(),
+                path: path.to_string(),
+            });
+        }
+        let _ = self.full_polls.get_or_create(&OverflowLabels {
+            port: port.to_string(),
+            path: "sock_diag".to_string(),
+        });
+    }
+
     /// Declares a webhook's drop counters at 0, so that the first drop is an increase.
     /// `url` as [`Metrics::webhook_dropped`] takes it (without path or query).
     pub fn declare_webhook(&self, url: &str, index: usize) {
