@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         logger = logger.with_journal(path, stderr_is_journal);
     }
     let log = Arc::new(logger);
+    psweb::report::facade::install(Arc::clone(&log));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,9 +8,11 @@
 //! socket instead, with structured fields (PSWEB_EVENT, PSWEB_ENTRY, PSWEB_PID,
 //! PSWEB_PORT, ...) and MESSAGE the same text. A line that is an event
 //! ([`Logger::event`]) also goes to the event bus (`events`): `padmin -c events`,
-//! webhooks, metrics.
+//! webhooks, metrics. Lines written through the `log` facade (the eBPF loader,
+//! aya-log, libraries) reach the same outputs through [`facade`].
 
 pub mod events;
+pub mod facade;
 pub mod metrics;
 pub mod notify;
 pub mod webhook;
