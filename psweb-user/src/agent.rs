@@ -21,6 +21,7 @@ use crate::report::{format_local, webhook, Logger};
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport, OverflowPath};
 use crate::sense::pidfd::{self, PidFd};
 use crate::sense::procfs::{self, Liveness};
+use crate::shutdown::Shutdown;
 use crate::state::{self, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -156,6 +157,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
     let control = Control::bind(&sock_path)?;
     act::prepare(&log);
+    let sd = Shutdown::new();
+    // From the start: a SIGTERM during start-up waits for the main loop, which stops.
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     for w in &pfile.warnings {
         log.warn(&format!("warning: {w}"));
     }
@@ -166,7 +171,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             let listener = metrics::bind(addr)?;
             let m = Arc::new(Metrics::new());
             let allow = pfile.globals.metrics_allow.clone();
-            tokio::spawn(metrics::serve(
+            sd.spawn(metrics::serve(
                 listener,
                 Arc::clone(&m),
                 Arc::clone(&log),
@@ -189,6 +194,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         pfile.globals.webhook_header_file.as_deref(),
         &log,
         metrics.clone(),
+        &sd,
     )?;
     for h in &hooks {
         log.info(&format!(
@@ -235,7 +241,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             "accept-queue evidence for ports {:?} from sock_diag polling every second (the kernel program does not serve it)",
             ports.keys().collect::<Vec<_>>()
         ));
-        spawn_queue_poller(ports.keys().copied().collect(), tx.clone());
+        spawn_queue_poller(ports.keys().copied().collect(), tx.clone(), &sd);
     }
     let queue_wake: QueueWake = Arc::new(
         ports
@@ -252,7 +258,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         .collect();
     if !kernel_ports.is_empty() {
         let every = if kernel_serves_syn { LOOK_EBPF } else { LOOK };
-        spawn_listener_look(kernel_ports, every, Arc::clone(&queue_wake));
+        spawn_listener_look(kernel_ports, every, Arc::clone(&queue_wake), &sd);
     }
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
@@ -270,7 +276,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     if let Some(m) = &metrics {
         m.set_evidence(mode.name());
     }
-    tokio::spawn(control.serve(calls_tx, Arc::clone(&log)));
+    sd.spawn(control.serve(calls_tx, Arc::clone(&log)));
 
     let anchor = (Instant::now(), SystemTime::now());
     let mut slots: Vec<Slot> = Vec::with_capacity(pfile.entries.len());
@@ -295,6 +301,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         });
     }
     let mut by_tgid: HashMap<i32, usize> = HashMap::new();
+    let flush_bound = pfile
+        .globals
+        .shutdown_flush
+        .unwrap_or(crate::pfile::DEFAULT_SHUTDOWN_FLUSH);
 
     // Persisted state: restart counts and the reboot count survive restarts and reboots.
     let store = Store::new(&pfile.globals.state_dir(), &pfile.path);
@@ -332,6 +342,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         persist_due: false,
         metrics,
         queue_wake,
+        shutdown: sd,
     };
     if let Some(m) = &ctx.metrics {
         m.set_reboots(ctx.guard.count);
@@ -361,6 +372,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             None => Evidence::NotRunning,
         };
         if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+            stop(&mut ctx, &slots, flush_bound).await;
             return Ok(code);
         }
     }
@@ -376,9 +388,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         tokio::time::interval(notifier.watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    loop {
+    let code = loop {
         if !ready
             && (slots
                 .iter()
@@ -466,7 +476,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                 let code = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid);
                 sync_metrics(&ctx, &slots);
                 if let Some(code) = code {
-                    return Ok(code);
+                    break code;
                 }
             }
             Some(kev) = krx.recv() => {
@@ -502,7 +512,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                     let code = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid);
                     sync_metrics(&ctx, &slots);
                     if let Some(code) = code {
-                        return Ok(code);
+                        break code;
                     }
                 }
             }
@@ -524,7 +534,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                         log.event(Level::Info, "pcheck shutdown: requested by padmin", EventInfo::new(EventKind::PcheckStop));
                         let _ = reply.send(Response::message("pcheck shut down"));
                         let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
-                        return Ok(0);
+                        break 0;
                     }
                     Request::Stop { pent_id } | Request::Start { pent_id } => {
                         let on = matches!(req, Request::Start { .. });
@@ -537,20 +547,40 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                         sync_metrics(&ctx, &slots);
                         let _ = reply.send(Response::message(format!("monitor_sts of pent_id {pent_id} is {}", if on { "on" } else { "off" })));
                         if let Some(code) = code {
-                            return Ok(code);
+                            break code;
                         }
                     }
                 }
             }
             _ = sigterm.recv() => {
                 log.event(Level::Info, "pcheck shutdown: SIGTERM", EventInfo::new(EventKind::PcheckStop));
-                return Ok(0);
+                break 0;
             }
             _ = sigint.recv() => {
                 log.event(Level::Info, "pcheck shutdown: SIGINT", EventInfo::new(EventKind::PcheckStop));
-                return Ok(0);
+                break 0;
             }
         }
+    };
+    stop(&mut ctx, &slots, flush_bound).await;
+    Ok(code)
+}
+
+/// The one way out, after the `pcheck_stop` event: no new work; a restart script in
+/// flight ends or is killed at its `restart_timeout`; the state file is written (before
+/// the flush, so a receiver that hangs cannot lose it); each webhook queue is sent
+/// for at most `flush`. The caller then says STOPPING to systemd.
+async fn stop(ctx: &mut Ctx, slots: &[Slot], flush: Duration) {
+    ctx.shutdown.begin();
+    ctx.shutdown.restarts_done().await;
+    persist(ctx, slots);
+    let left = ctx.shutdown.flush(flush).await;
+    if left > 0 {
+        ctx.log.warn(&format!(
+            "webhook: {left} queue{} not sent within shutdown_flush ({} ms); the events left are dropped",
+            if left == 1 { " was" } else { "s were" },
+            flush.as_millis()
+        ));
     }
 }
 
@@ -573,6 +603,8 @@ struct Ctx {
     /// Per stall-check port: wakes its kernel-evidence watchers when the queue may be
     /// full (an eBPF overflow event, or the shared look at the listeners).
     queue_wake: QueueWake,
+    /// Handed to every task spawned here; see [`stop`].
+    shutdown: Shutdown,
 }
 
 /// Metrics of every entry from its decision state (cheap: a few atomic stores).
@@ -851,7 +883,7 @@ fn spawn_watcher(idx: usize, watch: WatchId, service: ServiceId, ctx: &Ctx) -> J
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    tokio::spawn(async move {
+    ctx.shutdown.spawn(async move {
         if let Some(opened) = pidfd {
             match opened {
                 Ok(fd) => {
@@ -920,9 +952,14 @@ fn spawn_restart(
     let tx = ctx.tx.clone();
     let log = Arc::clone(&ctx.log);
     let cfg = cfg.clone();
-    tokio::spawn(async move {
+    let sd = ctx.shutdown.clone();
+    ctx.shutdown.spawn_restart(async move {
+        // Stopping: a restart still waiting for its delay is not started.
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = sd.stopping() => return,
+            }
         }
         if let Some(id) = remnants {
             let (killed, survivors) = act::kill::kill_service(&id, cfg.settings.kill_wait).await;
@@ -990,6 +1027,9 @@ fn spawn_restart(
             timeout: cfg.settings.restart_timeout,
             start_wait: cfg.settings.start_wait,
         };
+        if sd.is_stopping() {
+            return;
+        }
         let msg = match act::restart::run(&script, &log).await {
             Ok(started) => Msg::Started(idx, started),
             Err(reason) => Msg::Evidence(idx, Evidence::StartFailed { reason }),
@@ -1050,7 +1090,7 @@ fn spawn_probe_loop(
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
-    tokio::spawn(async move {
+    ctx.shutdown.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1111,8 +1151,8 @@ type QueueWake = Arc<HashMap<u16, tokio::sync::watch::Sender<()>>>;
 /// watchers together: the watcher of a port whose queue is full is woken. The idle
 /// cost does not grow with the number of watched ports (one dump per family per
 /// look, and no watcher wakes while its queue is not full).
-fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake) {
-    tokio::spawn(async move {
+fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake, sd: &Shutdown) {
+    sd.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1148,7 +1188,7 @@ fn spawn_queue_watch(
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
     let woken = ctx.queue_wake.get(&port).map(|w| w.subscribe());
-    tokio::spawn(async move {
+    ctx.shutdown.spawn(async move {
         let Some(mut woken) = woken else { return };
         // (since, accepted inodes at that moment)
         let mut full_since: Option<(Instant, std::collections::HashSet<u32>)> = None;
@@ -1221,8 +1261,8 @@ fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
 }
 
 /// Polls sock_diag once a second for the watched ports; reports full queues.
-fn spawn_queue_poller(ports: Vec<u16>, tx: mpsc::UnboundedSender<Msg>) {
-    tokio::spawn(async move {
+fn spawn_queue_poller(ports: Vec<u16>, tx: mpsc::UnboundedSender<Msg>, sd: &Shutdown) {
+    sd.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: evidence (`sense`) -> verdict (`core`, pure) -> action (`act`)
 //! -> report (`report`, `admin`). `pfile` turns configuration text into types; nothing
-//! else sees raw pfile text. `agent` wires these together on a tokio runtime.
+//! else sees raw pfile text. `agent` wires these together on a tokio runtime;
+//! `shutdown` is the one way every task it spawns is stopped.
 
 pub mod act;
 pub mod admin;
@@ -14,5 +15,6 @@ pub mod pfile;
 pub mod probe;
 pub mod report;
 pub mod sense;
+pub mod shutdown;
 pub mod state;
 pub mod trust;

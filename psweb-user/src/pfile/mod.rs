@@ -221,6 +221,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
                         v => return Err(cx.err(value.pos, format!("expected on or off, found {v:?}"))),
                     }
                 }
+                "shutdown_flush" => {
+                    globals.shutdown_flush = Some(parse_duration_zero_ok(&cx, &value, name)?);
+                }
                 "reboot_after" => globals.reboot.after = parse_duration(&cx, &value, name)?,
                 "reboot_reset" => globals.reboot.reset = parse_duration(&cx, &value, name)?,
                 "reboot_limit" => {
@@ -562,6 +565,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "webhook",
     "webhook_format",
     "webhook_queue",
+    "shutdown_flush",
     "metrics_listen",
     "metrics_allow",
     "webhook_header_file",

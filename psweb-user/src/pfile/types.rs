@@ -41,6 +41,9 @@ pub struct Globals {
     /// `webhook_header_file`: a root-only file of `Name: value` lines added to every
     /// webhook request (e.g. `Authorization: Bearer ...`).
     pub webhook_header_file: Option<PathBuf>,
+    /// `shutdown_flush`: how long pcheck, stopping, waits for the webhook queues to
+    /// empty (default [`DEFAULT_SHUTDOWN_FLUSH`]).
+    pub shutdown_flush: Option<Duration>,
 }
 
 /// A network: address and prefix length (`10.0.0.0/8`, `::1/128`, `192.0.2.7`).
@@ -92,6 +95,7 @@ impl Cidr {
 }
 
 pub const DEFAULT_WEBHOOK_QUEUE: usize = 1000;
+pub const DEFAULT_SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 /// The body of a webhook POST.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -3,11 +3,14 @@
 //! with backoff. The agent only ever `try_send`s into the queue (see `events::Bus`),
 //! so a receiver that is down, slow or hanging never delays a verdict or a restart:
 //! its queue fills and further events are dropped, counted and logged.
+//! When pcheck stops, each sender closes its queue, sends what is left and ends; the
+//! agent waits for that at most `shutdown_flush` (see `crate::shutdown`).
 
 use super::events::{alertmanager, Event, HookQueue};
 use super::metrics::Metrics;
 use super::Logger;
 use crate::pfile::{WebhookFormat, WebhookUrl};
+use crate::shutdown::Shutdown;
 use rustls::pki_types::ServerName;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub fn start(
     header_file: Option<&std::path::Path>,
     log: &Arc<Logger>,
     metrics: Option<Arc<Metrics>>,
+    sd: &Shutdown,
 ) -> Result<Vec<Arc<HookQueue>>, String> {
     let headers: Arc<str> = match header_file {
         Some(p) => load_headers(p)?.into(),
@@ -65,7 +69,7 @@ pub fn start(
             tx,
             dropped_full: AtomicU64::new(0),
         });
-        tokio::spawn(sender(
+        sd.spawn_sender(sender(
             Hook {
                 index: index + 1,
                 headers: Arc::clone(&headers),
@@ -76,11 +80,12 @@ pub fn start(
             rx,
             Arc::clone(log),
             metrics.clone(),
+            sd.clone(),
         ));
         out.push(q);
     }
     if !out.is_empty() {
-        tokio::spawn(report_full(out.clone(), queue, Arc::clone(log)));
+        sd.spawn(report_full(out.clone(), queue, Arc::clone(log)));
     }
     Ok(out)
 }
@@ -126,6 +131,7 @@ async fn sender(
     mut rx: mpsc::Receiver<Event>,
     log: Arc<Logger>,
     metrics: Option<Arc<Metrics>>,
+    sd: Shutdown,
 ) {
     let Hook {
         index,
@@ -134,7 +140,19 @@ async fn sender(
     } = hook;
     let mut gave_up: u64 = 0;
     let mut last_log: Option<Instant> = None;
-    while let Some(ev) = rx.recv().await {
+    let mut closed = false;
+    loop {
+        let ev = tokio::select! {
+            biased;
+            ev = rx.recv() => ev,
+            () = sd.flushing(), if !closed => {
+                // No new events; what is queued is still sent, then recv ends.
+                rx.close();
+                closed = true;
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
         let body = match format {
             WebhookFormat::Json => serde_json::to_vec(&ev),
             WebhookFormat::Alertmanager => match alertmanager(&ev, wall_secs()) {

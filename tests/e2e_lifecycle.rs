@@ -1,0 +1,295 @@
+//! pcheck's start and stop, end to end: a line the eBPF loader writes through the
+//! `log` facade reaches pcheck's output; on SIGTERM the `pcheck_stop` event reaches a
+//! webhook receiver, a receiver that hangs delays the exit by at most
+//! `shutdown_flush`, and a restart script in flight is waited for, or killed at its
+//! `restart_timeout`.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// A webhook receiver: the `kind` of every event POSTed to it.
+fn receiver() -> (u16, Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let mut r = BufReader::new(s);
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                let kind = v["kind"].as_str().unwrap_or("").to_string();
+                if tx.send(kind).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// Accepts connections and never answers (holds them open).
+fn hanging_receiver() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// A pfile watching a demo server on a free port, with `globals` first.
+fn demo_pfile(sb: &Sandbox, globals: &str) -> std::path::PathBuf {
+    let (script, pidfile) = sb.demo_script("web", free_port(), 1);
+    sb.pfile(&format!(
+        "{globals}{DEMO} {} 3 pidfile={}\n",
+        script.display(),
+        pidfile.display()
+    ))
+}
+
+/// SIGTERMs pcheck; returns its exit code and how long it took to exit.
+fn terminate(pc: &mut Pcheck, within: Duration) -> (Option<i32>, Duration) {
+    let at = Instant::now();
+    kill(pc.child.id() as i32, libc::SIGTERM);
+    let code = pc.wait_exit(within);
+    (code, at.elapsed())
+}
+
+#[test]
+fn ebpf_attach_failure_reaches_pcheck_output() {
+    let name = "ebpf_attach_failure_reaches_pcheck_output";
+    if !root_or_skip(name) || !bpf_object_or_skip(name) {
+        return;
+    }
+    let obj = std::env::var_os("PSWEB_BPF_OBJECT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(PCHECK).with_file_name("psweb.bpf.o"));
+    let sb = Sandbox::new();
+    // The same object with its optional programs renamed: the loader finds no program
+    // for those hooks, and says so through the `log` facade.
+    let mut bytes = std::fs::read(&obj).expect("read the eBPF object");
+    for (from, to) in [
+        (&b"psweb_kfree_skb"[..], &b"xsweb_kfree_skb"[..]),
+        (b"psweb_sk_data_ready", b"xsweb_sk_data_ready"),
+        (b"psweb_tcp_conn_request", b"xsweb_tcp_conn_request"),
+    ] {
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("the object names its program");
+        bytes[at..at + to.len()].copy_from_slice(to);
+    }
+    let bad = sb.file("renamed.bpf.o");
+    std::fs::write(&bad, bytes).expect("write the object");
+    let pfile = demo_pfile(&sb, "");
+    let mut pc = Pcheck::start(&sb, &pfile, &["--bpf-object", &bad.display().to_string()]);
+    pc.wait_for("pcheck started", Duration::from_secs(60));
+    // The loader's own line (ebpf.rs, `log::warn!`), not the agent's summary of it
+    // ("eBPF: no hook for ...") nor the load line.
+    let facade: Vec<&String> = pc
+        .seen
+        .iter()
+        .filter(|l| l.contains("has no program xsweb_") || l.contains("has no program psweb_"))
+        .filter(|l| !l.contains("no hook for") && !l.contains("eBPF loaded"))
+        .collect();
+    assert!(
+        !facade.is_empty(),
+        "no line from the eBPF loader about the missing programs; seen:\n{}",
+        pc.seen.join("\n")
+    );
+    let (code, _) = terminate(&mut pc, Duration::from_secs(60));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sigterm_sends_pcheck_stop_to_the_webhook() {
+    if !root_or_skip("sigterm_sends_pcheck_stop_to_the_webhook") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (rport, events) = receiver();
+    let pfile = demo_pfile(&sb, &format!("webhook = http://127.0.0.1:{rport}/hook\n"));
+    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
+    pc.wait_for("Started Process", Duration::from_secs(60));
+    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "exit status after SIGTERM");
+    let mut kinds = Vec::new();
+    while let Ok(k) = events.recv_timeout(Duration::from_secs(10)) {
+        let stop = k == "pcheck_stop";
+        kinds.push(k);
+        if stop {
+            break;
+        }
+    }
+    println!("SIGTERM -> exit {took:?} (loaded host); webhook got {kinds:?}");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("pcheck_start"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("pcheck_stop"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn hanging_receiver_delays_the_exit_by_at_most_shutdown_flush() {
+    if !root_or_skip("hanging_receiver_delays_the_exit_by_at_most_shutdown_flush") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let hang = hanging_receiver();
+    let flush = Duration::from_secs(2);
+    let pfile = demo_pfile(
+        &sb,
+        &format!("webhook = http://127.0.0.1:{hang}/hook\nshutdown_flush = 2s\n"),
+    );
+    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
+    pc.wait_for("Started Process", Duration::from_secs(60));
+    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    println!("hanging receiver, shutdown_flush = 2s: SIGTERM -> exit {took:?} (loaded host)");
+    assert_eq!(code, Some(0));
+    // The queue holds events the receiver never takes: pcheck waits the bound...
+    assert!(
+        took >= flush,
+        "exited after {took:?}, before the flush bound"
+    );
+    // ...and not much more (everything else in a stop takes milliseconds; 5 s is a
+    // sanity bound for a loaded 2-core host).
+    assert!(
+        took < flush + Duration::from_secs(5),
+        "exited after {took:?}; the bound is {flush:?}"
+    );
+    assert!(
+        pc.seen
+            .iter()
+            .any(|l| l.contains("not sent within shutdown_flush (2000 ms)")),
+        "no line about the unsent queue; seen:\n{}",
+        pc.seen.join("\n")
+    );
+}
+
+/// A pfile whose one entry is never running and whose restart script is `body`.
+fn script_pfile(sb: &Sandbox, body: &str, settings: &str) -> std::path::PathBuf {
+    let script = sb.script("slow.rc", body);
+    sb.pfile(&format!(
+        "{DEMO} {} 1 pidfile={} {settings}\n",
+        script.display(),
+        sb.file("never.pid").display()
+    ))
+}
+
+/// Waits for `path` to exist.
+fn wait_file(path: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {within:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn restart_script_in_flight_at_sigterm_is_waited_for() {
+    if !root_or_skip("restart_script_in_flight_at_sigterm_is_waited_for") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (started, finished) = (sb.file("started"), sb.file("finished"));
+    let pfile = script_pfile(
+        &sb,
+        &format!(
+            "touch {}\nsleep 2\ntouch {}\nexit 1",
+            started.display(),
+            finished.display()
+        ),
+        "restart_timeout=60s",
+    );
+    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
+    wait_file(&started, Duration::from_secs(60));
+    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    println!("restart script in flight (2 s left): SIGTERM -> exit {took:?}");
+    assert_eq!(code, Some(0));
+    assert!(
+        finished.exists(),
+        "pcheck exited after {took:?} without waiting for the restart script"
+    );
+}
+
+#[test]
+fn restart_script_in_flight_at_sigterm_is_killed_at_its_timeout() {
+    if !root_or_skip("restart_script_in_flight_at_sigterm_is_killed_at_its_timeout") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (started, finished) = (sb.file("started"), sb.file("finished"));
+    let pfile = script_pfile(
+        &sb,
+        &format!(
+            "touch {}\nsleep 60\ntouch {}",
+            started.display(),
+            finished.display()
+        ),
+        "restart_timeout=2s",
+    );
+    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
+    wait_file(&started, Duration::from_secs(60));
+    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    println!("restart script in flight (restart_timeout = 2 s): SIGTERM -> exit {took:?}");
+    assert_eq!(code, Some(0));
+    // Killed at its timeout (2 s after it started), far before its 60 s sleep ends:
+    // 30 s is a sanity bound.
+    assert!(took < Duration::from_secs(30), "exited after {took:?}");
+    let script = sb.file("slow.rc").display().to_string();
+    assert!(
+        dead_within_all(&script, Duration::from_secs(10)),
+        "the restart script still runs after pcheck exited"
+    );
+    assert!(!finished.exists(), "the script ran to its end");
+}
+
+/// True once no process names `needle` in its command line.
+fn dead_within_all(needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !pids_with_cmdline(needle).is_empty() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
