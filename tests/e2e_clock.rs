@@ -5,6 +5,7 @@
 //! every other program on the machine would see, so `cargo test` leaves this binary
 //! out (`test = false`): `cargo xtask vmtest` runs it inside a VM, where the jump
 //! touches nothing else. It always puts the clock back, also when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 mod common;
 use common::*;

@@ -7,6 +7,7 @@
 //! in parallel. $PSWEB_BPF_TRANSPORT (auto, ring-buffer, perf-array) chooses how the
 //! events travel, as pcheck's --bpf-transport does: `cargo xtask vmtest` runs this
 //! binary both ways on every kernel.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! webhook receiver, a receiver that hangs delays the exit by at most
 //! `shutdown_flush`, and a restart script in flight is waited for, or killed at its
 //! `restart_timeout`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 mod common;
 use common::*;

@@ -3,6 +3,7 @@
 //! the agent. Prints a table and writes target/bench/death.json.
 //!
 //! Needs root (and the eBPF object in PSWEB_BPF_OBJECT for the ebpf rows).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

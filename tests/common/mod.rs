@@ -1,7 +1,7 @@
 //! Helpers for the end-to-end tests: real pcheck / padmin binaries, real processes,
 //! real sockets. Everything a test starts carries the test's own directory in its
 //! command line, so the teardown can find and kill it.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

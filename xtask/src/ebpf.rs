@@ -287,9 +287,12 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
+    let status = cmd.status().map_err(|e| {
+        format!(
+            "{what}: cannot run {}: {e}",
+            std::path::Path::new(cmd.get_program()).display()
+        )
+    })?;
     if status.success() {
         Ok(())
     } else {

@@ -168,7 +168,7 @@ pub fn build() -> Result<PathBuf, String> {
     eprintln!(
         "xtask: built {} ({:.1} MiB) in {:.0} s (static binaries: {:.0} s)",
         rpm.display(),
-        size as f64 / 1048576.0,
+        size as f64 / 1_048_576.0,
         t0.elapsed().as_secs_f64(),
         bins_took.as_secs_f64()
     );
@@ -306,7 +306,7 @@ pub fn check_rpm(rpm: &Path) -> Result<(), String> {
     eprintln!(
         "xtask: package check passed: {} ({:.1} MiB, {} files)",
         rpm.display(),
-        size as f64 / 1048576.0,
+        size as f64 / 1_048_576.0,
         listed.len()
     );
     Ok(())

@@ -278,7 +278,7 @@ async fn follow_events(
                     }
                 }
                 // A follower too slow for 1024 events loses the oldest; it goes on.
-                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return Ok(()),
             }
         }

@@ -305,7 +305,7 @@ mod tests {
                 ppid: 1,
                 pgid: 4242,
                 sid: 4242,
-                start_time: 987654
+                start_time: 987_654
             }
         );
     }
