@@ -132,36 +132,50 @@ fn ebpf_attach_failure_reaches_pcheck_output() {
 }
 
 #[test]
-fn sigterm_sends_pcheck_stop_to_the_webhook() {
-    if !root_or_skip("sigterm_sends_pcheck_stop_to_the_webhook") {
+fn every_way_to_stop_sends_pcheck_stop_to_the_webhook() {
+    if !root_or_skip("every_way_to_stop_sends_pcheck_stop_to_the_webhook") {
         return;
     }
-    let sb = Sandbox::new();
-    let (rport, events) = receiver();
-    let pfile = demo_pfile(&sb, &format!("webhook = http://127.0.0.1:{rport}/hook\n"));
-    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
-    pc.wait_for("Started Process", Duration::from_secs(60));
-    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
-    assert_eq!(code, Some(0), "exit status after SIGTERM");
-    let mut kinds = Vec::new();
-    while let Ok(k) = events.recv_timeout(Duration::from_secs(10)) {
-        let stop = k == "pcheck_stop";
-        kinds.push(k);
-        if stop {
-            break;
+    for how in ["SIGTERM", "SIGINT", "padmin -c shutdown"] {
+        let sb = Sandbox::new();
+        let (rport, events) = receiver();
+        let pfile = demo_pfile(&sb, &format!("webhook = http://127.0.0.1:{rport}/hook\n"));
+        let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
+        pc.wait_for("Started Process", Duration::from_secs(60));
+        let at = Instant::now();
+        match how {
+            "SIGTERM" => kill(pc.child.id() as i32, libc::SIGTERM),
+            "SIGINT" => kill(pc.child.id() as i32, libc::SIGINT),
+            _ => {
+                let out = pc.padmin(&["-c", "shutdown"]);
+                assert!(out.status.success(), "padmin -c shutdown failed: {out:?}");
+            }
         }
+        let code = pc.wait_exit(Duration::from_secs(60));
+        let took = at.elapsed();
+        assert_eq!(code, Some(0), "exit status after {how}");
+        let mut kinds = Vec::new();
+        while let Ok(k) = events.recv_timeout(Duration::from_secs(10)) {
+            let stop = k == "pcheck_stop";
+            kinds.push(k);
+            if stop {
+                break;
+            }
+        }
+        println!("{how} -> exit {took:?} (loaded host); webhook got {kinds:?}");
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("pcheck_start"),
+            "{how}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.last().map(String::as_str),
+            Some("pcheck_stop"),
+            "{how}: {kinds:?}"
+        );
+        // The server pcheck started keeps running; the sandbox ends it.
+        assert!(!demo_pids(&sb).is_empty(), "{how} stopped the server too");
     }
-    println!("SIGTERM -> exit {took:?} (loaded host); webhook got {kinds:?}");
-    assert_eq!(
-        kinds.first().map(String::as_str),
-        Some("pcheck_start"),
-        "{kinds:?}"
-    );
-    assert_eq!(
-        kinds.last().map(String::as_str),
-        Some("pcheck_stop"),
-        "{kinds:?}"
-    );
 }
 
 #[test]
