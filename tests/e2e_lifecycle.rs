@@ -256,7 +256,31 @@ fn restart_script_in_flight_at_sigterm_is_waited_for() {
     );
     let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
     wait_file(&started, Duration::from_secs(60));
-    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    let at = Instant::now();
+    kill(pc.child.id() as i32, libc::SIGTERM);
+    pc.wait_for("pcheck shutdown: SIGTERM", Duration::from_secs(60));
+    // While it waits, pcheck still holds the pfile (a second pcheck is refused) and
+    // tells padmin that it is stopping.
+    let out = pc.padmin(&["-c", "show pent"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("pcheck is shutting down"),
+        "padmin while stopping: {out:?}"
+    );
+    let second = std::process::Command::new(PCHECK)
+        .args(["--syslog", "none", "-f"])
+        .arg(&pfile)
+        .env("PSWEB_RUN_DIR", sb.run_dir())
+        .env("PSWEB_STATE_DIR", sb.file("state"))
+        .output()
+        .expect("run a second pcheck");
+    assert!(
+        !second.status.success()
+            && String::from_utf8_lossy(&second.stderr).contains("already watches this pfile"),
+        "a second pcheck while the first stops: {second:?}"
+    );
+    let code = pc.wait_exit(Duration::from_secs(60));
+    let took = at.elapsed();
     println!("restart script in flight (2 s left): SIGTERM -> exit {took:?}");
     assert_eq!(code, Some(0));
     assert!(

@@ -276,7 +276,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     if let Some(m) = &metrics {
         m.set_evidence(mode.name());
     }
-    sd.spawn(control.serve(calls_tx, Arc::clone(&log)));
+    // Not stopped with the other tasks: it holds the pfile's lock until pcheck exits,
+    // and while pcheck stops it still serves `events` and answers other requests with
+    // "pcheck is shutting down" (`calls` is dropped first).
+    tokio::spawn(control.serve(calls_tx, Arc::clone(&log)));
 
     let anchor = (Instant::now(), SystemTime::now());
     let mut slots: Vec<Slot> = Vec::with_capacity(pfile.entries.len());
@@ -372,6 +375,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             None => Evidence::NotRunning,
         };
         if let Some(code) = feed(&mut slots, idx, ev, &mut ctx, &mut kernel, &mut by_tgid) {
+            drop(calls);
             stop(&mut ctx, &slots, flush_bound).await;
             return Ok(code);
         }
@@ -562,6 +566,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             }
         }
     };
+    drop(calls);
     stop(&mut ctx, &slots, flush_bound).await;
     Ok(code)
 }

@@ -2,8 +2,8 @@
 //! ends when it fires; the tasks whose work must not be cut short are tracked, and
 //! the agent waits for them, each group within its bound:
 //!
-//! 1. [`Shutdown::begin`]: the senses, probe loops, pollers and servers end at their
-//!    next await point; a restart sequence that has not started its script yet gives
+//! 1. [`Shutdown::begin`]: the senses, probe loops, pollers and the metrics server end
+//!    at their next await point; a restart sequence that has not started its script yet gives
 //!    up (no new work).
 //! 2. [`Shutdown::restarts_done`]: a restart script in flight runs to its end, or to
 //!    its `restart_timeout` (when `act::restart` kills its process group).
