@@ -1,4 +1,4 @@
-//! `cargo xtask build-ebpf`: builds psweb's eBPF object (issue 3).
+//! `cargo xtask build-ebpf`: builds psweb's eBPF object.
 //!
 //! Needs a nightly toolchain with `rust-src` (the bpf target builds `core` itself) and
 //! `bpf-linker` built against the same LLVM major as that nightly. Whatever is missing

@@ -1,4 +1,4 @@
-//! `cargo xtask faults`: the fault matrix of issue 5. Runs the end-to-end tests that
+//! `cargo xtask faults`: the fault matrix. Runs the end-to-end tests that
 //! inject each fault (the same tests `cargo xtask test` runs), collects the
 //! `FAULT|n|fault|expected|seen|time to recover` lines they print, and prints one
 //! table; writes it as JSON to target/bench/faults.json. A second section, "local

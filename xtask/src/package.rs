@@ -1,4 +1,4 @@
-//! `cargo xtask package`: the x86_64 RPM (issue 7), then [`check`] of what it holds.
+//! `cargo xtask package`: the x86_64 RPM, then [`check`] of what it holds.
 //!
 //! pcheck and padmin are built static for x86_64-unknown-linux-musl, so they run on
 //! any x86_64 Linux whatever its glibc (RHEL 8 has 2.28): the check proves it from the
@@ -19,7 +19,7 @@ const BINS: [&str; 2] = ["pcheck", "padmin"];
 const TEMPLATES: &str = "/var/opt/HA/PSWE/conf/src";
 /// The newest glibc the binaries may need: RHEL 8's.
 const GLIBC_FLOOR: (u32, u32) = (2, 28);
-/// The systemd template unit (issue 5).
+/// The systemd template unit.
 const UNIT: &str = "packaging/pcheck@.service";
 
 fn cargo() -> Command {
@@ -109,7 +109,7 @@ pub fn build() -> Result<PathBuf, String> {
     let root = root();
     if !root.join(UNIT).is_file() {
         return Err(format!(
-            "{UNIT} is missing (the systemd unit of issue 5); the RPM needs it"
+            "{UNIT} is missing (the systemd unit); the RPM needs it"
         ));
     }
     ensure_tools()?;

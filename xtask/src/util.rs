@@ -92,7 +92,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
     sh(&mut cmd)?;
     crate::package::check()?;
     // The eBPF path on Debian's Linux 6.1 (the Amazon Linux 2023 family) under qemu,
-    // and the same scenarios on this host's kernel (issue 9).
+    // and the same scenarios on this host's kernel.
     crate::vmtest::run(&[])
 }
 
