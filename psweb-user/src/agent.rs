@@ -95,6 +95,8 @@ struct Slot {
     /// The last instance that ran: what is left of it is killed before a restart.
     last_service: Option<ServiceId>,
     watcher: Option<JoinHandle<()>>,
+    /// `padmin -c drain -n ID` (until `-c ready`): the load balancer is told drain.
+    lb_drain: bool,
 }
 
 /// The death-evidence source actually in use.
@@ -301,6 +303,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             service: None,
             last_service: None,
             watcher: None,
+            lb_drain: false,
         });
     }
     let mut by_tgid: HashMap<i32, usize> = HashMap::new();
@@ -308,6 +311,8 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         .globals
         .shutdown_flush
         .unwrap_or(crate::pfile::DEFAULT_SHUTDOWN_FLUSH);
+    let lb_board = Arc::new(crate::lb::Board::new(&pfile, &log));
+    let lb_listeners = crate::lb::bind_all(&pfile)?;
 
     // Persisted state: restart counts and the reboot count survive restarts and reboots.
     let store = Store::new(&pfile.globals.state_dir(), &pfile.path);
@@ -344,6 +349,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         pfile_path: pfile.path.display().to_string(),
         persist_due: false,
         metrics,
+        lb: Arc::clone(&lb_board),
         queue_wake,
         shutdown: sd,
     };
@@ -382,6 +388,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     }
 
     persist(&mut ctx, &slots);
+    // Listen once adopted processes are known up: a restarted pcheck never answers
+    // `down` for a healthy server.
+    sync_lb(&ctx, &slots);
+    crate::lb::serve(lb_listeners, &ctx.lb, &log);
     // READY once every entry has settled (running, or given up), so that units
     // ordered after pcheck find the servers up; at the latest after a minute.
     let started_at = Instant::now();
@@ -523,7 +533,7 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
             Some(Call { req, reply, written }) = calls.recv() => {
                 match req {
                     Request::ShowPent => {
-                        let entries = slots.iter().map(|s| view(s, mode, anchor)).collect();
+                        let entries = slots.iter().enumerate().map(|(i, s)| PentView { lb_state: ctx.lb.state_of(i), ..view(s, mode, anchor) }).collect();
                         let _ = reply.send(Response { ok: true, entries, ..Response::default() });
                     }
                     Request::Events { .. } => {
@@ -533,6 +543,21 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                     Request::ShowKernel => {
                         let kv = kernel_view(mode, load_report.as_ref(), &ports, kernel_serves_syn);
                         let _ = reply.send(Response { ok: true, kernel: Some(kv), ..Response::default() });
+                    }
+                    Request::ShowLb => {
+                        let lb = ctx.lb.views(None, Instant::now());
+                        let _ = reply.send(Response { ok: true, lb, ..Response::default() });
+                    }
+                    Request::Drain { pent_id } | Request::Ready { pent_id } => {
+                        let drain = matches!(req, Request::Drain { .. });
+                        let Some(slot) = slots.iter_mut().find(|s| s.cfg.pent_id == pent_id) else {
+                            let _ = reply.send(Response::error(format!("no process entry with pent_id {pent_id} (this pfile has {})", slots.len())));
+                            continue;
+                        };
+                        slot.lb_drain = drain;
+                        log.info(&format!("load balancer drain of pent_id= {pent_id} {} by padmin", if drain { "set" } else { "undone" }));
+                        sync_metrics(&ctx, &slots);
+                        let _ = reply.send(Response::message(format!("pent_id {pent_id}: the load balancer is told {}", if drain { "drain" } else { "ready (when healthy)" })));
                     }
                     Request::Shutdown => {
                         log.event(Level::Info, "pcheck shutdown: requested by padmin", EventInfo::new(EventKind::PcheckStop));
@@ -571,11 +596,13 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
     Ok(code)
 }
 
-/// The one way out, after the `pcheck_stop` event: no new work; a restart script in
+/// The one way out, after the `pcheck_stop` event: running servers are left `up
+/// ready` for load balancers; no new work; a restart script in
 /// flight ends or is killed at its `restart_timeout`; the state file is written (before
 /// the flush, so a receiver that hangs cannot lose it); each webhook queue is sent
 /// for at most `flush`. The caller then says STOPPING to systemd.
 async fn stop(ctx: &mut Ctx, slots: &[Slot], flush: Duration) {
+    lb_leave_up(ctx, slots).await;
     ctx.shutdown.begin();
     ctx.shutdown.restarts_done().await;
     persist(ctx, slots);
@@ -605,6 +632,8 @@ struct Ctx {
     /// Something persisted changed: write the state file.
     persist_due: bool,
     metrics: Option<Arc<Metrics>>,
+    /// What each entry's load balancer is told.
+    lb: Arc<crate::lb::Board>,
     /// Per stall-check port: wakes its kernel-evidence watchers when the queue may be
     /// full (an eBPF overflow event, or the shared look at the listeners).
     queue_wake: QueueWake,
@@ -614,6 +643,7 @@ struct Ctx {
 
 /// Metrics of every entry from its decision state (cheap: a few atomic stores).
 fn sync_metrics(ctx: &Ctx, slots: &[Slot]) {
+    sync_lb(ctx, slots);
     let Some(m) = &ctx.metrics else { return };
     m.set_reboots(ctx.guard.count);
     for s in slots {
@@ -625,6 +655,18 @@ fn sync_metrics(ctx: &Ctx, slots: &[Slot]) {
             s.core.restart_count,
         );
     }
+}
+
+/// What the load balancer is told of every entry, from its decision state.
+fn sync_lb(ctx: &Ctx, slots: &[Slot]) {
+    let entries = slots.iter().map(|s| (&s.cfg, &s.core, s.lb_drain));
+    crate::lb::sync(&ctx.lb, &ctx.log, ctx.metrics.as_deref(), entries);
+}
+
+/// On a clean stop: running servers are left `up ready` (see [`crate::lb::leave_up`]).
+async fn lb_leave_up(ctx: &Ctx, slots: &[Slot]) {
+    let entries = slots.iter().map(|s| (&s.cfg, &s.core));
+    crate::lb::leave_up(&ctx.lb, &ctx.log, ctx.metrics.as_deref(), entries).await;
 }
 
 /// Writes the state file. A failure (disk full, read-only file system) is logged
@@ -1373,5 +1415,6 @@ fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentView {
         pent_id: c.pent_id,
         monitor_sts: if c.monitor_on { "on" } else { "off" }.to_string(),
         evidence: mode.name().to_string(),
+        lb_state: None,
     }
 }

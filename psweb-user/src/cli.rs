@@ -58,7 +58,7 @@ pub struct PadminArgs {
     /// The pfile pcheck was started with.
     #[arg(short = 'f', long = "file", value_name = "PFILE")]
     pub pfile: PathBuf,
-    /// The command: "show pent", "show kernel", "events", "shutdown", "stop" or "start" (the last two with -n).
+    /// The command: "show pent", "show kernel", "show lb", "events", "shutdown", "stop", "start", "drain" or "ready" (the last four with -n).
     #[arg(short = 'c', long = "command", num_args = 1.., value_name = "COMMAND", required = true)]
     pub command: Vec<String>,
     /// With -c events: keep printing events as they happen (as does -c "events --follow").

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cli;
 pub mod core;
 pub mod gate;
+pub mod lb;
 pub mod pfile;
 pub mod probe;
 pub mod report;

@@ -548,3 +548,14 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let f = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     f(11) + f(12) // fields 14 and 15
 }
+
+pub const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// True when Debian's haproxy is installed; otherwise prints why the test is skipped.
+pub fn haproxy_or_skip(test: &str) -> bool {
+    if Path::new(HAPROXY).exists() {
+        return true;
+    }
+    println!("SKIPPED {test}: Debian's haproxy is not installed (cargo xtask test installs it)");
+    false
+}

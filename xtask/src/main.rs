@@ -18,7 +18,7 @@ commands:
   build-ebpf [--release]   build the eBPF objects, ring buffer and perf array (installs nightly rust-src and bpf-linker if missing)
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test                     install what the tests need, build, run every test
-  bench [--vs monit]       run the benchmarks (or the side-by-side with monit); tables + JSON in target/bench/,
+  bench [--vs monit|lb]    run the benchmarks (or the side-by-side with monit, or HAProxy); tables + JSON in target/bench/,
                            SVG charts in docs/bench/
   charts                   redraw docs/bench/*.svg from the JSON in target/bench/
   package                  build the x86_64 RPM (static musl binaries, eBPF object, unit, templates,

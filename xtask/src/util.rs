@@ -42,6 +42,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/perl", "perl"),
     ("/usr/share/tomcat10/bin/catalina.sh", "tomcat10"),
     ("/usr/sbin/nginx", "nginx"),
+    ("/usr/sbin/haproxy", "haproxy"),
     ("/usr/bin/promtool", "prometheus"),
     ("/usr/bin/prometheus", "prometheus"),
     (
@@ -171,13 +172,16 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// `cargo xtask bench`: the benchmark programs; each prints a table and writes JSON
 /// under target/bench/. `cargo xtask bench --vs monit`: only the side-by-side with
 /// monit (vs_monit, about 12 minutes; it installs Debian's monit if missing).
+/// `cargo xtask bench --vs lb`: HAProxy in front of two Apache backends under pcheck
+/// (vs_lb, about 4 minutes).
 pub fn bench(args: &[String]) -> Result<(), String> {
     let benches: &[&str] = match args {
         [] => &["death", "stall"],
         [flag, tool] if flag == "--vs" && tool == "monit" => &["vs_monit"],
+        [flag, tool] if flag == "--vs" && tool == "lb" => &["vs_lb"],
         _ => {
             return Err(format!(
-                "bench: unknown arguments {args:?} (expected none, or --vs monit)"
+                "bench: unknown arguments {args:?} (expected none, --vs monit or --vs lb)"
             ))
         }
     };

@@ -20,6 +20,16 @@ pub enum Request {
     Start {
         pent_id: u32,
     },
+    /// Tell the load balancer to drain the entry (until `Ready`).
+    Drain {
+        pent_id: u32,
+    },
+    /// Undo `Drain`.
+    Ready {
+        pent_id: u32,
+    },
+    /// What each entry's load balancer is told.
+    ShowLb,
     /// The recent events; with `follow`, the connection stays open and every later
     /// event follows as one JSON line (the only streaming request).
     Events {
@@ -42,6 +52,34 @@ pub struct Response {
     pub kernel: Option<KernelView>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<crate::report::events::Event>,
+    /// `show lb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<Vec<crate::lb::LbEntryView>>,
+}
+
+/// `show lb` as text: one block per entry, like `show pent`.
+pub fn lb_text(views: &[crate::lb::LbEntryView]) -> String {
+    let blocks: Vec<String> = views
+        .iter()
+        .map(|v| {
+            let mut s = String::new();
+            let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<21}= {v}\n"));
+            line("pent_id", &v.pent_id.to_string());
+            line("pname", &v.pname);
+            if let Some(n) = &v.lb_name {
+                line("lb_name", n);
+            }
+            let state = match v.weight {
+                Some(w) => format!("{} ({w}%)", v.state),
+                None => v.state.to_string(),
+            };
+            line("lb_state", &state);
+            line("reason", &v.reason);
+            line("since", &v.since);
+            s
+        })
+        .collect();
+    blocks.join("\n")
 }
 
 /// `show kernel`: where evidence comes from, and what the kernel said of each
@@ -149,6 +187,9 @@ pub struct PentView {
     pub monitor_sts: String,
     /// Where death evidence comes from for this entry (ebpf, pidfd, procfs).
     pub evidence: String,
+    /// What the load balancer is told: up, drain or down (not in the seed's block).
+    #[serde(default)]
+    pub lb_state: Option<crate::core::lb::LbState>,
 }
 
 impl PentView {
@@ -227,6 +268,7 @@ mod tests {
             pent_id: 1,
             monitor_sts: "on".into(),
             evidence: "pidfd".into(),
+            lb_state: Some(crate::core::lb::LbState::Up),
         };
         let seed = "\
 pname                = /opt/HA/PS/test_pm
@@ -253,6 +295,9 @@ monitor_sts          = on
             Request::Start { pent_id: 1 },
             Request::Events { follow: true },
             Request::Events { follow: false },
+            Request::Drain { pent_id: 1 },
+            Request::Ready { pent_id: 1 },
+            Request::ShowLb,
         ] {
             let s = serde_json::to_string(&r).expect("serialises");
             assert_eq!(serde_json::from_str::<Request>(&s).expect("parses"), r);

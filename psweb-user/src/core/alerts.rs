@@ -190,6 +190,7 @@ mod tests {
             (Overflow, "fire", &["overflow"]),
             (MonitorOn, "none", &[]),
             (MonitorOff, "none", &[]),
+            (LbState, "none", &[]),
         ];
         assert_eq!(table.len(), EventKind::ALL.len());
         for (kind, role, problems) in table {

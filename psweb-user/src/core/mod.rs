@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub mod alerts;
+pub mod lb;
 pub mod reboot;
 
 /// `proc_sts` in `show pent`.
@@ -228,10 +229,12 @@ pub enum EventKind {
     Overflow,
     MonitorOn,
     MonitorOff,
+    /// What the load balancer is told changed (up, drain, down).
+    LbState,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -253,6 +256,7 @@ impl EventKind {
         Self::Overflow,
         Self::MonitorOn,
         Self::MonitorOff,
+        Self::LbState,
     ];
 
     /// The JSON name: `process_down`.
@@ -279,6 +283,7 @@ impl EventKind {
             Self::Overflow => "overflow",
             Self::MonitorOn => "monitor_on",
             Self::MonitorOff => "monitor_off",
+            Self::LbState => "lb_state",
         }
     }
 }
@@ -377,6 +382,10 @@ pub struct Entry {
     proven: bool,
     /// The last verdict, for the persisted state and operators.
     pub last_verdict: Option<String>,
+    /// The process a stall verdict was given on (the load balancer keeps it down).
+    pub stalled_pid: Option<i32>,
+    /// The entry went to retry-over (until it runs again).
+    pub retried_over: bool,
     watch: Option<WatchId>,
     next_watch: WatchId,
     /// An attempt in flight is the first start (not a restart).
@@ -449,6 +458,8 @@ impl Entry {
             down_since: None,
             proven: false,
             last_verdict: None,
+            stalled_pid: None,
+            retried_over: false,
             watch: None,
             next_watch: u64::from(cfg.pent_id) << 32,
             first_start: true,
@@ -482,6 +493,8 @@ impl Entry {
                 };
                 self.first_start = false;
                 self.pid = Some(pid);
+                self.stalled_pid = None;
+                self.retried_over = false;
                 self.proven = adopted || !self.stall.as_ref().is_some_and(|s| s.enabled);
                 if self.proven {
                     self.retry_count = 0;
@@ -764,6 +777,7 @@ impl Entry {
         out: &mut Vec<Action>,
     ) {
         self.down_since.get_or_insert(now);
+        self.stalled_pid = Some(pid);
         self.last_verdict = Some(why.clone());
         out.push(Action::Persist);
         let Some(sw) = self.stall.as_mut() else {
@@ -850,6 +864,7 @@ impl Entry {
 
     fn retry_over(&mut self, out: &mut Vec<Action>) {
         self.proc_sts = ProcSts::Unavail;
+        self.retried_over = true;
         self.last_verdict = Some(format!("retry over ({})", self.retry_over_action.as_str()));
         out.push(Action::Persist);
         let act = self.retry_over_action;

@@ -19,6 +19,7 @@ fn cfg(retry_limit: u32, act: RetryOverAction) -> ProcEntry {
         },
         stall: None,
         line: 1,
+        lb: Default::default(),
     }
 }
 

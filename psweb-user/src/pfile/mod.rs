@@ -214,6 +214,26 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
                     }
                 }
                 "webhook_header_file" => globals.webhook_header_file = Some(abs_path(&cx, value)?),
+                "lb_agent_listen" => globals.lb.agent_listen = Some(parse_listen(&cx, &value)?),
+                "lb_health_listen" => globals.lb.health_listen = Some(parse_listen(&cx, &value)?),
+                "lb_haproxy_socket" => {
+                    globals.lb.haproxy_socket = Some(if value.text.starts_with('/') {
+                        HaproxySocket::Unix(PathBuf::from(&value.text))
+                    } else {
+                        HaproxySocket::Tcp(parse_listen(&cx, &value)?)
+                    })
+                }
+                "lb_allow" => {
+                    for part in value.text.split(',') {
+                        let net = Cidr::parse(part.trim()).ok_or_else(|| {
+                            cx.err(
+                                value.pos,
+                                format!("expected networks such as 10.0.0.0/8,::1/128, found {:?}", part.trim()),
+                            )
+                        })?;
+                        globals.lb.allow.push(net);
+                    }
+                }
                 "auto_reboot" => {
                     globals.reboot.enabled = match value.text.as_str() {
                         "on" => true,
@@ -318,6 +338,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             );
         }
     }
+    check_lb(&mut cx, &globals, &entries)?;
     if entries.is_empty() {
         cx.warn(
             Pos { line: 1, col: 1 },
@@ -569,6 +590,10 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_allow",
     "webhook_header_file",
+    "lb_agent_listen",
+    "lb_health_listen",
+    "lb_allow",
+    "lb_haproxy_socket",
 ];
 const ENTRY_KEYS: &[&str] = &[
     "pidfile",
@@ -579,6 +604,10 @@ const ENTRY_KEYS: &[&str] = &[
     "start_wait",
     "retry_delay",
     "kill_wait",
+    "lb_agent_listen",
+    "lb_name",
+    "lb_warmup",
+    "lb_haproxy_server",
 ];
 
 fn global_key(cx: &Ctx, key: &Token) -> Result<&'static str, Diagnostic> {
@@ -659,6 +688,7 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
     let mut pidfile = None;
     let mut user = None;
     let mut owner = None;
+    let mut lb = LbEntry::default();
     let mut seen: HashMap<String, Pos> = HashMap::new();
     for t in &toks[3..] {
         let Some(eq) = t.text.find('=') else {
@@ -723,6 +753,42 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
             "start_wait" => overrides.start_wait = Some(parse_duration(cx, &val, key)?),
             "retry_delay" => overrides.retry_delay = Some(parse_duration_zero_ok(cx, &val, key)?),
             "kill_wait" => overrides.kill_wait = Some(parse_duration(cx, &val, key)?),
+            "lb_agent_listen" => lb.agent_listen = Some(parse_listen(cx, &val)?),
+            "lb_name" => {
+                if val.text.bytes().all(|b| b.is_ascii_digit())
+                    || !val
+                        .text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    return Err(cx.err(
+                        val.pos,
+                        format!("expected a name of letters, digits, '.', '_' or '-' (not only digits), found {:?}", val.text),
+                    ));
+                }
+                lb.name = Some(val.text.clone());
+            }
+            "lb_warmup" => lb.warmup = Some(parse_duration(cx, &val, key)?),
+            "lb_haproxy_server" => {
+                let ok = val.text.split_once('/').is_some_and(|(b, s)| {
+                    let name = |x: &str| {
+                        !x.is_empty()
+                            && x.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+                    };
+                    name(b) && name(s)
+                });
+                if !ok {
+                    return Err(cx.err(
+                        val.pos,
+                        format!(
+                            "expected BACKEND/SERVER as HAProxy names them, found {:?}",
+                            val.text
+                        ),
+                    ));
+                }
+                lb.haproxy_server = Some(val.text.clone());
+            }
             _ => {}
         }
     }
@@ -740,8 +806,74 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
             settings: EntrySettings::default(),
             stall: None,
             line: pname_tok.pos.line,
+            lb,
         },
         overrides,
+    })
+}
+
+/// Load-balancer keys across entries: names unique, each listener bound once, and a
+/// warning for a listener open beyond loopback with no `lb_allow`.
+fn check_lb(cx: &mut Ctx, g: &Globals, entries: &[(Pos, ProcEntry)]) -> Result<(), Diagnostic> {
+    if g.lb.haproxy_socket.is_none() {
+        if let Some((pos, _)) = entries.iter().find(|(_, e)| e.lb.haproxy_server.is_some()) {
+            return Err(cx.err(
+                *pos,
+                "lb_haproxy_server needs the global lb_haproxy_socket (HAProxy's stats socket)",
+            ));
+        }
+    }
+    let mut listens: Vec<(std::net::SocketAddr, String)> = Vec::new();
+    for (addr, what) in [
+        (g.lb.agent_listen, "lb_agent_listen"),
+        (g.lb.health_listen, "lb_health_listen"),
+    ] {
+        if let Some(a) = addr {
+            listens.push((a, format!("the global {what}")));
+        }
+    }
+    for (a, (pos_a, ea)) in entries.iter().enumerate() {
+        if let Some(l) = ea.lb.agent_listen {
+            listens.push((l, format!("the entry at line {}", pos_a.line)));
+        }
+        for (pos_b, eb) in entries.iter().skip(a + 1) {
+            if ea.lb.name.is_some() && ea.lb.name == eb.lb.name {
+                return Err(cx.err(
+                    *pos_b,
+                    format!(
+                        "the entries at lines {} and {} have the same lb_name",
+                        pos_a.line, pos_b.line
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, (a, who)) in listens.iter().enumerate() {
+        if let Some((_, first)) = listens[..i].iter().find(|(b, _)| b == a) {
+            return Err(cx.err(
+                Pos { line: 1, col: 1 },
+                format!("{a} is a load-balancer listener of both {first} and {who}"),
+            ));
+        }
+        if !a.ip().is_loopback() && g.lb.allow.is_empty() {
+            cx.warn(
+                Pos { line: 1, col: 1 },
+                format!("the load-balancer listener {a} of {who} is not on loopback and lb_allow is not set: anyone who can reach it may ask (it has no authentication); set lb_allow = CIDR[,...] or firewall it"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_listen(cx: &Ctx, t: &Token) -> Result<std::net::SocketAddr, Diagnostic> {
+    t.text.parse().map_err(|_| {
+        cx.err(
+            t.pos,
+            format!(
+                "expected an address and port such as 127.0.0.1:9950 or [::1]:9950, found {:?}",
+                t.text
+            ),
+        )
     })
 }
 

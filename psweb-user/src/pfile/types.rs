@@ -44,6 +44,50 @@ pub struct Globals {
     /// `shutdown_flush`: how long pcheck, stopping, waits for the webhook queues to
     /// empty (default [`DEFAULT_SHUTDOWN_FLUSH`]).
     pub shutdown_flush: Option<Duration>,
+    /// Load-balancer listeners shared by every entry.
+    pub lb: LbGlobals,
+}
+
+/// `lb_agent_listen`, `lb_health_listen`, `lb_allow` as global keys.
+#[derive(Clone, Debug, Default)]
+pub struct LbGlobals {
+    /// One HAProxy agent-check listener for all entries (`agent-send` names one).
+    pub agent_listen: Option<std::net::SocketAddr>,
+    /// The HTTP health endpoint (`GET /health`, `GET /health/<pent_id|lb_name>`).
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Who may connect to the load-balancer listeners (empty: anyone who can reach them).
+    pub allow: Vec<Cidr>,
+    /// A local HAProxy's runtime API (stats socket), told of every change at once.
+    pub haproxy_socket: Option<HaproxySocket>,
+}
+
+/// Where HAProxy's runtime API listens: a UNIX socket path or a TCP address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HaproxySocket {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for HaproxySocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "{}", p.display()),
+            Self::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// An entry's load-balancer keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LbEntry {
+    /// An agent-check listener that speaks for this entry only.
+    pub agent_listen: Option<std::net::SocketAddr>,
+    /// The name an `agent-send` line or a health URL may use for this entry.
+    pub name: Option<String>,
+    /// After a restart, the weight ramps from 1% to 100% over this.
+    pub warmup: Option<Duration>,
+    /// `BACKEND/SERVER` in the HAProxy of `lb_haproxy_socket`.
+    pub haproxy_server: Option<String>,
 }
 
 /// A network: address and prefix length (`10.0.0.0/8`, `::1/128`, `192.0.2.7`).
@@ -367,6 +411,7 @@ pub struct ProcEntry {
     pub settings: EntrySettings,
     pub stall: Option<StallCheck>,
     pub line: usize,
+    pub lb: LbEntry,
 }
 
 impl ProcEntry {

@@ -40,6 +40,17 @@ pub struct Event {
     pub host: String,
     /// The log line, exactly as syslog got it.
     pub message: String,
+    /// `lb_state` events only: what the load balancer was told before, now, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<LbChange>,
+}
+
+/// A change of what the load balancer is told of an entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LbChange {
+    pub old: crate::core::lb::LbState,
+    pub new: crate::core::lb::LbState,
+    pub reason: String,
 }
 
 /// What the emitter knows of an event; the bus adds the rest.
@@ -51,6 +62,7 @@ pub struct EventInfo {
     pub pid: Option<i32>,
     pub port: Option<u16>,
     pub evidence: Option<EventSource>,
+    pub lb: Option<LbChange>,
 }
 
 impl EventInfo {
@@ -62,6 +74,7 @@ impl EventInfo {
             pid: None,
             port: None,
             evidence: None,
+            lb: None,
         }
     }
     pub fn from_tag(tag: Tag) -> Self {
@@ -150,6 +163,7 @@ impl Bus {
             time: rfc3339_now(),
             host: self.host.clone(),
             message: message.to_string(),
+            lb: info.lb,
         };
         if ring.events.len() >= RING {
             ring.events.pop_front();

@@ -67,6 +67,7 @@ pub struct Metrics {
     restart_count: Family<EntryLabels, Gauge>,
     proc_state: Family<StateLabels, Gauge>,
     stall_state: Family<StateLabels, Gauge>,
+    lb_state: Family<StateLabels, Gauge>,
     probe: Family<EntryLabels, Histogram, fn() -> Histogram>,
     overflows: Family<OverflowLabels, Counter>,
     full_polls: Family<OverflowLabels, Counter>,
@@ -95,6 +96,7 @@ impl Metrics {
             restart_count: Family::default(),
             proc_state: Family::default(),
             stall_state: Family::default(),
+            lb_state: Family::default(),
             probe: Family::new_with_constructor(probe_histogram as fn() -> Histogram),
             overflows: Family::default(),
             full_polls: Family::default(),
@@ -127,6 +129,11 @@ impl Metrics {
             "psweb_stall_state",
             "1 for the entry's current stall_chk state",
             m.stall_state.clone(),
+        );
+        registry.register(
+            "psweb_lb_state",
+            "1 for what the load balancer is told of the entry (up, drain or down)",
+            m.lb_state.clone(),
         );
         registry.register(
             "psweb_probe_duration_seconds",
@@ -204,6 +211,19 @@ impl Metrics {
                     .get_or_create(&state(s))
                     .set(i64::from(s == cur));
             }
+        }
+    }
+
+    /// What the load balancer is told of an entry: 1 for `state`, 0 for the others.
+    pub fn set_lb_state(&self, l: &EntryLabels, state: &str) {
+        for s in ["up", "drain", "down"] {
+            self.lb_state
+                .get_or_create(&StateLabels {
+                    pent_id: l.pent_id.clone(),
+                    pname: l.pname.clone(),
+                    state: s.to_string(),
+                })
+                .set(i64::from(s == state));
         }
     }
 

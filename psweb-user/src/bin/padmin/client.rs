@@ -65,6 +65,8 @@ pub fn print(args: &Args, resp: &Response) -> Result<ExitCode, String> {
                 .as_deref()
                 .unwrap_or("pcheck refused the command")
         );
+    } else if let Some(lb) = &resp.lb {
+        print!("{}", psweb::admin::lb_text(lb));
     } else if let Some(k) = &resp.kernel {
         print!("{}", k.to_text());
     } else if let Some(m) = &resp.message {

@@ -3,6 +3,7 @@
 
 mod client;
 mod events;
+mod lb;
 mod show;
 mod shutdown;
 mod start;
@@ -35,11 +36,14 @@ fn dispatch(args: &Args) -> Result<ExitCode, String> {
         ["events", "--follow" | "-f"] => events::run(args, true),
         ["show", "pent"] => show::pent(args),
         ["show", "kernel"] => show::kernel(args),
+        ["show", "lb"] => lb::show(args),
+        ["drain"] => lb::drain(args),
+        ["ready"] => lb::ready(args),
         ["shutdown"] => shutdown::run(args),
         ["stop"] => stop::run(args),
         ["start"] => start::run(args),
         _ => Err(format!(
-            "unknown command {:?}; expected \"show pent\", \"show kernel\", events, shutdown, stop or start",
+            "unknown command {:?}; expected \"show pent\", \"show kernel\", \"show lb\", events, shutdown, stop, start, drain or ready",
             words.join(" ")
         )),
     }
