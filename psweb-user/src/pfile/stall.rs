@@ -229,6 +229,17 @@ fn dup(cx: &Ctx, prev: Option<Pos>, t: &Token) -> Result<(), Diagnostic> {
     }
 }
 
+fn missing_fields(cx: &Ctx, f: &[Token], entry: &Token) -> Diagnostic {
+    cx.err(
+        f.first().map_or(entry.pos, |t| t.pos),
+        format!(
+            "expected {} fields as type:file:call:timeout:interval:error:argc, found {:?}",
+            entry.text,
+            join(f)
+        ),
+    )
+}
+
 /// type (DLL), file (a known library), call (DIRECT).
 fn check_common(
     cx: &mut Ctx,
@@ -236,49 +247,45 @@ fn check_common(
     f: &[Token],
     entry: &Token,
 ) -> Result<(), Diagnostic> {
-    if f.len() < 3 || f[0].text.is_empty() {
+    let [ty, file, call, rest @ ..] = f else {
+        return Err(missing_fields(cx, f, entry));
+    };
+    if ty.text.is_empty() {
+        return Err(missing_fields(cx, f, entry));
+    }
+    if ty.text != "DLL" {
         return Err(cx.err(
-            f.first().map_or(entry.pos, |t| t.pos),
-            format!(
-                "expected {} fields as type:file:call:timeout:interval:error:argc, found {:?}",
-                entry.text,
-                join(f)
-            ),
+            ty.pos,
+            format!("expected type DLL, found {:?}", ty.text),
         ));
     }
-    if f[0].text != "DLL" {
+    let base = file.text.rsplit('/').next().unwrap_or_default();
+    if !file.text.starts_with('/') || !LIBS.contains(&base) {
         return Err(cx.err(
-            f[0].pos,
-            format!("expected type DLL, found {:?}", f[0].text),
-        ));
-    }
-    let base = f[1].text.rsplit('/').next().unwrap_or_default();
-    if !f[1].text.starts_with('/') || !LIBS.contains(&base) {
-        return Err(cx.err(
-            f[1].pos,
+            file.pos,
             format!(
                 "expected one of the seed's libraries ({}) as an absolute path, found {:?}",
                 LIBS.join(", "),
-                f[1].text
+                file.text
             ),
         ));
     }
     if kind_of_lib(base) != Some(kind) {
         cx.warn(
-            f[1].pos,
+            file.pos,
             format!("{base} is not the library of this block; the block name decides the check"),
         );
     }
-    if f[2].text != "DIRECT" {
+    if call.text != "DIRECT" {
         return Err(cx.err(
-            f[2].pos,
-            format!("expected call DIRECT, found {:?}", f[2].text),
+            call.pos,
+            format!("expected call DIRECT, found {:?}", call.text),
         ));
     }
-    if f.len() > 3 && !is_default(&f[3]) {
+    if let Some(timeout) = rest.first().filter(|t| !is_default(t)) {
         cx.warn(
-            f[3].pos,
-            format!("the timeout field is not used; {:?} is ignored", f[3].text),
+            timeout.pos,
+            format!("the timeout field is not used; {:?} is ignored", timeout.text),
         );
     }
     Ok(())
@@ -297,10 +304,10 @@ fn join(f: &[Token]) -> String {
 
 /// The last field must be argc 0.
 fn last_is_argc_zero(cx: &Ctx, f: &[Token], entry: &Token) -> Result<(), Diagnostic> {
-    let last = &f[f.len() - 1];
-    if f.len() < 5 || last.text != "0" {
+    let last = f.last();
+    if f.len() < 5 || last.is_none_or(|t| t.text != "0") {
         return Err(cx.err(
-            last.pos,
+            last.map_or(entry.pos, |t| t.pos),
             format!(
                 "expected {} to end with argc 0 (type:file:call:timeout:interval:error:argc), found {:?}",
                 entry.text,
@@ -308,9 +315,9 @@ fn last_is_argc_zero(cx: &Ctx, f: &[Token], entry: &Token) -> Result<(), Diagnos
             ),
         ));
     }
-    if f.len() > 8 {
+    if let Some(extra) = f.get(8) {
         return Err(cx.err(
-            f[8].pos,
+            extra.pos,
             format!("too many fields for {}: {:?}", entry.text, join(f)),
         ));
     }
@@ -320,7 +327,7 @@ fn last_is_argc_zero(cx: &Ctx, f: &[Token], entry: &Token) -> Result<(), Diagnos
 /// INIT and QUIT take no values (the seed: "cannot be changed").
 fn check_no_arg_entry(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<(), Diagnostic> {
     last_is_argc_zero(cx, f, entry)?;
-    for t in &f[4..f.len() - 1] {
+    for t in f.get(4..f.len().saturating_sub(1)).unwrap_or_default() {
         if !is_default(t) {
             cx.warn(
                 t.pos,
@@ -333,7 +340,12 @@ fn check_no_arg_entry(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<(), Di
 
 fn parse_action(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<bool, Diagnostic> {
     last_is_argc_zero(cx, f, entry)?;
-    let err_tok = &f[f.len() - 2];
+    let Some(err_tok) = f.len().checked_sub(2).and_then(|i| f.get(i)) else {
+        return Err(cx.err(
+            entry.pos,
+            format!("expected {} to have an error field before argc", entry.text),
+        ));
+    };
     let value = match err_tok.text.as_str() {
         "" | "-" => false,
         "0" => false,
@@ -346,7 +358,9 @@ fn parse_action(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<bool, Diagno
         }
     };
     // Values other than the one taken, between call and argc, would be a second guess.
-    let others: Vec<&Token> = f[4..f.len() - 2]
+    let others: Vec<&Token> = f
+        .get(4..f.len().saturating_sub(2))
+        .unwrap_or_default()
         .iter()
         .filter(|t| !is_default(t))
         .collect();
@@ -380,7 +394,7 @@ fn parse_exec(
     f: &[Token],
     line: &LogicalLine,
 ) -> Result<Exec, Diagnostic> {
-    if f.len() < 7 {
+    let [_, _, _, _, interval_tok, error_tok, argc_tok, argv @ ..] = f else {
         return Err(cx.err(
             f.last().map_or(line.end_pos(), |t| t.pos),
             format!(
@@ -388,32 +402,30 @@ fn parse_exec(
                 join(f)
             ),
         ));
-    }
-    let interval_s = num_or(cx, &f[4], 60, "the interval (seconds)")?;
+    };
+    let interval_s = num_or(cx, interval_tok, 60, "the interval (seconds)")?;
     if interval_s < 10 {
         return Err(cx.err(
-            f[4].pos,
+            interval_tok.pos,
             format!("expected an interval of at least 10 seconds, found {interval_s}"),
         ));
     }
-    let stop_after_detect = match f[5].text.as_str() {
+    let stop_after_detect = match error_tok.text.as_str() {
         "" | "-" | "0" => false,
         "1" => true,
         other => {
             return Err(cx.err(
-                f[5].pos,
+                error_tok.pos,
                 format!("expected the EXEC error 0 (keep stall-watching) or 1 (stop after one detection), found {other:?}"),
             ))
         }
     };
-    let argc_tok = &f[6];
     let argc: usize = argc_tok.text.parse().map_err(|_| {
         cx.err(
             argc_tok.pos,
             format!("expected argc, a whole number, found {:?}", argc_tok.text),
         )
     })?;
-    let argv = &f[7..];
     let (lo, hi, shape) = match kind {
         StallKind::Web => (2, 3, "duration:port[:host]"),
         StallKind::Socket => (2, 2, "duration:port"),
@@ -440,19 +452,25 @@ fn parse_exec(
             ),
         ));
     }
-    let duration_s = num_or(cx, &argv[0], 600, "the retry-over time (seconds)")?;
+    let [duration_tok, port_tok, ..] = argv else {
+        return Err(cx.err(
+            argc_tok.pos,
+            format!("expected argc {lo} or more ({shape})"),
+        ));
+    };
+    let duration_s = num_or(cx, duration_tok, 600, "the retry-over time (seconds)")?;
     if duration_s < interval_s {
         return Err(cx.err(
-            argv[0].pos,
+            duration_tok.pos,
             format!("expected a retry-over time of at least the interval ({interval_s} s), found {duration_s}"),
         ));
     }
-    let port = match argv[1].text.parse::<u16>() {
+    let port = match port_tok.text.parse::<u16>() {
         Ok(p) if p > 0 => p,
         _ => {
             return Err(cx.err(
-                argv[1].pos,
-                format!("expected a port from 1 to 65535, found {:?}", argv[1].text),
+                port_tok.pos,
+                format!("expected a port from 1 to 65535, found {:?}", port_tok.text),
             ))
         }
     };
