@@ -2,7 +2,7 @@
 //! the running kernel, real processes and real sockets.
 //!
 //! Needs root and the built object (`cargo xtask build-ebpf`, or $PSWEB_BPF_OBJECT);
-//! without them each test prints `SKIPPED: <reason>` and returns.
+//! without them each test is recorded as skipped (tests/common/skip.rs) and returns.
 //! Each test loads its own `KernelEvidence` (own maps, own ring buffer), so they run
 //! in parallel. $PSWEB_BPF_TRANSPORT (auto, ring-buffer, perf-array) chooses how the
 //! events travel, as pcheck's --bpf-transport does: `cargo xtask vmtest` runs this
@@ -20,6 +20,9 @@ use psweb::sense::ebpf::{
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+#[path = "common/skip.rs"]
+mod skip;
+
 const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn object_path() -> PathBuf {
@@ -35,14 +38,17 @@ fn object_path() -> PathBuf {
 /// The object to load, or None after printing why the test is skipped.
 fn prerequisites(test: &str) -> Option<PathBuf> {
     if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED: {test}: loading eBPF needs root");
+        skip::skip(test, "loading eBPF needs root");
         return None;
     }
     let obj = object_path();
     if !obj.is_file() {
-        println!(
-            "SKIPPED: {test}: no eBPF object at {} (run `cargo xtask build-ebpf` or set PSWEB_BPF_OBJECT)",
-            obj.display()
+        skip::skip(
+            test,
+            &format!(
+                "no eBPF object at {} (run `cargo xtask build-ebpf` or set PSWEB_BPF_OBJECT)",
+                obj.display()
+            ),
         );
         return None;
     }

@@ -156,7 +156,7 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
         let _ = c.wait();
     }
     let Some(mut impostor) = impostor else {
-        println!("SKIPPED fault10: could not get pid {pid} again (ns_last_pid)");
+        not_run("fault10", &format!("could not get pid {pid} again (ns_last_pid)"));
         return;
     };
     assert!(
@@ -355,7 +355,7 @@ fn fault13_full_disk_does_not_stop_monitoring() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        println!("SKIPPED fault13b: cannot mount a small tmpfs here");
+        skip("fault13b", "cannot mount a small tmpfs here");
         return;
     }
     struct Umount(std::path::PathBuf);

@@ -357,7 +357,10 @@ fn kernel_evidence_never_judges_a_slow_but_draining_server() {
         return;
     }
     if !std::path::Path::new("/usr/bin/ab").exists() {
-        println!("SKIPPED kernel_evidence_draining: ab (apache2-utils) is not installed");
+        skip(
+            "kernel_evidence_draining",
+            "ab (apache2-utils) is not installed",
+        );
         return;
     }
     let sb = Sandbox::new();

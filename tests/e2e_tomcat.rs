@@ -144,11 +144,11 @@ fn tomcat_killed_is_restored() {
     }
     let catalina = Path::new(CATALINA_HOME).join("bin/catalina.sh");
     if !catalina.exists() {
-        println!("SKIPPED {test}: Debian's tomcat10 is not installed ({} missing; cargo xtask test installs it)", catalina.display());
+        skip(test, &format!("Debian's tomcat10 is not installed ({} missing; cargo xtask test installs it)", catalina.display()));
         return;
     }
     let Ok(real_java) = std::fs::canonicalize("/usr/bin/java") else {
-        println!("SKIPPED {test}: no java (/usr/bin/java); tomcat10 depends on a JRE");
+        skip(test, "no java (/usr/bin/java); tomcat10 depends on a JRE");
         return;
     };
     let sb = Sandbox::new();

@@ -8,6 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/skip.rs"]
+mod skip;
+
 const PCHECK: &str = env!("CARGO_BIN_EXE_pcheck");
 /// Where the RPM installs the templates; the pfiles name their scripts there.
 const INSTALLED: &str = "/var/opt/HA/PSWE/conf/src";
@@ -243,7 +246,7 @@ fn pfile_man_page_renders() {
         .arg(&page)
         .output()
     else {
-        println!("SKIPPED pfile_man_page_renders: groff is not installed");
+        skip::skip("pfile_man_page_renders", "groff is not installed");
         return;
     };
     assert!(

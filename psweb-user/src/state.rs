@@ -103,10 +103,7 @@ impl Store {
                 )
             }
         };
-        let parsed = serde_json::from_str::<State>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|s| s.sane().map(|()| s));
-        match parsed {
+        match parse(&text) {
             Ok(s) => (s, None),
             Err(why) => {
                 let aside = self.path.with_extension("corrupt");
@@ -229,6 +226,15 @@ pub fn on_tmpfs(dir: &Path) -> bool {
         }
     }
 }
+
+/// A state file's text as pcheck trusts it: valid JSON of this version, with sane
+/// values; Err says what is wrong.
+pub fn parse(text: &str) -> Result<State, String> {
+    serde_json::from_str::<State>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.sane().map(|()| s))
+}
+
 
 /// This boot's id (changes at every boot). Read from `$PSWEB_BOOT_ID_FILE` when set
 /// (tests with a harmless reboot command change it to stand for a reboot).

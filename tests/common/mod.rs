@@ -11,17 +11,20 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+mod skip;
+pub use skip::{not_run, skip, under_ci};
+
 pub const PCHECK: &str = env!("CARGO_BIN_EXE_pcheck");
 pub const PADMIN: &str = env!("CARGO_BIN_EXE_padmin");
 pub const DEMO: &str = env!("CARGO_BIN_EXE_psweb-demo-httpd");
 
-/// True when the test may run; otherwise prints why it is skipped.
+/// True when the test may run; otherwise records why it is skipped ([`skip`]).
 pub fn root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    println!("SKIPPED {test}: needs root (pcheck's control socket lives in a root-owned directory, and the tests kill and watch real processes)");
+    skip(test, "needs root (pcheck's control socket lives in a root-owned directory, and the tests kill and watch real processes)");
     false
 }
 
@@ -35,7 +38,7 @@ pub fn bpf_object_or_skip(test: &str) -> bool {
     if p.exists() {
         return true;
     }
-    println!("SKIPPED {test}: no eBPF object at {} (run `cargo xtask build-ebpf`, or the tests through `cargo xtask test`)", p.display());
+    skip(test, &format!("no eBPF object at {} (run `cargo xtask build-ebpf`, or the tests through `cargo xtask test`)", p.display()));
     false
 }
 
@@ -346,7 +349,7 @@ pub fn apache_or_skip(test: &str) -> bool {
     {
         return true;
     }
-    println!("SKIPPED {test}: Debian's apache2 is not installed (cargo xtask test installs it)");
+    skip(test, "Debian's apache2 is not installed (cargo xtask test installs it)");
     false
 }
 
@@ -483,7 +486,7 @@ pub fn nginx_or_skip(test: &str) -> bool {
     if Path::new(NGINX).exists() {
         return true;
     }
-    println!("SKIPPED {test}: Debian's nginx is not installed (cargo xtask test installs it)");
+    skip(test, "Debian's nginx is not installed (cargo xtask test installs it)");
     false
 }
 

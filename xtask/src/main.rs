@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask <build-ebpf | run | test | bench>`.
+//! Developer tasks: `cargo xtask <build-ebpf | run | test | soak | fuzz | bench | ...>`.
 //!
 //! Each task installs what it needs (apt packages, rust-src, bpf-linker) on a fresh
 //! machine and says what it is doing, so that a newcomer needs only the command.
@@ -6,7 +6,9 @@
 mod charts;
 mod ebpf;
 mod faults;
+mod fuzz;
 mod package;
+mod suite;
 mod util;
 mod vmtest;
 
@@ -17,7 +19,14 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   build-ebpf [--release]   build the eBPF objects, ring buffer and perf array (installs nightly rust-src and bpf-linker if missing)
   run                      build everything, then run pcheck in the foreground on the demo pfile
-  test                     install what the tests need, build, run every test
+  test [FILTER...]         install what the tests need, build, run every test (unit, end-to-end,
+                           package check, vmtest, 30 s per fuzz target); ends with one line
+                           `N passed, N failed, N skipped` (with FILTER: unit and end-to-end only)
+  soak [N]                 the unit and end-to-end tests N times (default 3) beside two CPU
+                           burners (stress-ng); prints runs and failures per test
+  fuzz [--time S | --runs N] [TARGET...]
+                           the cargo-fuzz targets (nightly; installs cargo-fuzz), each S seconds
+                           (default 60) or N inputs; prints inputs, inputs/s and the result
   bench [--vs monit|lb]    run the benchmarks (or the side-by-side with monit, or HAProxy); tables + JSON in target/bench/,
                            SVG charts in docs/bench/
   charts                   redraw docs/bench/*.svg from the JSON in target/bench/
@@ -40,7 +49,9 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "build-ebpf" => ebpf::build(rest.iter().any(|a| a == "--release")).map(|_| ()),
         "run" => util::run_demo(rest),
-        "test" => util::test(rest),
+        "test" => suite::test(rest),
+        "soak" => suite::soak(rest),
+        "fuzz" => fuzz::run(rest),
         "bench" => util::bench(rest),
         "charts" => charts::run(rest),
         "package" => package::package(rest),

@@ -24,11 +24,11 @@ pub fn sh(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -49,6 +49,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "/usr/bin/prometheus-alertmanager",
         "prometheus-alertmanager",
     ),
+    ("/usr/bin/groff", "groff"),
 ];
 
 /// Installs the test servers and tools that are missing (as root, with apt-get).
@@ -67,34 +68,30 @@ pub fn ensure_test_packages() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("xtask: installing the test servers and tools: {missing:?}");
-    sh(Command::new("apt-get").args(["update", "-qq"]))?;
-    sh(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing))
+    apt_install(&missing)
 }
 
-/// `cargo xtask test`: everything the tests need, then every test.
-pub fn test(args: &[String]) -> Result<(), String> {
-    ensure_test_packages()?;
-    let obj = crate::ebpf::build(false)?;
-    sh(cargo().args(["build", "--workspace", "--bins"]))?;
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
-        .env("PSWEB_BPF_OBJECT", &obj);
-    // The end-to-end tests mostly wait (for intervals, restarts, timeouts): four at a
-    // time keeps a 2-core machine's suite short without starving the timed ones.
-    if std::env::var_os("RUST_TEST_THREADS").is_none() {
-        cmd.env("RUST_TEST_THREADS", "4");
+/// apt-get install (after an update), waiting for another apt's lock.
+fn apt_install(packages: &[&str]) -> Result<(), String> {
+    const LOCK: [&str; 2] = ["-o", "DPkg::Lock::Timeout=600"];
+    sh(Command::new("apt-get").args(LOCK).args(["update", "-qq"]))?;
+    sh(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(LOCK)
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages))
+}
+
+/// Installs one Debian package unless `file` (which it installs) exists.
+pub fn ensure_package(file: &str, package: &str) -> Result<(), String> {
+    if Path::new(file).exists() {
+        return Ok(());
     }
-    if !args.is_empty() {
-        cmd.arg("--").args(args);
+    if !is_root() {
+        return Err(format!("{file} is missing: install Debian's {package} (needs root)"));
     }
-    sh(&mut cmd)?;
-    crate::package::check()?;
-    // The eBPF path on Debian's Linux 6.1 (the Amazon Linux 2023 family) under qemu,
-    // and the same scenarios on this host's kernel.
-    crate::vmtest::run(&[])
+    eprintln!("xtask: installing {package}");
+    apt_install(&[package])
 }
 
 /// `cargo xtask run [--port N]`: pcheck in the foreground watching the demo server.

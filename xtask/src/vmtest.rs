@@ -276,6 +276,7 @@ pub fn results(args: &[String]) -> Result<Vec<Row>, String> {
         t_host = h.elapsed();
     }
 
+    crate::suite::record_vmtest_rows(&lines);
     let table = render(&lines);
     println!("{table}");
     let timings = format!(

@@ -38,6 +38,13 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// One request line as padmin sends it (surrounding whitespace ignored).
+    pub fn parse(line: &str) -> Result<Self, String> {
+        serde_json::from_str(line.trim()).map_err(|e| e.to_string())
+    }
+}
+
 /// pcheck's answer.
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub struct Response {

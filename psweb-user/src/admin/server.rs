@@ -194,7 +194,7 @@ async fn handle(
         .await;
         return Ok(());
     }
-    let req: Request = match serde_json::from_str(line.trim()) {
+    let req = match Request::parse(&line) {
         Ok(r) => r,
         Err(e) => {
             send(&mut w, Response::error(format!("bad request: {e}"))).await;

@@ -96,7 +96,7 @@ fn snippet(buf: &[u8]) -> String {
 }
 
 /// Sends the request on an established stream (TCP or TLS) and reads the response head.
-pub(crate) async fn exchange<S>(
+pub async fn exchange<S>(
     stream: &mut S,
     target: &Target,
     default_port: u16,
