@@ -197,7 +197,7 @@ fn kill_restart_cycle_reaches_webhook_follow_metrics_and_journal() {
     pc.wait_for("Restarted Process", T);
     let restart = t0.elapsed();
 
-    // The webhook: the cycle in order, each within 100 ms of its verdict.
+    // The webhook: the cycle in order, each soon after its verdict.
     let mut got: Vec<(u64, serde_json::Value)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while cycle_of(
@@ -251,9 +251,10 @@ fn kill_restart_cycle_reaches_webhook_follow_metrics_and_journal() {
         worst / 1000,
         restart.as_millis()
     );
+    // A sanity bound (the figure, about a millisecond, is `cargo xtask bench` (events)).
     assert!(
-        worst < 100_000_000,
-        "each event within 100 ms: worst {} us",
+        worst < 1_000_000_000,
+        "each event within 1 s: worst {} us",
         worst / 1000
     );
 
@@ -448,11 +449,11 @@ fn dead_or_hanging_receiver_does_not_delay_restart() {
         ),
         Some(hanging),
     );
-    assert!(dead < Duration::from_secs(1), "down receiver: {dead:?}");
-    assert!(
-        hanging < Duration::from_secs(1),
-        "hanging receiver: {hanging:?}"
-    );
+    // A restart that waited for the receiver would take at least one webhook attempt's
+    // timeout (5 s); a sanity bound below it, far above the figure.
+    let bound = psweb::report::webhook::TIMEOUT - Duration::from_secs(1);
+    assert!(dead < bound, "down receiver: {dead:?}");
+    assert!(hanging < bound, "hanging receiver: {hanging:?}");
 }
 
 #[test]

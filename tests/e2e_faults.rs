@@ -138,7 +138,7 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
     let t0 = Instant::now();
     kill(pid, libc::SIGKILL);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(3), "perl reaps at once");
+        assert!(t0.elapsed() < Duration::from_secs(30), "perl reaps at once");
         std::thread::yield_now();
     }
     // Take the pid for an unrelated process (ns_last_pid: the next pid is +1).
@@ -156,13 +156,20 @@ fn fault10_recycled_pid_is_still_detected_as_dead() {
         let _ = c.wait();
     }
     let Some(mut impostor) = impostor else {
-        not_run("fault10", &format!("could not get pid {pid} again (ns_last_pid)"));
+        not_run(
+            "fault10",
+            &format!("could not get pid {pid} again (ns_last_pid)"),
+        );
         return;
     };
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "reused before pcheck's next poll"
-    );
+    if t0.elapsed() >= Duration::from_secs(5) {
+        // The case needs the pid taken again between two polls (5 s apart).
+        not_run(
+            "fault10",
+            &format!("taking pid {pid} again took {:?} on this loaded machine, longer than a poll interval", t0.elapsed()),
+        );
+        return;
+    }
     let down = pc.wait_for("Process Down", Duration::from_secs(15));
     assert!(
         down.contains(&format!("pid= {pid} ")) && down.contains("vanished"),

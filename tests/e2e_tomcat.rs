@@ -144,7 +144,13 @@ fn tomcat_killed_is_restored() {
     }
     let catalina = Path::new(CATALINA_HOME).join("bin/catalina.sh");
     if !catalina.exists() {
-        skip(test, &format!("Debian's tomcat10 is not installed ({} missing; cargo xtask test installs it)", catalina.display()));
+        skip(
+            test,
+            &format!(
+                "Debian's tomcat10 is not installed ({} missing; cargo xtask test installs it)",
+                catalina.display()
+            ),
+        );
         return;
     }
     let Ok(real_java) = std::fs::canonicalize("/usr/bin/java") else {

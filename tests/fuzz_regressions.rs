@@ -23,7 +23,10 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 
 #[test]
 fn pfile_inputs() {
-    assert!(replay("pfile", harness::pfile) > 0, "fuzz/regressions/pfile is empty");
+    assert!(
+        replay("pfile", harness::pfile) > 0,
+        "fuzz/regressions/pfile is empty"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 mod skip;
+#[allow(unused_imports)]
 pub use skip::{not_run, skip, under_ci};
 
 pub const PCHECK: &str = env!("CARGO_BIN_EXE_pcheck");
@@ -349,7 +350,10 @@ pub fn apache_or_skip(test: &str) -> bool {
     {
         return true;
     }
-    skip(test, "Debian's apache2 is not installed (cargo xtask test installs it)");
+    skip(
+        test,
+        "Debian's apache2 is not installed (cargo xtask test installs it)",
+    );
     false
 }
 
@@ -486,7 +490,10 @@ pub fn nginx_or_skip(test: &str) -> bool {
     if Path::new(NGINX).exists() {
         return true;
     }
-    skip(test, "Debian's nginx is not installed (cargo xtask test installs it)");
+    skip(
+        test,
+        "Debian's nginx is not installed (cargo xtask test installs it)",
+    );
     false
 }
 

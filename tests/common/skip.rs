@@ -49,7 +49,9 @@ pub fn under_ci() -> bool {
 /// `e2e_death-0123456789abcdef` -> `e2e_death` (cargo's hash suffix off).
 fn strip_hash(stem: &str) -> &str {
     match stem.rsplit_once('-') {
-        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name,
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
         _ => stem,
     }
 }

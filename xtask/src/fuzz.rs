@@ -70,7 +70,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         rows.push((t.clone(), r));
     }
-    println!("\n{:<16} {:>12} {:>10}  result", "target", "inputs", "inputs/s");
+    println!(
+        "\n{:<16} {:>12} {:>10}  result",
+        "target", "inputs", "inputs/s"
+    );
     for (t, r) in &rows {
         let v = match &r.verdict {
             Ok(()) => "0 panics, 0 hangs, 0 out-of-memory".to_string(),
@@ -98,8 +101,13 @@ pub fn smoke() -> Vec<TestResult> {
         .iter()
         .map(|t| {
             let outcome = match run_target(t, Budget::Seconds(30)) {
-                Ok(Run { verdict: Ok(()), .. }) => Outcome::Passed,
-                Ok(Run { verdict: Err(e), .. }) | Err(e) => Outcome::Failed(e),
+                Ok(Run {
+                    verdict: Ok(()), ..
+                }) => Outcome::Passed,
+                Ok(Run {
+                    verdict: Err(e), ..
+                })
+                | Err(e) => Outcome::Failed(e),
             };
             TestResult::new("fuzz", t, outcome)
         })
@@ -143,7 +151,11 @@ fn write_seeds() -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", pfiles.display()))?
         .flatten()
     {
-        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = f.file_name().to_string_lossy().into_owned();
             if name.starts_with("pfile") {
                 let body = std::fs::read(f.path()).map_err(|e| e.to_string())?;
@@ -163,7 +175,11 @@ fn write_seeds() -> Result<(), String> {
     .iter()
     .enumerate()
     {
-        seeds.push(("control_request", format!("seed{i}"), req.as_bytes().to_vec()));
+        seeds.push((
+            "control_request",
+            format!("seed{i}"),
+            req.as_bytes().to_vec(),
+        ));
     }
     for (i, resp) in [
         "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n",
@@ -215,13 +231,19 @@ fn run_target(target: &str, budget: Budget) -> Result<Run, String> {
         .args(["+nightly", "fuzz", "run", "-s", "none", target])
         .arg(&corpus)
         .arg(seeds_dir(target))
-        .args(["--", &limit, "-timeout=1", "-rss_limit_mb=2048", "-print_final_stats=1"])
+        .args([
+            "--",
+            &limit,
+            "-timeout=1",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ])
         .current_dir(fuzz_dir())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let _ = std::fs::write(&log, &text);
     let stat = |k: &str| -> u64 {
         text.lines()

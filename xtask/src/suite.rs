@@ -67,12 +67,18 @@ pub fn cargo_tests(obj: &Path, extra: &[String]) -> Result<Vec<TestResult>, Stri
     let (text, status) = run_merged(&mut cmd)?;
     let mut results = parse_libtest(&text);
     apply_skips(&mut results, &skip_dir);
-    if !status.success() && !results.iter().any(|r| matches!(r.outcome, Outcome::Failed(_))) {
+    if !status.success()
+        && !results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed(_)))
+    {
         // A build error, or a binary that died before reporting a test.
         results.push(TestResult::new(
             "cargo",
             "test",
-            Outcome::Failed(format!("cargo test ended with {status} and no failed test named")),
+            Outcome::Failed(format!(
+                "cargo test ended with {status} and no failed test named"
+            )),
         ));
     }
     Ok(results)
@@ -93,9 +99,7 @@ fn run_merged(cmd: &mut Command) -> Result<(String, std::process::ExitStatus), S
             std::fs::File::from_raw_fd(fds[1]),
         )
     };
-    let writer2 = writer
-        .try_clone()
-        .map_err(|e| format!("pipe: {e}"))?;
+    let writer2 = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
     eprintln!("xtask: running {cmd:?}");
     let mut child = cmd
         .current_dir(root())

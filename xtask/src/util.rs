@@ -88,7 +88,9 @@ pub fn ensure_package(file: &str, package: &str) -> Result<(), String> {
         return Ok(());
     }
     if !is_root() {
-        return Err(format!("{file} is missing: install Debian's {package} (needs root)"));
+        return Err(format!(
+            "{file} is missing: install Debian's {package} (needs root)"
+        ));
     }
     eprintln!("xtask: installing {package}");
     apt_install(&[package])

@@ -408,6 +408,9 @@ pub struct StallWatch {
     pub detections: u32,
     /// The first failure of the current run of failed probes.
     failing_since: Option<Instant>,
+    /// The watch already judged stalled: one verdict per watch (its forced kill ends
+    /// it), however much stall evidence follows.
+    judged: Option<WatchId>,
 }
 
 impl StallWatch {
@@ -423,6 +426,7 @@ impl StallWatch {
             enabled: true,
             detections: 0,
             failing_since: None,
+            judged: None,
         }
     }
 
@@ -652,7 +656,11 @@ impl Entry {
                 }
                 let Some(pid) = self.pid else { return out };
                 let pent_id = self.pent_id;
-                let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) else {
+                let Some(sw) = self
+                    .stall
+                    .as_mut()
+                    .filter(|s| s.enabled && s.judged != Some(watch))
+                else {
                     return out;
                 };
                 let since = *sw.failing_since.get_or_insert(started);
@@ -686,7 +694,11 @@ impl Entry {
                     return out;
                 }
                 let Some(pid) = self.pid else { return out };
-                if !self.stall.as_ref().is_some_and(|s| s.enabled && s.kernel) {
+                if !self
+                    .stall
+                    .as_ref()
+                    .is_some_and(|s| s.enabled && s.kernel && s.judged != Some(watch))
+                {
                     return out;
                 }
                 let why = format!(
@@ -784,6 +796,7 @@ impl Entry {
             return;
         };
         sw.sts = StallSts::Detect;
+        sw.judged = Some(watch);
         sw.detections += 1;
         sw.failing_since = None;
         out.push(event(
@@ -819,6 +832,19 @@ impl Entry {
             ),
             Tag::new(EventKind::RestartFailed),
         ));
+        if !self.monitor_on {
+            // Monitoring was turned off while this attempt ran: no next attempt and no
+            // retry-over action; `padmin -c start` asks for the process again.
+            self.proc_sts = ProcSts::Unavail;
+            out.push(log(
+                Level::Info,
+                format!(
+                    "monitoring of pent_id= {} is off: not restarting",
+                    self.pent_id
+                ),
+            ));
+            return;
+        }
         if self.retry_count >= allowed {
             self.retry_over(out);
         } else {
@@ -887,5 +913,7 @@ impl Entry {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

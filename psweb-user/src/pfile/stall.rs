@@ -254,10 +254,7 @@ fn check_common(
         return Err(missing_fields(cx, f, entry));
     }
     if ty.text != "DLL" {
-        return Err(cx.err(
-            ty.pos,
-            format!("expected type DLL, found {:?}", ty.text),
-        ));
+        return Err(cx.err(ty.pos, format!("expected type DLL, found {:?}", ty.text)));
     }
     let base = file.text.rsplit('/').next().unwrap_or_default();
     if !file.text.starts_with('/') || !LIBS.contains(&base) {
@@ -285,7 +282,10 @@ fn check_common(
     if let Some(timeout) = rest.first().filter(|t| !is_default(t)) {
         cx.warn(
             timeout.pos,
-            format!("the timeout field is not used; {:?} is ignored", timeout.text),
+            format!(
+                "the timeout field is not used; {:?} is ignored",
+                timeout.text
+            ),
         );
     }
     Ok(())

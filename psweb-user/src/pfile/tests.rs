@@ -336,7 +336,9 @@ fn short_ps_action_lines_are_diagnosed_not_panicked_on() {
     let stall = pf.entries[0].stall.as_ref().expect("stall check");
     assert!(stall.retry_over_on_kill_failure);
     assert!(
-        pf.warnings.iter().any(|w| w.msg.contains("PS_ACTION has 5 fields")),
+        pf.warnings
+            .iter()
+            .any(|w| w.msg.contains("PS_ACTION has 5 fields")),
         "{:?}",
         pf.warnings
     );

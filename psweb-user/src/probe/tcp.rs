@@ -177,7 +177,8 @@ mod tests {
             ),
             "{o:?}"
         );
-        assert!(o.elapsed < Duration::from_millis(3200), "{:?}", o.elapsed);
+        // Sanity bound: at the timeout, plus room for a loaded machine (not a figure).
+        assert!(o.elapsed < t.timeout * 2, "{:?}", o.elapsed);
     }
 
     /// A Prober keeps its host's addresses for RESOLVE_TTL, then asks again: a name
