@@ -64,11 +64,8 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
     assert_eq!(pc.entry(1)["stall_chk"][1], "AVAIL");
     assert!(ok(port));
     let master = pid_of(&pc.entry(1));
-    let httpd = sandbox_pids_of(&sb, APACHE);
-    assert!(httpd.len() >= 3, "master and workers: {httpd:?}");
-
     let t0 = Instant::now();
-    signal_all(&httpd, libc::SIGSTOP);
+    let httpd = stop_all(&sb, APACHE, 3);
     let find = pc.wait_for("Find Web Server Stall", STALL_T);
     let took = t0.elapsed();
     assert!(
@@ -327,9 +324,8 @@ fn kernel_evidence_judges_a_stopped_apache_under_load_long_before_the_seed_rule(
     let mut pc = Pcheck::start(&sb, &pfile, &[]);
     pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let master = pid_of(&pc.entry(1));
-    let httpd = sandbox_pids_of(&sb, APACHE);
     let t0 = Instant::now();
-    signal_all(&httpd, libc::SIGSTOP);
+    stop_all(&sb, APACHE, 3);
     let loader = std::thread::spawn(move || load(port, 40));
     let find = pc.wait_for("Find Web Server Stall", Duration::from_secs(60));
     let took = t0.elapsed();

@@ -561,11 +561,52 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
 
-/// True when Debian's haproxy is installed; otherwise prints why the test is skipped.
+/// True when Debian's haproxy is installed; otherwise records why the test is skipped.
 pub fn haproxy_or_skip(test: &str) -> bool {
     if Path::new(HAPROXY).exists() {
         return true;
     }
-    println!("SKIPPED {test}: Debian's haproxy is not installed (cargo xtask test installs it)");
+    skip(test, "Debian's haproxy is not installed (cargo xtask test installs it)");
     false
+}
+
+/// True once every thread of `pid` is stopped (SIGSTOP is delivered asynchronously: a
+/// thread running on another CPU may still accept a connection after kill()
+/// returned), or the process is gone.
+pub fn all_threads_stopped(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|text| psweb::sense::procfs::parse_stat(&text))
+                    .is_none_or(|st| st.state == 'T')
+            })
+        })
+        .unwrap_or(true)
+}
+
+/// SIGSTOPs every process of the sandbox running `exe` (at least `min` of them, once
+/// started) and waits until all are stopped; one forked meanwhile is stopped too.
+/// Returns their pids.
+pub fn stop_all(sb: &Sandbox, exe: &str, min: usize) -> Vec<i32> {
+    let deadline = Instant::now() + T;
+    while sandbox_pids_of(sb, exe).len() < min {
+        assert!(Instant::now() < deadline, "fewer than {min} {exe} processes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    loop {
+        let pids = sandbox_pids_of(sb, exe);
+        for p in &pids {
+            // SAFETY: plain kill.
+            unsafe { libc::kill(*p, libc::SIGSTOP) };
+        }
+        while !pids.iter().all(|p| all_threads_stopped(*p)) {
+            assert!(Instant::now() < deadline, "{pids:?} never all stopped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if sandbox_pids_of(sb, exe).iter().all(|p| pids.contains(p)) {
+            return pids;
+        }
+    }
 }

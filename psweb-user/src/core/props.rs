@@ -371,8 +371,8 @@ proptest! {
     }
 }
 
-/// With only failing probes and suspends (the host sleeping between probes), one
-/// verdict per wake-up at most, and only after `duration` of failures.
+// With only failing probes and suspends (the host sleeping between probes), one
+// verdict per wake-up at most, and only after `duration` of failures.
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 

@@ -1,0 +1,143 @@
+//! `cargo xtask bench` (kernel): the figures of the kernel evidence that the
+//! end-to-end tests only bound loosely: eBPF load + attach time, and the time from a
+//! SYN dropped on a full accept queue to its overflow event in userspace. Prints a
+//! table (goal met or missed) and writes target/bench/kernel.json.
+
+use psweb::sense::ebpf::{KernelEvent, KernelEvidence};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const LOADS: usize = 10;
+const OVERFLOWS: usize = 20;
+/// Goals: the old end-to-end test's fixed figures.
+const LOAD_GOAL: Duration = Duration::from_millis(200);
+const OVERFLOW_GOAL: Duration = Duration::from_millis(100);
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A listener with an accept queue of 1 that never accepts.
+fn tiny_listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    // listen() again shrinks the backlog of a listening socket.
+    // SAFETY: a valid listening fd.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 1) }, 0, "listen");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+/// Connects until one SYN is dropped (the connect does not complete at once on
+/// loopback); returns the open sockets and when the dropped connect began.
+fn overflow(port: u16) -> (Vec<TcpStream>, Instant) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut socks = Vec::new();
+    for _ in 0..16 {
+        let t = Instant::now();
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(20)) {
+            Ok(s) => socks.push(s),
+            Err(_) => return (socks, t),
+        }
+    }
+    panic!("16 connects to port {port} all completed: the accept queue never filled");
+}
+
+fn main() {
+    let obj = std::env::var_os("PSWEB_BPF_OBJECT").map(PathBuf::from);
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let Some(obj) = obj.filter(|p| p.is_file() && root) else {
+        println!("bench kernel skipped: needs root and PSWEB_BPF_OBJECT (run via cargo xtask bench)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let mut loads: Vec<u64> = (0..LOADS)
+        .map(|_| {
+            let (ke, report) = KernelEvidence::load(&obj).expect("load the eBPF object");
+            drop(ke);
+            report.load_attach.as_micros() as u64
+        })
+        .collect();
+    loads.sort_unstable();
+
+    let mut lat: Vec<u64> = rt.block_on(async {
+        let (mut ke, _) = KernelEvidence::load(&obj).expect("load the eBPF object");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        ke.spawn_reader(tx).expect("ring buffer reader");
+        let mut out = Vec::new();
+        for _ in 0..OVERFLOWS {
+            let (l, port) = tiny_listener();
+            ke.watch_port(port).expect("watch port");
+            let (socks, t) = overflow(port);
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                    Ok(Some(KernelEvent::Overflow { port: p, .. })) if p == port => {
+                        out.push(t.elapsed().as_micros() as u64);
+                        break;
+                    }
+                    Ok(Some(_)) => continue,
+                    _ => panic!("no overflow event for port {port} within 5 s"),
+                }
+            }
+            let _ = ke.unwatch_port(port);
+            drop((socks, l));
+        }
+        out
+    });
+    lat.sort_unstable();
+
+    let met = |v: u64, goal: Duration| {
+        if v <= goal.as_micros() as u64 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    };
+    println!("\nkernel evidence (this host; timings include whatever else the machine runs)");
+    println!(
+        "{:<40} {:>9} {:>9} {:>9}  goal",
+        "figure", "p50 ms", "p99 ms", "max ms"
+    );
+    let row = |name: &str, s: &[u64], goal: Duration| {
+        println!(
+            "{name:<40} {:>9.3} {:>9.3} {:>9.3}  p99 <= {} ms {}",
+            pct(s, 0.5) as f64 / 1000.0,
+            pct(s, 0.99) as f64 / 1000.0,
+            s.last().copied().unwrap_or(0) as f64 / 1000.0,
+            goal.as_millis(),
+            met(pct(s, 0.99), goal)
+        );
+    };
+    row(&format!("eBPF load + attach ({LOADS} loads)"), &loads, LOAD_GOAL);
+    row(
+        &format!("dropped SYN -> overflow event ({OVERFLOWS})"),
+        &lat,
+        OVERFLOW_GOAL,
+    );
+    let json = serde_json::json!({
+        "bench": "kernel",
+        "load_attach_us": { "p50": pct(&loads, 0.5), "p99": pct(&loads, 0.99), "max": loads.last(),
+            "samples": loads.len(), "goal_us": LOAD_GOAL.as_micros() as u64,
+            "met": pct(&loads, 0.99) <= LOAD_GOAL.as_micros() as u64 },
+        "overflow_event_us": { "p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": lat.last(),
+            "samples": lat.len(), "goal_us": OVERFLOW_GOAL.as_micros() as u64,
+            "met": pct(&lat, 0.99) <= OVERFLOW_GOAL.as_micros() as u64 },
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let out = dir.join("kernel.json");
+    match std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap_or_default()) {
+        Ok(()) => println!("\nwrote {}", out.display()),
+        Err(e) => println!("\ncannot write {}: {e}", out.display()),
+    }
+}
