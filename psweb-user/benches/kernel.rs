@@ -53,7 +53,9 @@ fn main() {
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let Some(obj) = obj.filter(|p| p.is_file() && root) else {
-        println!("bench kernel skipped: needs root and PSWEB_BPF_OBJECT (run via cargo xtask bench)");
+        println!(
+            "bench kernel skipped: needs root and PSWEB_BPF_OBJECT (run via cargo xtask bench)"
+        );
         return;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -118,7 +120,11 @@ fn main() {
             met(pct(s, 0.99), goal)
         );
     };
-    row(&format!("eBPF load + attach ({LOADS} loads)"), &loads, LOAD_GOAL);
+    row(
+        &format!("eBPF load + attach ({LOADS} loads)"),
+        &loads,
+        LOAD_GOAL,
+    );
     row(
         &format!("dropped SYN -> overflow event ({OVERFLOWS})"),
         &lat,
@@ -136,7 +142,10 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
     let out = dir.join("kernel.json");
-    match std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap_or_default()) {
+    match std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
         Ok(()) => println!("\nwrote {}", out.display()),
         Err(e) => println!("\ncannot write {}: {e}", out.display()),
     }

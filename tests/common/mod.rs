@@ -592,7 +592,10 @@ pub fn all_threads_stopped(pid: i32) -> bool {
 pub fn stop_all(sb: &Sandbox, exe: &str, min: usize) -> Vec<i32> {
     let deadline = Instant::now() + T;
     while sandbox_pids_of(sb, exe).len() < min {
-        assert!(Instant::now() < deadline, "fewer than {min} {exe} processes");
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {min} {exe} processes"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     loop {

@@ -21,8 +21,9 @@ commands:
   run                      build everything, then run pcheck in the foreground on the demo pfile
   test [FILTER...]         install what the tests need, build, run every test (unit, end-to-end,
                            package check, vmtest, 30 s per fuzz target); ends with one line
-                           `N passed, N failed, N skipped` (with FILTER: unit and end-to-end only)
-  soak [N]                 the unit and end-to-end tests N times (default 3) beside two CPU
+                           `N passed, N failed, N skipped` (with FILTER: unit and end-to-end only;
+                           `-- --skip NAME` leaves tests out and runs the rest)
+  soak [N] [-- ARGS]       the unit and end-to-end tests N times (default 3) beside two CPU
                            burners (stress-ng); prints runs and failures per test
   fuzz [--time S | --runs N] [TARGET...]
                            the cargo-fuzz targets (nightly; installs cargo-fuzz), each S seconds

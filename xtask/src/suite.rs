@@ -316,12 +316,16 @@ pub fn summarize(results: &[TestResult], took: Duration) -> Result<(), String> {
 /// `cargo xtask test`: every test, then one summary.
 pub fn test(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
+    let args = match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    };
     crate::util::ensure_test_packages()?;
     let obj = crate::ebpf::build(false)?;
     crate::util::sh(crate::util::cargo().args(["build", "--workspace", "--bins"]))?;
     let mut results = cargo_tests(&obj, args)?;
-    // Test-name filters select unit and end-to-end tests only.
-    if args.is_empty() {
+    // Test-name filters select unit and end-to-end tests only (`--skip NAME` does not).
+    if !has_filter(args) {
         let outcome = match crate::package::check() {
             Ok(()) => Outcome::Passed,
             Err(e) => Outcome::Failed(e),
@@ -349,6 +353,19 @@ pub fn test(args: &[String]) -> Result<(), String> {
     summarize(&results, started.elapsed())
 }
 
+/// True if libtest arguments name tests to run (a filter), not only tests to skip.
+fn has_filter(args: &[String]) -> bool {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--skip" {
+            it.next();
+        } else if !a.starts_with('-') {
+            return true;
+        }
+    }
+    false
+}
+
 /// A missing prerequisite: a skip, or under CI (`CI=true`) a failure.
 pub fn skipped_or_failed(why: &str) -> Outcome {
     let ci = std::env::var("CI")
@@ -363,10 +380,15 @@ pub fn skipped_or_failed(why: &str) -> Outcome {
 /// `cargo xtask soak [N]`: the unit and end-to-end tests N times (default 3) beside two
 /// CPU burners (stress-ng); prints runs and failures per test.
 pub fn soak(args: &[String]) -> Result<(), String> {
-    let n: u32 = match args {
+    // `soak [N] [-- LIBTEST ARGS]`, e.g. `soak 3 -- --skip wall_clock`.
+    let (mine, libtest) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let n: u32 = match mine {
         [] => 3,
         [n] => n.parse().map_err(|e| format!("soak: N: {e}"))?,
-        _ => return Err("usage: cargo xtask soak [N]".into()),
+        _ => return Err("usage: cargo xtask soak [N] [-- LIBTEST ARGS]".into()),
     };
     crate::util::ensure_test_packages()?;
     crate::util::ensure_package("/usr/bin/stress-ng", "stress-ng")?;
@@ -378,7 +400,7 @@ pub fn soak(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     for i in 1..=n {
         eprintln!("xtask: soak run {i} of {n} (beside two CPU burners)");
-        let results = cargo_tests(&obj, &[])?;
+        let results = cargo_tests(&obj, libtest)?;
         runs_done += 1;
         for r in &results {
             let e = table.entry(r.id()).or_default();
@@ -476,6 +498,15 @@ running 1 test
         assert_eq!(ids[3].1, &Outcome::Skipped("needs a VM".into()));
         assert_eq!(ids[4], ("e2e_death::single".into(), &Outcome::Passed));
         assert_eq!(ids[5].0, "e2e_x::(binary)");
+    }
+
+    #[test]
+    fn only_names_are_filters() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!has_filter(&v(&[])));
+        assert!(!has_filter(&v(&["--skip", "wall_clock"])));
+        assert!(has_filter(&v(&["stall"])));
+        assert!(has_filter(&v(&["--skip", "x", "stall"])));
     }
 
     #[test]

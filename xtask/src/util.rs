@@ -175,7 +175,7 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// (vs_lb, about 4 minutes).
 pub fn bench(args: &[String]) -> Result<(), String> {
     let benches: &[&str] = match args {
-        [] => &["death", "stall", "kernel"],
+        [] => &["death", "stall", "kernel", "events"],
         [flag, tool] if flag == "--vs" && tool == "monit" => &["vs_monit"],
         [flag, tool] if flag == "--vs" && tool == "lb" => &["vs_lb"],
         _ => {
