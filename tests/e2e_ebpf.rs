@@ -143,11 +143,12 @@ fn load_and_attach_serves_every_hook() {
         assert!(report.serves(EVIDENCE_EXIT));
         assert!(report.serves(EVIDENCE_OVERFLOW_FINAL_ACK), "{report:?}");
         assert!(report.serves(EVIDENCE_OVERFLOW_SYN), "{report:?}");
-        // A sanity bound only (about 40x the figure here, and room for qemu's
-        // emulation in vmtest): the figure is `cargo xtask bench` (kernel).
+        // A sanity bound only: the figure is `cargo xtask bench` (kernel), 25-130 ms
+        // on this host; vmtest runs this test under qemu's emulation, where it took
+        // 2.2 s.
         println!("load+attach {:?}", report.load_attach);
         assert!(
-            report.load_attach < Duration::from_secs(2),
+            report.load_attach < Duration::from_secs(30),
             "load+attach took {:?}",
             report.load_attach
         );
