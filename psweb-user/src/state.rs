@@ -235,7 +235,6 @@ pub fn parse(text: &str) -> Result<State, String> {
         .and_then(|s| s.sane().map(|()| s))
 }
 
-
 /// This boot's id (changes at every boot). Read from `$PSWEB_BOOT_ID_FILE` when set
 /// (tests with a harmless reboot command change it to stand for a reboot).
 pub fn boot_id() -> String {

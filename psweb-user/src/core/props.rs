@@ -93,6 +93,7 @@ fn entry(c: &Config) -> Entry {
         retry_limit: c.retry_limit,
         pidfile: None,
         user: None,
+        owner: None,
         settings: EntrySettings {
             retry_over_action: c.act,
             retry_delay: Duration::from_millis(250),

@@ -324,6 +324,9 @@ fn owner_metrics_allow_and_header_file() {
     assert_eq!((l, c), (1, 45), "{m}");
     let (l, c, _) = err_at(&format!("webhook_header_file = relative\n{ENTRY}"));
     assert_eq!((l, c), (1, 23));
+}
+
+#[test]
 fn short_ps_action_lines_are_diagnosed_not_panicked_on() {
     let lib = "/opt/HA/PSWE/lib/lib_bi_webserv.so";
     let block = |action: &str| {
