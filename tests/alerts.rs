@@ -43,7 +43,7 @@ fn prometheus_or_skip(test: &str) -> bool {
     if Path::new(PROMETHEUS).exists() && Path::new(ALERTMANAGER).exists() {
         return true;
     }
-    println!("SKIPPED {test}: Debian's prometheus and prometheus-alertmanager are not installed (cargo xtask test installs them)");
+    skip(test, "Debian's prometheus and prometheus-alertmanager are not installed (cargo xtask test installs them)");
     false
 }
 

@@ -34,7 +34,10 @@ fn attacker_or_skip(test: &str) -> Option<(u32, u32)> {
             .flatten()
     });
     if ids.is_none() || !Path::new("/usr/bin/setpriv").exists() {
-        println!("SKIPPED {test}: needs the user {ATTACKER} and setpriv (util-linux)");
+        skip(
+            test,
+            &format!("needs the user {ATTACKER} and setpriv (util-linux)"),
+        );
     }
     ids
 }
@@ -344,7 +347,10 @@ fn connection_floods_do_not_stop_restarts() {
         return;
     };
     if !Path::new("/usr/bin/perl").exists() {
-        println!("SKIPPED connection_flood: needs perl (cargo xtask test installs it)");
+        skip(
+            "connection_flood",
+            "needs perl (cargo xtask test installs it)",
+        );
         return;
     }
     // 10,000 client fds for each flood (and pcheck's own).
@@ -630,7 +636,10 @@ fn reboot_needs_a_durable_count_and_a_clean_environment() {
         }
     }
     if !mounted {
-        println!("SKIPPED reboot_durable (full disk part): cannot mount a small tmpfs here");
+        skip(
+            "reboot_durable",
+            "(full disk part) cannot mount a small tmpfs here",
+        );
         return;
     }
     let _umount = Umount(full.clone());

@@ -200,9 +200,12 @@ fn perf_array_transport_carries_the_same_events() {
         return;
     };
     if !obj.with_file_name(PERF_OBJECT_NAME).is_file() {
-        println!(
-            "SKIPPED: {test}: no {PERF_OBJECT_NAME} beside {} (run `cargo xtask build-ebpf`)",
-            obj.display()
+        skip::skip(
+            test,
+            &format!(
+                "no {PERF_OBJECT_NAME} beside {} (run `cargo xtask build-ebpf`)",
+                obj.display()
+            ),
         );
         return;
     }
