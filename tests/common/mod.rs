@@ -566,7 +566,10 @@ pub fn haproxy_or_skip(test: &str) -> bool {
     if Path::new(HAPROXY).exists() {
         return true;
     }
-    skip(test, "Debian's haproxy is not installed (cargo xtask test installs it)");
+    skip(
+        test,
+        "Debian's haproxy is not installed (cargo xtask test installs it)",
+    );
     false
 }
 

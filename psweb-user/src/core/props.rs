@@ -94,6 +94,7 @@ fn entry(c: &Config) -> Entry {
         pidfile: None,
         user: None,
         owner: None,
+        lb: Default::default(),
         settings: EntrySettings {
             retry_over_action: c.act,
             retry_delay: Duration::from_millis(250),
