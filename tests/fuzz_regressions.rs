@@ -49,3 +49,23 @@ fn state_file_inputs() {
 fn ring_event_inputs() {
     replay("ring_event", harness::ring_event);
 }
+
+/// The input that once made `pcheck --check` panic (exit 101): now a diagnostic with
+/// its line and column, and exit 2 like any other bad pfile.
+#[test]
+fn pcheck_check_diagnoses_the_five_field_ps_action() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/regressions/pfile/ps-action-five-fields");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pcheck"))
+        .arg("-f")
+        .arg(&file)
+        .arg("--check")
+        .output()
+        .expect("run pcheck");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":5:") && err.contains("expected PS_ACTION"),
+        "{err}"
+    );
+}

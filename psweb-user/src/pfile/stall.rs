@@ -340,6 +340,17 @@ fn check_no_arg_entry(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<(), Di
 
 fn parse_action(cx: &mut Ctx, f: &[Token], entry: &Token) -> Result<bool, Diagnostic> {
     last_is_argc_zero(cx, f, entry)?;
+    // With five fields the only value sits in the timeout field: no error to read.
+    if f.len() < 6 {
+        return Err(cx.err(
+            f.get(3).map_or(entry.pos, |t| t.pos),
+            format!(
+                "expected PS_ACTION as type:file:call:timeout:interval:error:argc, found {:?} ({} fields)",
+                join(f),
+                f.len()
+            ),
+        ));
+    }
     let Some(err_tok) = f.len().checked_sub(2).and_then(|i| f.get(i)) else {
         return Err(cx.err(
             entry.pos,

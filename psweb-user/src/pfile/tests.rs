@@ -334,19 +334,21 @@ fn short_ps_action_lines_are_diagnosed_not_panicked_on() {
             "{ENTRY}_bi_webserv {{\n PS_INIT DLL:{lib}:DIRECT:-:::0\n PS_EXEC DLL:{lib}:DIRECT:-:10:0:2:30:80\n PS_ACTION {action}\n}}\n"
         )
     };
-    // Five fields: the field before argc is read as the error, with a warning.
-    let pf = p(&block(&format!("DLL:{lib}:DIRECT:1:0"))).expect("five-field PS_ACTION");
+    // Six fields: the field before argc is read as the error, with a warning.
+    let pf = p(&block(&format!("DLL:{lib}:DIRECT:-:1:0"))).expect("six-field PS_ACTION");
     let stall = pf.entries[0].stall.as_ref().expect("stall check");
     assert!(stall.retry_over_on_kill_failure);
     assert!(
         pf.warnings
             .iter()
-            .any(|w| w.msg.contains("PS_ACTION has 5 fields")),
+            .any(|w| w.msg.contains("PS_ACTION has 6 fields")),
         "{:?}",
         pf.warnings
     );
-    // Fewer fields: an error naming the line, never a panic.
+    // Five fields (the value in the timeout field) and fewer: an error naming the
+    // line, never a panic.
     for action in [
+        format!("DLL:{lib}:DIRECT:1:0"),
         format!("DLL:{lib}:DIRECT:0"),
         format!("DLL:{lib}:DIRECT"),
         format!("DLL:{lib}"),
