@@ -6,6 +6,7 @@ use crate::admin::{
     server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
 };
 use crate::core::reboot::RebootGuard;
+use crate::fleet::Fleet;
 use crate::core::{
     Action, DeathKind, Entry, EventKind, EventSource, Evidence, Level, ProcSts, Source, Tag,
     WatchId,
@@ -148,12 +149,20 @@ fn log_action(log: &Logger, level: Level, msg: &str, tag: Option<Tag>, cfg: Opti
 /// WATCHDOG from the main loop, and STOPPING at the end.
 pub async fn run(opts: Options) -> Result<u8, String> {
     let notifier = Notifier::from_env();
-    let r = run_inner(opts, &notifier).await;
+    let fleet = Fleet::start(&opts.pfile, &opts.log);
+    let r = run_inner(opts, &notifier, fleet.as_ref()).await;
+    if let Some(f) = fleet {
+        f.stop().await;
+    }
     notifier.send("STOPPING=1");
     r
 }
 
-async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
+async fn run_inner(
+    opts: Options,
+    notifier: &Notifier,
+    fleet: Option<&Fleet>,
+) -> Result<u8, String> {
     let log = Arc::clone(&opts.log);
     let pfile = opts.pfile;
     let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
@@ -186,6 +195,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         }
         None => None,
     };
+    if let (Some(f), Some(m)) = (fleet, &metrics) {
+        f.set_metrics(Arc::clone(m));
+    }
     let hooks = webhook::start(
         &pfile.globals.webhooks,
         pfile.globals.webhook_format,
@@ -417,16 +429,23 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                 // From the main loop: a hung loop stops the pings and systemd acts.
                 notifier.send("WATCHDOG=1");
             }
-            _ = tick.tick(), if ctx.guard.policy.enabled || !ready => {
-                if !ctx.guard.policy.enabled {
-                    continue;
-                }
+            _ = tick.tick(), if ctx.guard.policy.enabled || !ready || fleet.is_some() => {
                 let now = Instant::now();
-                let worst = slots
+                let mut worst = slots
                     .iter()
                     .filter(|s| s.core.monitor_on)
                     .filter_map(|s| s.core.down_for(now).map(|d| (s.cfg.pent_id, d)))
                     .max_by_key(|(_, d)| *d);
+                if let Some(f) = fleet {
+                    // The fleet's health, and its reboot slot before a reboot.
+                    let health = slots.iter().map(|s| {
+                        (s.cfg.pent_id, s.core.monitor_on && s.core.down_for(now).is_some(), s.core.proc_sts)
+                    });
+                    worst = f.gate(&ctx.guard, health, worst);
+                }
+                if !ctx.guard.policy.enabled {
+                    continue;
+                }
                 for a in ctx.guard.on_tick(now, worst) {
                     match a {
                         Action::Log(level, msg, tag) => log_action(&log, level, &msg, tag, None),

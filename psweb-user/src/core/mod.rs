@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod alerts;
 pub mod lb;
+pub mod fleet;
 pub mod reboot;
 
 /// `proc_sts` in `show pent`.
@@ -231,10 +232,20 @@ pub enum EventKind {
     MonitorOff,
     /// What the load balancer is told changed (up, drain, down).
     LbState,
+    /// A due automatic reboot waits for the fleet (no slot, a hold, etcd away).
+    RebootHeld,
+    /// The fleet holds automatic reboots (outage suspected, or an operator).
+    FleetHold,
+    /// The fleet's hold is over.
+    FleetResume,
+    /// A reboot slot was taken or given back.
+    FleetSlot,
+    /// etcd went away or came back.
+    FleetEtcd,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 27] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -257,6 +268,11 @@ impl EventKind {
         Self::MonitorOn,
         Self::MonitorOff,
         Self::LbState,
+        Self::RebootHeld,
+        Self::FleetHold,
+        Self::FleetResume,
+        Self::FleetSlot,
+        Self::FleetEtcd,
     ];
 
     /// The JSON name: `process_down`.
@@ -284,6 +300,11 @@ impl EventKind {
             Self::MonitorOn => "monitor_on",
             Self::MonitorOff => "monitor_off",
             Self::LbState => "lb_state",
+            Self::RebootHeld => "reboot_held",
+            Self::FleetHold => "fleet_hold",
+            Self::FleetResume => "fleet_resume",
+            Self::FleetSlot => "fleet_slot",
+            Self::FleetEtcd => "fleet_etcd",
         }
     }
 }

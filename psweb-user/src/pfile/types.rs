@@ -46,6 +46,9 @@ pub struct Globals {
     pub shutdown_flush: Option<Duration>,
     /// Load-balancer listeners shared by every entry.
     pub lb: LbGlobals,
+    /// `fleet_*`: coordination with the other hosts of the fleet through etcd (off
+    /// when `fleet_etcd` is unset).
+    pub fleet: Option<FleetCfg>,
 }
 
 /// `lb_agent_listen`, `lb_health_listen`, `lb_allow` as global keys.
@@ -134,6 +137,62 @@ impl Cidr {
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
+        }
+    }
+}
+
+/// What pcheck does about automatic reboots while etcd cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FleetUnreachable {
+    /// Hold them until etcd answers again.
+    #[default]
+    Hold,
+    /// Reboot as a lone host would.
+    Proceed,
+}
+
+/// The fleet settings of a pfile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetCfg {
+    /// `fleet_etcd`: http:// or https:// endpoints.
+    pub endpoints: Vec<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// `fleet_name`: the fleet's key prefix.
+    pub name: String,
+    /// `fleet_host`: this host's member name (default: the host name).
+    pub host: Option<String>,
+    /// `fleet_lease_ttl`: the member key lives this long after pcheck stops refreshing it.
+    pub lease_ttl: Duration,
+    /// `fleet_max_rebooting`: hosts rebooting at once (the first host's value is stored).
+    pub max_rebooting: u32,
+    /// `fleet_reboot_ttl`: a reboot slot is freed this long after it was taken, should
+    /// its host never come back.
+    pub reboot_ttl: Duration,
+    /// `fleet_hold_ratio`: more than this share of unhealthy hosts holds reboots.
+    pub hold_ratio: f64,
+    pub unreachable: FleetUnreachable,
+}
+
+impl Default for FleetCfg {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            user: None,
+            password_file: None,
+            name: String::new(),
+            host: None,
+            lease_ttl: Duration::from_secs(30),
+            max_rebooting: 1,
+            reboot_ttl: Duration::from_secs(15 * 60),
+            hold_ratio: 0.5,
+            unreachable: FleetUnreachable::Hold,
         }
     }
 }
