@@ -170,9 +170,15 @@ impl Conn {
 
     /// One keep-alive of a lease; false when the lease is gone.
     pub async fn keep_alive_once(&mut self, lease: i64) -> Result<bool> {
-        let (mut keeper, mut stream) = self.client.lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+        let once = async {
+            let (mut keeper, mut stream) = self.client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            Ok::<_, etcd_client::Error>(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+        };
+        tokio::time::timeout(Duration::from_secs(3), once)
+            .await
+            .map_err(|_| Error::from("no answer to a lease keep-alive".to_string()))?
+            .map_err(Error::from)
     }
 
     pub async fn revoke(&mut self, lease: i64) -> Result<()> {

@@ -46,6 +46,9 @@ pub enum Cmd {
 /// whether its host is healthy again.
 const EVAL: Duration = Duration::from_secs(1);
 
+/// The longest a lease keep-alive waits for etcd's answer.
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(3);
+
 pub struct Fleet {
     local: watch::Sender<Local>,
     granted: watch::Receiver<bool>,
@@ -306,23 +309,31 @@ impl Task {
         self.held = Some(why);
     }
 
-    /// The hold (if any) is over.
-    fn not_held(&mut self, view: &rules::View) {
-        if let Some(Held::Outage { .. }) = &self.held {
-            let (k, n) = view.unhealthy();
-            self.event(
-                Level::Info,
-                &format!(
-                    "Fleet outage over: fleet= {} unhealthy= {k}/{n}: automatic reboots go on",
-                    self.cfg.name
-                ),
-                EventKind::FleetResume,
-            );
-        }
+    /// A grant ends any hold.
+    fn not_held(&mut self) {
         if let Some(m) = self.metrics.get() {
             m.set_fleet_hold(false);
         }
         self.held = None;
+    }
+
+    /// The outage hold ends when the share of unhealthy hosts falls.
+    fn outage_over(&mut self, view: &rules::View) {
+        if !matches!(self.held, Some(Held::Outage { .. }))
+            || rules::outage(view, self.cfg.hold_ratio).is_some()
+        {
+            return;
+        }
+        let (k, n) = view.unhealthy();
+        self.event(
+            Level::Info,
+            &format!(
+                "Fleet outage over: fleet= {} unhealthy= {k}/{n}: automatic reboots go on",
+                self.cfg.name
+            ),
+            EventKind::FleetResume,
+        );
+        self.not_held();
     }
 
     async fn session(
@@ -384,8 +395,14 @@ impl Task {
                         return Ok(End::Stop);
                     }
                     _ = ka.tick() => {
-                        keeper.keep_alive().await?;
-                        if !kept.message().await?.is_some_and(|r| r.ttl() > 0) {
+                        // A stream has no request timeout: bound the wait for the answer.
+                        let answer = tokio::time::timeout(KEEPALIVE_WAIT, async {
+                            keeper.keep_alive().await?;
+                            kept.message().await
+                        })
+                        .await
+                        .map_err(|_| etcd::Error::from("no answer to the member lease keep-alive".to_string()))??;
+                        if !answer.is_some_and(|r| r.ttl() > 0) {
                             return Err(etcd::Error::from("the member lease expired".to_string()));
                         }
                     }
@@ -453,6 +470,7 @@ impl Task {
             }
             return Ok(false);
         }
+        self.outage_over(&view);
         let holding = view.slot_of(&self.host).is_some();
         if !l.want_reboot || *self.granted.borrow() {
             return Ok(holding);
@@ -486,7 +504,7 @@ impl Task {
     }
 
     fn grant(&mut self, i: u32, view: &rules::View, how: &str, started: Instant) {
-        self.not_held(view);
+        self.not_held();
         self.event(
             Level::Warning,
             &format!(

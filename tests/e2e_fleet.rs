@@ -1,0 +1,410 @@
+//! The fleet against a real etcd (Debian's etcd 3.4, started on loopback with a
+//! temporary data dir): pchecks as "hosts" (distinct fleet_host, own state dirs),
+//! each watching its own demo server. The reboot command is harmless: it records the
+//! time and ends that pcheck; the test then starts it again as the rebooted host.
+
+mod common;
+use common::*;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const T: Duration = Duration::from_secs(60);
+const ETCD: &str = "/usr/bin/etcd";
+
+fn etcd_or_skip(test: &str) -> bool {
+    if Path::new(ETCD).exists() {
+        return true;
+    }
+    println!("SKIPPED {test}: no {ETCD} (Debian's etcd-server; `cargo xtask test` installs it)");
+    false
+}
+
+/// An etcd of the test's own, on loopback ports.
+struct Etcd {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    peer: u16,
+    extra: Vec<String>,
+}
+
+impl Etcd {
+    fn start(sb: &Sandbox, extra: &[&str]) -> Self {
+        let mut e = Self {
+            child: None,
+            dir: sb.file("etcd-data"),
+            port: free_port(),
+            peer: free_port(),
+            extra: extra.iter().map(|s| (*s).to_string()).collect(),
+        };
+        e.run();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let child = Command::new(ETCD)
+            .args(["--name", "t", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--log-level", "error"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        let deadline = Instant::now() + T;
+        // Ready when it answers a request (a connect alone can precede the leader).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        loop {
+            let ok = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && rt.block_on(async {
+                    let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await else {
+                        return false;
+                    };
+                    c.get("x", None).await.is_ok()
+                });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One "host": its sandbox (state dir, control socket), demo server and pcheck.
+struct Host {
+    sb: Sandbox,
+    name: String,
+    port: u16,
+    pfile: PathBuf,
+    pc: Option<Pcheck>,
+    /// Reboots the harmless reboot command recorded (ns since the epoch).
+    seen_reboots: usize,
+}
+
+impl Host {
+    fn new(name: &str, etcd: &Etcd, fleet: &str, extra: &str) -> Self {
+        let sb = Sandbox::new();
+        let port = free_port();
+        let pidfile = sb.file("web.pid");
+        let script = sb.script(
+            "web.rc",
+            &format!(
+                "[ -e {broken} ] && exit 1\nexec {DEMO} --port {port} --workers 0 --pidfile {pid} --daemon",
+                broken = sb.file("broken").display(),
+                pid = pidfile.display()
+            ),
+        );
+        let reboot = sb.script(
+            "reboot.sh",
+            &format!(
+                "date +%s%N >> {}\nkill -TERM $PPID",
+                sb.file("rebooted").display()
+            ),
+        );
+        let after = if extra.contains("reboot_after") { "" } else { "reboot_after = 1s\n" };
+        let pfile = sb.pfile(&format!(
+            "auto_reboot = on\n{after}reboot_limit = 10\nreboot_command = {reboot}\nretry_delay = 300ms\n\
+             fleet_etcd = {url}\nfleet_name = {fleet}\nfleet_host = {name}\nfleet_lease_ttl = 3s\n{extra}\n\
+             {DEMO} {script} 1000 pidfile={pid} retry_over_action=continue\n",
+            reboot = reboot.display(),
+            url = etcd.url(),
+            script = script.display(),
+            pid = pidfile.display()
+        ));
+        Self {
+            sb,
+            name: name.to_string(),
+            port,
+            pfile,
+            pc: None,
+            seen_reboots: 0,
+        }
+    }
+
+    fn start(&mut self) {
+        let mut pc = Pcheck::start(&self.sb, &self.pfile, &["--evidence", "pidfd"]);
+        pc.wait_for("Process", T);
+        self.pc = Some(pc);
+    }
+
+    fn pc(&mut self) -> &mut Pcheck {
+        self.pc.as_mut().expect("pcheck runs")
+    }
+
+    /// Breaks the server: its restarts fail until `fix`.
+    fn break_server(&mut self) {
+        std::fs::write(self.sb.file("broken"), "").expect("touch");
+        for p in demo_pids(&self.sb) {
+            kill(p, libc::SIGKILL);
+        }
+    }
+
+    fn fix(&self) {
+        let _ = std::fs::remove_file(self.sb.file("broken"));
+    }
+
+    fn reboots(&self) -> Vec<u128> {
+        std::fs::read_to_string(self.sb.file("rebooted"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+fn fleet_name(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
+
+/// Waits for the next host (of `hosts`) to run its reboot command; returns its index.
+fn next_reboot(hosts: &mut [Host], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if h.reboots().len() > h.seen_reboots {
+                h.seen_reboots += 1;
+                return i;
+            }
+            if let Some(pc) = h.pc.as_mut() {
+                pc.drain();
+            }
+        }
+        assert!(Instant::now() < deadline, "no reboot within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reboots one host after another, as the fleet lets them: each "reboot" ends that
+/// pcheck; a while later the host comes back fixed. Asserts that no other host
+/// reboots while one is down, and that the next reboot comes only after the last
+/// rebooted host was started again and gave its slot back.
+fn reboot_one_by_one(hosts: &mut [Host], which: &[usize]) {
+    let mut back_at: Option<u128> = None;
+    let mut done = Vec::new();
+    while done.len() < which.len() {
+        let i = next_reboot(hosts, T);
+        assert!(which.contains(&i) && !done.contains(&i), "host {i} rebooted: expected one of {which:?} once");
+        let t = *hosts[i].reboots().last().expect("a reboot time");
+        if let Some(b) = back_at {
+            assert!(t > b, "host {} rebooted before the last rebooted host was back", hosts[i].name);
+        }
+        hosts[i].pc().wait_exit(T);
+        hosts[i].pc = None;
+        // The host is "down" a while: its slot holds, nobody else reboots.
+        let before: Vec<usize> = hosts.iter().map(|h| h.reboots().len()).collect();
+        std::thread::sleep(Duration::from_millis(2500));
+        let after: Vec<usize> = hosts.iter().map(|h| h.reboots().len()).collect();
+        assert_eq!(before, after, "no reboot while host {} is rebooting", hosts[i].name);
+        hosts[i].fix();
+        back_at = Some(now_ns());
+        hosts[i].start();
+        let released = hosts[i].pc().wait_for("Fleet reboot slot released", T);
+        assert!(released.contains("healthy again"), "{released}");
+        assert!(http_ok(hosts[i].port), "host {} serves again", hosts[i].name);
+        done.push(i);
+    }
+}
+
+#[test]
+fn four_hosts_fatal_at_once_reboot_one_at_a_time() {
+    if !root_or_skip("fleet_one_at_a_time") || !etcd_or_skip("fleet_one_at_a_time") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("serial");
+    let mut hosts: Vec<Host> = (0..4)
+        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "fleet_max_rebooting = 1\nfleet_hold_ratio = 2"))
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &mut hosts {
+        h.break_server();
+    }
+    reboot_one_by_one(&mut hosts, &[0, 1, 2, 3]);
+    for h in &mut hosts {
+        assert_eq!(h.reboots().len(), 1, "host {} rebooted once", h.name);
+        assert!(http_ok(h.port));
+        h.pc().drain();
+        assert!(!h.pc().seen.iter().any(|l| l.contains("Fleet Outage Suspected")));
+    }
+}
+
+#[test]
+fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
+    if !root_or_skip("fleet_outage_hold") || !etcd_or_skip("fleet_outage_hold") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("outage");
+    // reboot_after 3s: every host has reported its failure before any reboot is due.
+    let mut hosts: Vec<Host> = (0..4)
+        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "reboot_after = 3s"))
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &mut hosts {
+        h.break_server();
+    }
+    for h in &mut hosts {
+        let line = h.pc().wait_for("Fleet Outage Suspected", T);
+        assert!(line.contains(&format!("fleet= {fleet} unhealthy= ")), "{line}");
+        let k: usize = line
+            .split("unhealthy= ")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.parse().ok())
+            .expect("k/n");
+        assert!(k > 2, "{line}");
+        h.pc().seen_or_wait("Auto Reboot held", T);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(hosts.iter().all(|h| h.reboots().is_empty()), "no reboot while held");
+    // Two hosts recover: 2 of 4 is not more than half: the other two reboot, one by one.
+    hosts[2].fix();
+    hosts[3].fix();
+    hosts[0].pc().wait_for("Fleet outage over", T);
+    reboot_one_by_one(&mut hosts, &[0, 1]);
+    for h in &mut hosts {
+        assert!(http_ok(h.port), "host {} serves", h.name);
+    }
+    assert!(hosts[2].reboots().is_empty() && hosts[3].reboots().is_empty());
+}
+
+#[test]
+fn a_slot_whose_host_never_comes_back_expires() {
+    if !root_or_skip("fleet_slot_expiry") || !etcd_or_skip("fleet_slot_expiry") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("expiry");
+    let mut hosts: Vec<Host> = (0..2)
+        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "fleet_hold_ratio = 2\nfleet_reboot_ttl = 4s"))
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &mut hosts {
+        h.break_server();
+    }
+    let first = next_reboot(&mut hosts, T);
+    let t0 = Instant::now();
+    hosts[first].pc().wait_exit(T);
+    hosts[first].pc = None;
+    // It never comes back; the other host waits for the slot to expire.
+    let other = 1 - first;
+    hosts[other].pc().wait_for("Auto Reboot held", T);
+    let second = next_reboot(&mut hosts, T);
+    let waited = t0.elapsed();
+    assert_eq!(second, other);
+    assert!(
+        waited >= Duration::from_secs(3),
+        "the slot held until fleet_reboot_ttl (4 s): {waited:?}"
+    );
+    eprintln!("slot expired and the next host rebooted after {waited:?}");
+}
+
+#[test]
+fn etcd_away_holds_reboots_but_never_monitoring() {
+    if !root_or_skip("fleet_etcd_away") || !etcd_or_skip("fleet_etcd_away") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let mut etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("away");
+    let mut h = Host::new("h0", &etcd, &fleet, "fleet_hold_ratio = 2");
+    h.start();
+    etcd.stop();
+    h.pc().wait_for("Fleet etcd unreachable", T);
+    // Monitoring and death restarts go on.
+    let pid = demo_pids(&h.sb)[0];
+    kill(pid, libc::SIGKILL);
+    h.pc().wait_for("Restarted Process", T);
+    assert!(http_ok(h.port));
+    // A fatal fault: the reboot waits for etcd (fleet_unreachable = hold).
+    h.break_server();
+    let held = h.pc().wait_for("Auto Reboot held", T);
+    assert!(held.contains("etcd cannot be reached"), "{held}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(h.reboots().is_empty(), "no reboot while etcd is away");
+    etcd.run();
+    h.pc().wait_for("Fleet etcd reachable again", T);
+    h.pc().wait_for("Fleet reboot slot granted", T);
+    next_reboot(std::slice::from_mut(&mut h), T);
+    h.pc().wait_exit(T);
+    let pc = h.pc.take().expect("pcheck");
+    let count = |s: &str| pc.seen.iter().filter(|l| l.contains(s)).count();
+    assert_eq!(count("Fleet etcd unreachable"), 1, "one line when etcd goes");
+    assert_eq!(count("Fleet etcd reachable again"), 1, "one line when it is back");
+}
+
+#[test]
+fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
+    if !etcd_or_skip("fleet_race") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let cfg = psweb::pfile::FleetCfg {
+        endpoints: vec![etcd.url()],
+        name: fleet_name("race"),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let mut a = psweb::fleet::etcd::Conn::connect(&cfg).await.expect("connect");
+        let mut b = psweb::fleet::etcd::Conn::connect(&cfg).await.expect("connect");
+        let ttl = Duration::from_secs(60);
+        for round in 0..100 {
+            let (ra, rb) = tokio::join!(
+                a.take_slot("a", &[0], ttl),
+                b.take_slot("b", &[0], ttl)
+            );
+            let (ra, rb) = (ra.expect("txn a"), rb.expect("txn b"));
+            assert!(
+                ra.is_some() != rb.is_some(),
+                "round {round}: exactly one host gets the last slot ({ra:?}, {rb:?})"
+            );
+            let view = a.view(1).await.expect("view");
+            assert_eq!(view.slots.len(), 1, "round {round}: {view:?}");
+            assert!(a.release_slot(0, None).await.expect("release"));
+        }
+    });
+}
