@@ -149,7 +149,7 @@ impl Host {
 
     fn start(&mut self) {
         let mut pc = Pcheck::start(&self.sb, &self.pfile, &["--evidence", "pidfd"]);
-        pc.wait_for("Process", T);
+        pc.wait_for("Started Process", T);
         self.pc = Some(pc);
     }
 
@@ -330,7 +330,7 @@ fn a_slot_whose_host_never_comes_back_expires() {
     hosts[first].pc = None;
     // It never comes back; the other host waits for the slot to expire.
     let other = 1 - first;
-    hosts[other].pc().wait_for("Auto Reboot held", T);
+    hosts[other].pc().seen_or_wait("Auto Reboot held", T);
     let second = next_reboot(&mut hosts, T);
     let waited = t0.elapsed();
     assert_eq!(second, other);
