@@ -408,3 +408,68 @@ fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
         }
     });
 }
+
+#[test]
+fn operators_hold_resume_and_free_slots_from_padmin() {
+    if !root_or_skip("fleet_padmin") || !etcd_or_skip("fleet_padmin") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("padmin");
+    let mut hosts: Vec<Host> = (0..2)
+        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "fleet_hold_ratio = 2"))
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let show = |h: &mut Host| -> serde_json::Value {
+        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["fleet"].clone()
+    };
+    // Both members up (their health reaches etcd within a tick).
+    let deadline = Instant::now() + T;
+    loop {
+        let v = show(&mut hosts[0]);
+        let members = v["members"].as_array().cloned().unwrap_or_default();
+        if members.len() == 2 && members.iter().all(|m| m["health"] == "up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two members up: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = hosts[0].pc().padmin(&["-c", "show fleet"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("member") && text.contains("h1"), "{text}");
+
+    // A hold from one host is logged on every member and holds reboots.
+    let out = hosts[0].pc().padmin(&["-c", "fleet hold"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for h in &mut hosts {
+        h.pc().wait_for("Fleet hold: fleet=", T);
+    }
+    hosts[1].break_server();
+    let held = hosts[1].pc().wait_for("Auto Reboot held", T);
+    assert!(held.contains("by an operator"), "{held}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(hosts[1].reboots().is_empty());
+    let out = hosts[0].pc().padmin(&["-c", "fleet resume"]);
+    assert!(out.status.success());
+    for h in &mut hosts {
+        h.pc().wait_for("Fleet resume: fleet=", T);
+    }
+    // The reboot goes on; the host never comes back; an operator frees its slot.
+    next_reboot(&mut hosts[1..], T);
+    hosts[1].pc().wait_exit(T);
+    hosts[1].pc = None;
+    let v = show(&mut hosts[0]);
+    assert_eq!(v["slots"][0]["host"], "h1", "{v}");
+    assert!(v["slots"][0]["expires_in_s"].as_i64().is_some_and(|s| s > 0), "{v}");
+    let out = hosts[0].pc().padmin(&["-c", "fleet", "release", "--host", "h1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = hosts[0].pc().wait_for("Fleet reboot slot released", T);
+    assert!(line.contains("host= h1") && line.contains("by an operator"), "{line}");
+    let v = show(&mut hosts[0]);
+    assert_eq!(v["slots"].as_array().map(Vec::len), Some(0), "{v}");
+}

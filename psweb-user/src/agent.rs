@@ -578,6 +578,9 @@ async fn run_inner(
                         sync_metrics(&ctx, &slots);
                         let _ = reply.send(Response::message(format!("pent_id {pent_id}: the load balancer is told {}", if drain { "drain" } else { "ready (when healthy)" })));
                     }
+                    Request::ShowFleet | Request::FleetHold { .. } | Request::FleetResume | Request::FleetRelease { .. } => {
+                        crate::fleet::serve(fleet, req, reply);
+                    }
                     Request::Shutdown => {
                         log.event(Level::Info, "pcheck shutdown: requested by padmin", EventInfo::new(EventKind::PcheckStop));
                         let _ = reply.send(Response::message("pcheck shut down"));

@@ -9,6 +9,11 @@
 //!   creates it (so two hosts never both take it), bound to its own lease
 //!   (`fleet_reboot_ttl`) so that it outlives the pcheck that rebooted the host.
 //! - `hold`: an operator's fleet-wide hold of automatic reboots (who set it).
+//! - `released/<host>`: written and deleted at once when an operator frees a host's
+//!   slot, so that every member logs it.
+//!
+//! Each pcheck watches the prefix (one stream, no polling): it logs operator actions
+//! and looks again at once when the fleet changes while a reboot of its waits.
 
 use crate::core::fleet::{Health, View};
 use crate::pfile::FleetCfg;
@@ -315,6 +320,15 @@ impl Conn {
 
     pub async fn set_hold(&mut self, who: &str) -> Result<()> {
         self.client.put(self.key("hold"), who, None).await?;
+        Ok(())
+    }
+
+    /// Tells every member that an operator freed `host`'s slot (a key they see come
+    /// and go through their watch).
+    pub async fn note_release(&mut self, host: &str, who: &str) -> Result<()> {
+        let key = self.key(&format!("released/{host}"));
+        self.client.put(key.clone(), who, None).await?;
+        self.client.delete(key, None).await?;
         Ok(())
     }
 

@@ -361,6 +361,14 @@ impl Task {
             Ok(k) => k,
             Err(e) => return End::Lost(e.into()),
         };
+        let mut watch = match conn
+            .client
+            .watch(conn.prefix.clone(), Some(etcd_client::WatchOptions::new().with_prefix()))
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => return End::Lost(e.into()),
+        };
         if self.reachable == Some(false) {
             self.event(
                 Level::Info,
@@ -429,6 +437,15 @@ impl Task {
                     _ = eval.tick(), if look => {
                         holding = self.look(&mut conn, budget, &l).await?;
                     }
+                    w = watch.message() => {
+                        let Some(w) = w? else {
+                            return Err(etcd::Error::from("etcd ended the watch".to_string()));
+                        };
+                        self.watched(&conn.prefix, &w);
+                        if look {
+                            holding = self.look(&mut conn, budget, &l).await?;
+                        }
+                    }
                     Some(cmd) = cmds.recv() => self.command(&mut conn, budget, cmd).await?,
                 }
             }
@@ -443,6 +460,50 @@ impl Task {
                     ));
                 }
                 End::Lost(e)
+            }
+        }
+    }
+
+    /// Logs, on every member, what operators did to the fleet.
+    fn watched(&mut self, prefix: &str, w: &etcd_client::WatchResponse) {
+        let fleet = self.cfg.name.clone();
+        for ev in w.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else {
+                continue;
+            };
+            let value = kv.value_str().unwrap_or("");
+            match (ev.event_type(), rest) {
+                (etcd_client::EventType::Put, "hold") => {
+                    self.event(
+                        Level::Warning,
+                        &format!("Fleet hold: fleet= {fleet}: automatic reboots held fleet-wide by {value}"),
+                        EventKind::FleetHold,
+                    );
+                    if let Some(m) = self.metrics.get() {
+                        m.set_fleet_hold(true);
+                    }
+                }
+                (etcd_client::EventType::Delete, "hold") => {
+                    self.event(
+                        Level::Info,
+                        &format!("Fleet resume: fleet= {fleet}: the operator's hold is lifted"),
+                        EventKind::FleetResume,
+                    );
+                    if let Some(m) = self.metrics.get() {
+                        m.set_fleet_hold(false);
+                    }
+                }
+                (etcd_client::EventType::Put, r) => {
+                    if let Some(host) = r.strip_prefix("released/") {
+                        self.event(
+                            Level::Warning,
+                            &format!("Fleet reboot slot released: fleet= {fleet} host= {host}: by an operator ({value})"),
+                            EventKind::FleetSlot,
+                        );
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -528,19 +589,18 @@ impl Task {
             }
             Cmd::Hold(who, reply) => {
                 conn.set_hold(&who).await?;
-                let msg = format!("Fleet hold: fleet= {}: automatic reboots held fleet-wide by {who}", self.cfg.name);
-                self.event(Level::Warning, &msg, EventKind::FleetHold);
-                let _ = reply.send(Ok(msg));
+                let _ = reply.send(Ok(format!(
+                    "fleet {}: automatic reboots are held fleet-wide until \"fleet resume\"",
+                    self.cfg.name
+                )));
             }
             Cmd::Resume(reply) => {
                 let was = conn.clear_hold().await?;
-                let msg = if was {
-                    format!("Fleet resume: fleet= {}: the operator's hold is lifted", self.cfg.name)
+                let _ = reply.send(Ok(if was {
+                    format!("fleet {}: the operator's hold is lifted", self.cfg.name)
                 } else {
                     format!("fleet {}: there was no operator hold", self.cfg.name)
-                };
-                self.event(Level::Info, &msg, EventKind::FleetResume);
-                let _ = reply.send(Ok(msg));
+                }));
             }
             Cmd::Release(host, reply) => {
                 let view = conn.view(budget).await?;
@@ -549,12 +609,11 @@ impl Task {
                     return Ok(());
                 };
                 conn.release_slot(i, Some(&host)).await?;
-                let msg = format!(
-                    "Fleet reboot slot released: fleet= {} host= {host} slot= {i}: by an operator (padmin on {})",
-                    self.cfg.name, self.host
-                );
-                self.event(Level::Warning, &msg, EventKind::FleetSlot);
-                let _ = reply.send(Ok(msg));
+                conn.note_release(&host, &format!("padmin on {}", self.host)).await?;
+                let _ = reply.send(Ok(format!(
+                    "fleet {}: reboot slot {i} of host {host} is free",
+                    self.cfg.name
+                )));
             }
             Cmd::GiveBack => {
                 let view = conn.view(budget).await?;
@@ -574,6 +633,53 @@ impl Task {
         }
         Ok(())
     }
+}
+
+/// A padmin request about the fleet: answered from a task of its own, so the agent's
+/// loop never waits for etcd.
+pub fn serve(
+    fleet: Option<&Fleet>,
+    req: crate::admin::Request,
+    reply: oneshot::Sender<crate::admin::Response>,
+) {
+    use crate::admin::{Request, Response};
+    let Some(f) = fleet else {
+        let _ = reply.send(Response::error(
+            "this pfile names no fleet (fleet_etcd, fleet_name)",
+        ));
+        return;
+    };
+    let (tx, rx) = oneshot::channel();
+    let (show_tx, show_rx) = oneshot::channel();
+    let show = matches!(req, Request::ShowFleet);
+    match req {
+        Request::ShowFleet => f.request(Cmd::Show(show_tx)),
+        Request::FleetHold { who } => f.request(Cmd::Hold(who, tx)),
+        Request::FleetResume => f.request(Cmd::Resume(tx)),
+        Request::FleetRelease { host } => f.request(Cmd::Release(host, tx)),
+        _ => return,
+    }
+    tokio::spawn(async move {
+        let wait = Duration::from_secs(10);
+        let answer = if show {
+            match tokio::time::timeout(wait, show_rx).await {
+                Ok(Ok(Ok(v))) => Response {
+                    ok: true,
+                    fleet: Some(v),
+                    ..Response::default()
+                },
+                Ok(Ok(Err(e))) => Response::error(e),
+                _ => Response::error("the fleet did not answer (etcd busy or away)"),
+            }
+        } else {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(Ok(m))) => Response::message(m),
+                Ok(Ok(Err(e))) => Response::error(e),
+                _ => Response::error("the fleet did not answer (etcd busy or away)"),
+            }
+        };
+        let _ = reply.send(answer);
+    });
 }
 
 fn reply_err(cmd: Cmd, why: &str) {
