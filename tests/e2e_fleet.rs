@@ -473,3 +473,59 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
     let v = show(&mut hosts[0]);
     assert_eq!(v["slots"].as_array().map(Vec::len), Some(0), "{v}");
 }
+
+#[test]
+fn an_expired_auth_token_is_renewed_by_connecting_again() {
+    if !root_or_skip("fleet_auth") || !etcd_or_skip("fleet_auth") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &["--auth-token-ttl", "2"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.url()], None).await.expect("connect");
+        c.user_add("root", "s3cret", None).await.expect("user");
+        c.role_add("root").await.expect("role");
+        c.user_grant_role("root", "root").await.expect("grant");
+        c.auth_enable().await.expect("auth on");
+    });
+    let fleet = fleet_name("auth");
+    let pw = esb.file("etcd-password");
+    std::fs::write(&pw, "s3cret\n").expect("password file");
+    let mut h = Host::new(
+        "h0",
+        &etcd,
+        &fleet,
+        &format!("fleet_user = root\nfleet_password_file = {}", pw.display()),
+    );
+    h.start();
+    let health = |h: &mut Host| -> String {
+        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["fleet"]["members"][0]["health"].as_str().unwrap_or("").to_string()
+    };
+    let wait_health = |h: &mut Host, want: &str| {
+        let deadline = Instant::now() + T;
+        while health(h) != want {
+            assert!(Instant::now() < deadline, "member health {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_health(&mut h, "up");
+    // Idle longer than the token's TTL (lease keep-alives do not renew it): the next
+    // change finds the token expired; pcheck connects (and authenticates) again.
+    std::thread::sleep(Duration::from_secs(4));
+    kill(demo_pids(&h.sb)[0], libc::SIGKILL);
+    h.pc().wait_for("Restarted Process", T);
+    std::thread::sleep(Duration::from_secs(4));
+    h.break_server();
+    wait_health(&mut h, "restarting");
+    h.pc().drain();
+    let refused = h.pc().seen.iter().filter(|l| l.contains("refused the authentication token")).count();
+    eprintln!("token refusals seen: {refused}");
+    assert!(refused >= 1, "the expired token was met and renewed");
+    assert!(
+        !h.pc().seen.iter().any(|l| l.contains("Fleet etcd unreachable")),
+        "a renewed token is not an unreachable etcd"
+    );
+}

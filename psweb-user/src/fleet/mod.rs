@@ -100,6 +100,7 @@ impl Fleet {
             held: None,
             reachable: None,
             budget_logged: false,
+            established: false,
         };
         let task = tokio::spawn(task.run(local_rx, cmd_rx, stop_rx));
         Some(Self {
@@ -186,6 +187,8 @@ struct Task {
     held: Option<Held>,
     reachable: Option<bool>,
     budget_logged: bool,
+    /// The last session got as far as its member key.
+    established: bool,
 }
 
 /// How a session with etcd ended.
@@ -201,6 +204,9 @@ impl Task {
         mut cmds: mpsc::Receiver<Cmd>,
         mut stop: oneshot::Receiver<()>,
     ) {
+        // An expired auth token ends a working session: connect (and authenticate)
+        // again at once, once; etcd only counts as away when that fails too.
+        let mut reauth = false;
         loop {
             let connected = tokio::select! {
                 c = Conn::connect(&self.cfg) => c,
@@ -213,6 +219,12 @@ impl Task {
                 },
                 Err(e) => e,
             };
+            let established = std::mem::take(&mut self.established);
+            if err.unauthenticated && (established || !reauth) {
+                reauth = true;
+                continue;
+            }
+            reauth = false;
             self.unreachable(&err, &local.borrow().clone());
             // Until the next try: answer padmin, follow fleet_unreachable for reboots.
             let retry = tokio::time::sleep(EVAL);
@@ -384,6 +396,7 @@ impl Task {
             }
         }
         self.reachable = Some(true);
+        self.established = true;
         let mut last: Option<Vec<(u32, Health)>> = None;
         let mut ka = tokio::time::interval(self.cfg.lease_ttl / 3);
         ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
