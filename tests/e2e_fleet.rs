@@ -4,97 +4,14 @@
 //! time and ends that pcheck; the test then starts it again as the rebooted host.
 
 mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
 use common::*;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use etcd::{etcd_or_skip, Etcd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 const T: Duration = Duration::from_secs(60);
-const ETCD: &str = "/usr/bin/etcd";
-
-fn etcd_or_skip(test: &str) -> bool {
-    if Path::new(ETCD).exists() {
-        return true;
-    }
-    println!("SKIPPED {test}: no {ETCD} (Debian's etcd-server; `cargo xtask test` installs it)");
-    false
-}
-
-/// An etcd of the test's own, on loopback ports.
-struct Etcd {
-    child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
-    peer: u16,
-    extra: Vec<String>,
-}
-
-impl Etcd {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Self {
-        let mut e = Self {
-            child: None,
-            dir: sb.file("etcd-data"),
-            port: free_port(),
-            peer: free_port(),
-            extra: extra.iter().map(|s| (*s).to_string()).collect(),
-        };
-        e.run();
-        e
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn run(&mut self) {
-        let client = self.url();
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let child = Command::new(ETCD)
-            .args(["--name", "t", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .args(["--log-level", "error"])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn etcd");
-        self.child = Some(child);
-        let deadline = Instant::now() + T;
-        // Ready when it answers a request (a connect alone can precede the leader).
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        loop {
-            let ok = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && rt.block_on(async {
-                    let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await else {
-                        return false;
-                    };
-                    c.get("x", None).await.is_ok()
-                });
-            if ok {
-                return;
-            }
-            assert!(Instant::now() < deadline, "etcd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One "host": its sandbox (state dir, control socket), demo server and pcheck.
 struct Host {
@@ -127,7 +44,11 @@ impl Host {
                 sb.file("rebooted").display()
             ),
         );
-        let after = if extra.contains("reboot_after") { "" } else { "reboot_after = 1s\n" };
+        let after = if extra.contains("reboot_after") {
+            ""
+        } else {
+            "reboot_after = 1s\n"
+        };
         let pfile = sb.pfile(&format!(
             "auto_reboot = on\n{after}reboot_limit = 10\nreboot_command = {reboot}\nretry_delay = 300ms\n\
              fleet_etcd = {url}\nfleet_name = {fleet}\nfleet_host = {name}\nfleet_lease_ttl = 3s\n{extra}\n\
@@ -216,10 +137,17 @@ fn reboot_one_by_one(hosts: &mut [Host], which: &[usize]) {
     let mut done = Vec::new();
     while done.len() < which.len() {
         let i = next_reboot(hosts, T);
-        assert!(which.contains(&i) && !done.contains(&i), "host {i} rebooted: expected one of {which:?} once");
+        assert!(
+            which.contains(&i) && !done.contains(&i),
+            "host {i} rebooted: expected one of {which:?} once"
+        );
         let t = *hosts[i].reboots().last().expect("a reboot time");
         if let Some(b) = back_at {
-            assert!(t > b, "host {} rebooted before the last rebooted host was back", hosts[i].name);
+            assert!(
+                t > b,
+                "host {} rebooted before the last rebooted host was back",
+                hosts[i].name
+            );
         }
         hosts[i].pc().wait_exit(T);
         hosts[i].pc = None;
@@ -227,13 +155,21 @@ fn reboot_one_by_one(hosts: &mut [Host], which: &[usize]) {
         let before: Vec<usize> = hosts.iter().map(|h| h.reboots().len()).collect();
         std::thread::sleep(Duration::from_millis(2500));
         let after: Vec<usize> = hosts.iter().map(|h| h.reboots().len()).collect();
-        assert_eq!(before, after, "no reboot while host {} is rebooting", hosts[i].name);
+        assert_eq!(
+            before, after,
+            "no reboot while host {} is rebooting",
+            hosts[i].name
+        );
         hosts[i].fix();
         back_at = Some(now_ns());
         hosts[i].start();
         let released = hosts[i].pc().wait_for("Fleet reboot slot released", T);
         assert!(released.contains("healthy again"), "{released}");
-        assert!(http_ok(hosts[i].port), "host {} serves again", hosts[i].name);
+        assert!(
+            http_ok(hosts[i].port),
+            "host {} serves again",
+            hosts[i].name
+        );
         done.push(i);
     }
 }
@@ -247,7 +183,14 @@ fn four_hosts_fatal_at_once_reboot_one_at_a_time() {
     let etcd = Etcd::start(&esb, &[]);
     let fleet = fleet_name("serial");
     let mut hosts: Vec<Host> = (0..4)
-        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "fleet_max_rebooting = 1\nfleet_hold_ratio = 2"))
+        .map(|i| {
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                "fleet_max_rebooting = 1\nfleet_hold_ratio = 2",
+            )
+        })
         .collect();
     for h in &mut hosts {
         h.start();
@@ -260,7 +203,11 @@ fn four_hosts_fatal_at_once_reboot_one_at_a_time() {
         assert_eq!(h.reboots().len(), 1, "host {} rebooted once", h.name);
         assert!(http_ok(h.port));
         h.pc().drain();
-        assert!(!h.pc().seen.iter().any(|l| l.contains("Fleet Outage Suspected")));
+        assert!(!h
+            .pc()
+            .seen
+            .iter()
+            .any(|l| l.contains("Fleet Outage Suspected")));
     }
 }
 
@@ -284,7 +231,10 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
     }
     for h in &mut hosts {
         let line = h.pc().wait_for("Fleet Outage Suspected", T);
-        assert!(line.contains(&format!("fleet= {fleet} unhealthy= ")), "{line}");
+        assert!(
+            line.contains(&format!("fleet= {fleet} unhealthy= ")),
+            "{line}"
+        );
         let k: usize = line
             .split("unhealthy= ")
             .nth(1)
@@ -295,7 +245,10 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
         h.pc().seen_or_wait("Auto Reboot held", T);
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert!(hosts.iter().all(|h| h.reboots().is_empty()), "no reboot while held");
+    assert!(
+        hosts.iter().all(|h| h.reboots().is_empty()),
+        "no reboot while held"
+    );
     // Two hosts recover: 2 of 4 is not more than half: the other two reboot, one by one.
     hosts[2].fix();
     hosts[3].fix();
@@ -316,7 +269,14 @@ fn a_slot_whose_host_never_comes_back_expires() {
     let etcd = Etcd::start(&esb, &[]);
     let fleet = fleet_name("expiry");
     let mut hosts: Vec<Host> = (0..2)
-        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "fleet_hold_ratio = 2\nfleet_reboot_ttl = 4s"))
+        .map(|i| {
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                "fleet_hold_ratio = 2\nfleet_reboot_ttl = 4s",
+            )
+        })
         .collect();
     for h in &mut hosts {
         h.start();
@@ -371,8 +331,16 @@ fn etcd_away_holds_reboots_but_never_monitoring() {
     h.pc().wait_exit(T);
     let pc = h.pc.take().expect("pcheck");
     let count = |s: &str| pc.seen.iter().filter(|l| l.contains(s)).count();
-    assert_eq!(count("Fleet etcd unreachable"), 1, "one line when etcd goes");
-    assert_eq!(count("Fleet etcd reachable again"), 1, "one line when it is back");
+    assert_eq!(
+        count("Fleet etcd unreachable"),
+        1,
+        "one line when etcd goes"
+    );
+    assert_eq!(
+        count("Fleet etcd reachable again"),
+        1,
+        "one line when it is back"
+    );
 }
 
 #[test]
@@ -387,16 +355,20 @@ fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
         name: fleet_name("race"),
         ..Default::default()
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
-        let mut a = psweb::fleet::etcd::Conn::connect(&cfg).await.expect("connect");
-        let mut b = psweb::fleet::etcd::Conn::connect(&cfg).await.expect("connect");
+        let mut a = psweb::fleet::etcd::Conn::connect(&cfg)
+            .await
+            .expect("connect");
+        let mut b = psweb::fleet::etcd::Conn::connect(&cfg)
+            .await
+            .expect("connect");
         let ttl = Duration::from_secs(60);
         for round in 0..100 {
-            let (ra, rb) = tokio::join!(
-                a.take_slot("a", &[0], ttl),
-                b.take_slot("b", &[0], ttl)
-            );
+            let (ra, rb) = tokio::join!(a.take_slot("a", &[0], ttl), b.take_slot("b", &[0], ttl));
             let (ra, rb) = (ra.expect("txn a"), rb.expect("txn b"));
             assert!(
                 ra.is_some() != rb.is_some(),
@@ -425,7 +397,11 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
     }
     let show = |h: &mut Host| -> serde_json::Value {
         let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["fleet"].clone()
     };
     // Both members up (their health reaches etcd within a tick).
@@ -445,7 +421,11 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
 
     // A hold from one host is logged on every member and holds reboots.
     let out = hosts[0].pc().padmin(&["-c", "fleet hold"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for h in &mut hosts {
         h.pc().wait_for("Fleet hold: fleet=", T);
     }
@@ -465,11 +445,25 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
     hosts[1].pc = None;
     let v = show(&mut hosts[0]);
     assert_eq!(v["slots"][0]["host"], "h1", "{v}");
-    assert!(v["slots"][0]["expires_in_s"].as_i64().is_some_and(|s| s > 0), "{v}");
-    let out = hosts[0].pc().padmin(&["-c", "fleet", "release", "--host", "h1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        v["slots"][0]["expires_in_s"]
+            .as_i64()
+            .is_some_and(|s| s > 0),
+        "{v}"
+    );
+    let out = hosts[0]
+        .pc()
+        .padmin(&["-c", "fleet", "release", "--host", "h1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = hosts[0].pc().wait_for("Fleet reboot slot released", T);
-    assert!(line.contains("host= h1") && line.contains("by an operator"), "{line}");
+    assert!(
+        line.contains("host= h1") && line.contains("by an operator"),
+        "{line}"
+    );
     let v = show(&mut hosts[0]);
     assert_eq!(v["slots"].as_array().map(Vec::len), Some(0), "{v}");
 }
@@ -481,9 +475,14 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
     }
     let esb = Sandbox::new();
     let etcd = Etcd::start(&esb, &["--auth-token-ttl", "2"]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.url()], None).await.expect("connect");
+        let mut c = etcd_client::Client::connect([etcd.url()], None)
+            .await
+            .expect("connect");
         c.user_add("root", "s3cret", None).await.expect("user");
         c.role_add("root").await.expect("role");
         c.user_grant_role("root", "root").await.expect("grant");
@@ -502,7 +501,10 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
     let health = |h: &mut Host| -> String {
         let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["fleet"]["members"][0]["health"].as_str().unwrap_or("").to_string()
+        v["fleet"]["members"][0]["health"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     };
     let wait_health = |h: &mut Host, want: &str| {
         let deadline = Instant::now() + T;
@@ -521,11 +523,19 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
     h.break_server();
     wait_health(&mut h, "restarting");
     h.pc().drain();
-    let refused = h.pc().seen.iter().filter(|l| l.contains("refused the authentication token")).count();
+    let refused = h
+        .pc()
+        .seen
+        .iter()
+        .filter(|l| l.contains("refused the authentication token"))
+        .count();
     eprintln!("token refusals seen: {refused}");
     assert!(refused >= 1, "the expired token was met and renewed");
     assert!(
-        !h.pc().seen.iter().any(|l| l.contains("Fleet etcd unreachable")),
+        !h.pc()
+            .seen
+            .iter()
+            .any(|l| l.contains("Fleet etcd unreachable")),
         "a renewed token is not an unreachable etcd"
     );
 }

@@ -6,11 +6,11 @@ use crate::admin::{
     server::Call, server::Control, KernelView, PentView, PortView, Request, Response,
 };
 use crate::core::reboot::RebootGuard;
-use crate::fleet::Fleet;
 use crate::core::{
     Action, DeathKind, Entry, EventKind, EventSource, Evidence, Level, ProcSts, Source, Tag,
     WatchId,
 };
+use crate::fleet::Fleet;
 use crate::pfile::{
     EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
 };

@@ -57,7 +57,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// (etcd-client generates its gRPC code at build time).
 const BUILD_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/protoc", "protobuf-compiler"),
-    ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
+    (
+        "/usr/include/google/protobuf/descriptor.proto",
+        "libprotobuf-dev",
+    ),
 ];
 
 /// Installs what the build needs when it is missing (as root, with apt-get).
@@ -197,7 +200,7 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// (vs_lb, about 4 minutes).
 pub fn bench(args: &[String]) -> Result<(), String> {
     let benches: &[&str] = match args {
-        [] => &["death", "stall"],
+        [] => &["death", "stall", "fleet"],
         [flag, tool] if flag == "--vs" && tool == "monit" => &["vs_monit"],
         [flag, tool] if flag == "--vs" && tool == "lb" => &["vs_lb"],
         _ => {

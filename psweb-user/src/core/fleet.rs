@@ -207,7 +207,11 @@ mod tests {
 
     #[test]
     fn a_host_is_one_member_however_many_pfiles() {
-        let v = view(&[("a", &[Up, RetryOver]), ("b", &[Up, Up]), ("c", &[Up])], &[], 1);
+        let v = view(
+            &[("a", &[Up, RetryOver]), ("b", &[Up, Up]), ("c", &[Up])],
+            &[],
+            1,
+        );
         assert_eq!(v.unhealthy(), (1, 3));
         assert!(!v.host_up("a"));
         assert!(v.host_up("b"));
@@ -256,9 +260,24 @@ mod tests {
         ];
         // (view, host, ratio, decision)
         let table: Vec<(View, &str, f64, RebootDecision)> = vec![
-            (view(all_down, &[], 1), "a", 2.0, RebootDecision::Take(vec![0])),
-            (view(all_down, &[], 2), "a", 2.0, RebootDecision::Take(vec![0, 1])),
-            (view(all_down, &[(0, "b")], 2), "a", 2.0, RebootDecision::Take(vec![1])),
+            (
+                view(all_down, &[], 1),
+                "a",
+                2.0,
+                RebootDecision::Take(vec![0]),
+            ),
+            (
+                view(all_down, &[], 2),
+                "a",
+                2.0,
+                RebootDecision::Take(vec![0, 1]),
+            ),
+            (
+                view(all_down, &[(0, "b")], 2),
+                "a",
+                2.0,
+                RebootDecision::Take(vec![1]),
+            ),
             (
                 view(all_down, &[(0, "b")], 1),
                 "a",
@@ -266,17 +285,30 @@ mod tests {
                 RebootDecision::Held(Held::NoSlot(vec!["b".into()])),
             ),
             // A host rebooting again keeps its slot.
-            (view(all_down, &[(0, "a")], 1), "a", 2.0, RebootDecision::Keep(0)),
+            (
+                view(all_down, &[(0, "a")], 1),
+                "a",
+                2.0,
+                RebootDecision::Keep(0),
+            ),
             (
                 view(all_down, &[], 1),
                 "a",
                 0.5,
-                RebootDecision::Held(Held::Outage { unhealthy: 4, of: 4 }),
+                RebootDecision::Held(Held::Outage {
+                    unhealthy: 4,
+                    of: 4,
+                }),
             ),
             // Two of four back: not more than half: the reboots go on.
             (
                 view(
-                    &[("a", &[RetryOver]), ("b", &[RetryOver]), ("c", &[Up]), ("d", &[Up])],
+                    &[
+                        ("a", &[RetryOver]),
+                        ("b", &[RetryOver]),
+                        ("c", &[Up]),
+                        ("d", &[Up]),
+                    ],
                     &[],
                     1,
                 ),
@@ -305,7 +337,11 @@ mod tests {
 
     #[test]
     fn slots_are_given_back_when_healthy_or_at_the_limit() {
-        let v = view(&[("a", &[Up, Up]), ("b", &[RetryOver])], &[(0, "a"), (1, "b")], 2);
+        let v = view(
+            &[("a", &[Up, Up]), ("b", &[RetryOver])],
+            &[(0, "a"), (1, "b")],
+            2,
+        );
         assert_eq!(release_slot(&v, "a", false), Some(0));
         assert_eq!(release_slot(&v, "b", false), None);
         assert_eq!(release_slot(&v, "b", true), Some(1));

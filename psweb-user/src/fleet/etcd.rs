@@ -124,15 +124,15 @@ impl Conn {
         if cfg.tls_ca.is_some() || cfg.tls_cert.is_some() {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &cfg.tls_ca {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("fleet_tls_ca {}: {e}", ca.display()))?;
+                let pem =
+                    std::fs::read(ca).map_err(|e| format!("fleet_tls_ca {}: {e}", ca.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             if let (Some(c), Some(k)) = (&cfg.tls_cert, &cfg.tls_key) {
-                let cert = std::fs::read(c)
-                    .map_err(|e| format!("fleet_tls_cert {}: {e}", c.display()))?;
-                let key = std::fs::read(k)
-                    .map_err(|e| format!("fleet_tls_key {}: {e}", k.display()))?;
+                let cert =
+                    std::fs::read(c).map_err(|e| format!("fleet_tls_cert {}: {e}", c.display()))?;
+                let key =
+                    std::fs::read(k).map_err(|e| format!("fleet_tls_key {}: {e}", k.display()))?;
                 tls = tls.identity(Identity::from_pem(cert, key));
             }
             opts = opts.with_tls(tls);
@@ -267,7 +267,10 @@ impl Conn {
 
     /// The record of a slot.
     pub async fn slot(&mut self, i: u32) -> Result<Option<SlotRecord>> {
-        let r = self.client.get(self.key(&format!("reboot/{i}")), None).await?;
+        let r = self
+            .client
+            .get(self.key(&format!("reboot/{i}")), None)
+            .await?;
         Ok(r.kvs()
             .first()
             .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
@@ -275,7 +278,12 @@ impl Conn {
 
     /// Takes the first free slot of `free` for `host`; Some(slot) when taken. Each try
     /// is a transaction that only creates the key: two hosts never hold one slot.
-    pub async fn take_slot(&mut self, host: &str, free: &[u32], ttl: Duration) -> Result<Option<u32>> {
+    pub async fn take_slot(
+        &mut self,
+        host: &str,
+        free: &[u32],
+        ttl: Duration,
+    ) -> Result<Option<u32>> {
         let lease = self.grant(ttl).await?;
         for i in free {
             let key = self.key(&format!("reboot/{i}"));
@@ -287,7 +295,11 @@ impl Conn {
             let val = serde_json::to_string(&rec).map_err(|e| e.to_string())?;
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key, val, Some(PutOptions::new().with_lease(lease)))]);
+                .and_then([TxnOp::put(
+                    key,
+                    val,
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
             if self.client.txn(txn).await?.succeeded() {
                 return Ok(Some(*i));
             }

@@ -60,7 +60,11 @@ pub struct Fleet {
 
 /// This pfile's sub-key under its host: the pfile's path without the leading '/'.
 fn pfile_key(p: &Pfile) -> String {
-    p.path.display().to_string().trim_start_matches('/').to_string()
+    p.path
+        .display()
+        .to_string()
+        .trim_start_matches('/')
+        .to_string()
 }
 
 fn host_name(cfg: &FleetCfg, log: &Logger) -> String {
@@ -101,6 +105,7 @@ impl Fleet {
             reachable: None,
             budget_logged: false,
             established: false,
+            due_since: None,
         };
         let task = tokio::spawn(task.run(local_rx, cmd_rx, stop_rx));
         Some(Self {
@@ -189,6 +194,8 @@ struct Task {
     budget_logged: bool,
     /// The last session got as far as its member key.
     established: bool,
+    /// When the pending reboot fell due (for the grant's log line).
+    due_since: Option<Instant>,
 }
 
 /// How a session with etcd ended.
@@ -361,7 +368,9 @@ impl Task {
         };
         if !self.budget_logged {
             self.budget_logged = true;
-            if let Some(msg) = rules::budget_mismatch(&self.cfg.name, self.cfg.max_rebooting, budget) {
+            if let Some(msg) =
+                rules::budget_mismatch(&self.cfg.name, self.cfg.max_rebooting, budget)
+            {
                 self.log.warn(&msg);
             }
         }
@@ -375,7 +384,10 @@ impl Task {
         };
         let mut watch = match conn
             .client
-            .watch(conn.prefix.clone(), Some(etcd_client::WatchOptions::new().with_prefix()))
+            .watch(
+                conn.prefix.clone(),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
             .await
         {
             Ok(w) => w,
@@ -433,6 +445,11 @@ impl Task {
                             return Ok(End::Stop);
                         }
                         let l = local.borrow_and_update().clone();
+                        if !l.want_reboot {
+                            self.due_since = None;
+                        } else if self.due_since.is_none() {
+                            self.due_since = Some(Instant::now());
+                        }
                         if last.as_ref() != Some(&l.entries) {
                             let health = l.entries.iter().map(|(_, h)| *h)
                                 .find(|h| *h != Health::Up).unwrap_or(Health::Up);
@@ -558,7 +575,10 @@ impl Task {
                 Ok(false)
             }
             RebootDecision::Take(free) => {
-                match conn.take_slot(&self.host, &free, self.cfg.reboot_ttl).await? {
+                match conn
+                    .take_slot(&self.host, &free, self.cfg.reboot_ttl)
+                    .await?
+                {
                     Some(i) => {
                         self.grant(i, &view, "taken", started);
                         Ok(true)
@@ -579,10 +599,11 @@ impl Task {
 
     fn grant(&mut self, i: u32, view: &rules::View, how: &str, started: Instant) {
         self.not_held();
+        let started = self.due_since.unwrap_or(started);
         self.event(
             Level::Warning,
             &format!(
-                "Fleet reboot slot granted: fleet= {} host= {} slot= {i}/{} ({how}, in {} ms; freed when the host is healthy again, or after fleet_reboot_ttl {} s)",
+                "Fleet reboot slot granted: fleet= {} host= {} slot= {i}/{} ({how}, {} ms after the reboot fell due; freed when the host is healthy again, or after fleet_reboot_ttl {} s)",
                 self.cfg.name,
                 self.host,
                 view.max_rebooting,
@@ -618,11 +639,15 @@ impl Task {
             Cmd::Release(host, reply) => {
                 let view = conn.view(budget).await?;
                 let Some(i) = view.slot_of(&host) else {
-                    let _ = reply.send(Err(format!("host {host} holds no reboot slot of fleet {}", self.cfg.name)));
+                    let _ = reply.send(Err(format!(
+                        "host {host} holds no reboot slot of fleet {}",
+                        self.cfg.name
+                    )));
                     return Ok(());
                 };
                 conn.release_slot(i, Some(&host)).await?;
-                conn.note_release(&host, &format!("padmin on {}", self.host)).await?;
+                conn.note_release(&host, &format!("padmin on {}", self.host))
+                    .await?;
                 let _ = reply.send(Ok(format!(
                     "fleet {}: reboot slot {i} of host {host} is free",
                     self.cfg.name
@@ -709,7 +734,12 @@ fn reply_err(cmd: Cmd, why: &str) {
 
 /// `padmin -c show fleet`: members with their health and last update, slot holders
 /// with their expiry, the hold state.
-async fn show(conn: &mut Conn, budget: u32, cfg: &FleetCfg, me: &str) -> etcd::Result<serde_json::Value> {
+async fn show(
+    conn: &mut Conn,
+    budget: u32,
+    cfg: &FleetCfg,
+    me: &str,
+) -> etcd::Result<serde_json::Value> {
     let view = conn.view(budget).await?;
     let records = conn.members().await?;
     let mut slots = Vec::new();

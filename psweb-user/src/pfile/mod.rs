@@ -909,7 +909,10 @@ fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(
         } else {
             Err(cx.err(
                 value.pos,
-                format!("expected {what} (letters, digits, '-', '_', '.'), found {:?}", value.text),
+                format!(
+                    "expected {what} (letters, digits, '-', '_', '.'), found {:?}",
+                    value.text
+                ),
             ))
         }
     };
@@ -935,19 +938,36 @@ fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(
         "fleet_lease_ttl" => {
             f.lease_ttl = parse_duration(cx, &value, name)?;
             if f.lease_ttl < Duration::from_secs(2) {
-                return Err(cx.err(value.pos, "fleet_lease_ttl must be at least 2s (etcd leases count in seconds)"));
+                return Err(cx.err(
+                    value.pos,
+                    "fleet_lease_ttl must be at least 2s (etcd leases count in seconds)",
+                ));
             }
         }
         "fleet_reboot_ttl" => {
             f.reboot_ttl = parse_duration(cx, &value, name)?;
             if f.reboot_ttl < Duration::from_secs(2) {
-                return Err(cx.err(value.pos, "fleet_reboot_ttl must be at least 2s (etcd leases count in seconds)"));
+                return Err(cx.err(
+                    value.pos,
+                    "fleet_reboot_ttl must be at least 2s (etcd leases count in seconds)",
+                ));
             }
         }
         "fleet_max_rebooting" => {
-            f.max_rebooting = value.text.parse().ok().filter(|n| *n <= 10_000).ok_or_else(|| {
-                cx.err(value.pos, format!("expected a number of hosts from 0 to 10000, found {:?}", value.text))
-            })?;
+            f.max_rebooting = value
+                .text
+                .parse()
+                .ok()
+                .filter(|n| *n <= 10_000)
+                .ok_or_else(|| {
+                    cx.err(
+                        value.pos,
+                        format!(
+                            "expected a number of hosts from 0 to 10000, found {:?}",
+                            value.text
+                        ),
+                    )
+                })?;
         }
         "fleet_hold_ratio" => {
             f.hold_ratio = value
@@ -956,14 +976,22 @@ fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(
                 .ok()
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .ok_or_else(|| {
-                    cx.err(value.pos, format!("expected a ratio such as 0.5 (above 1: never hold), found {:?}", value.text))
+                    cx.err(
+                        value.pos,
+                        format!(
+                            "expected a ratio such as 0.5 (above 1: never hold), found {:?}",
+                            value.text
+                        ),
+                    )
                 })?;
         }
         "fleet_unreachable" => {
             f.unreachable = match value.text.as_str() {
                 "hold" => FleetUnreachable::Hold,
                 "proceed" => FleetUnreachable::Proceed,
-                v => return Err(cx.err(value.pos, format!("expected hold or proceed, found {v:?}"))),
+                v => {
+                    return Err(cx.err(value.pos, format!("expected hold or proceed, found {v:?}")))
+                }
             }
         }
         _ => {}
