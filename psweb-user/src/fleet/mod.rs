@@ -435,7 +435,7 @@ impl Task {
                         })
                         .await
                         .map_err(|_| etcd::Error::from("no answer to the member lease keep-alive".to_string()))??;
-                        if !answer.is_some_and(|r| r.ttl() > 0) {
+                        if answer.is_none_or(|r| r.ttl() <= 0) {
                             return Err(etcd::Error::from("the member lease expired".to_string()));
                         }
                     }
