@@ -325,3 +325,48 @@ fn owner_metrics_allow_and_header_file() {
     let (l, c, _) = err_at(&format!("webhook_header_file = relative\n{ENTRY}"));
     assert_eq!((l, c), (1, 23));
 }
+
+#[test]
+fn fleet_keys() {
+    let f = p("fleet_etcd = http://10.0.0.1:2379,https://etcd2:2379\nfleet_name = web\n\
+               fleet_host = web-3\nfleet_lease_ttl = 9s\nfleet_max_rebooting = 2\n\
+               fleet_reboot_ttl = 20m\nfleet_hold_ratio = 0.25\nfleet_unreachable = proceed\n\
+               fleet_user = psweb\nfleet_password_file = /etc/psweb/pw\n")
+    .expect("parses")
+    .globals
+    .fleet
+    .expect("a fleet");
+    assert_eq!(f.endpoints, ["http://10.0.0.1:2379", "https://etcd2:2379"]);
+    assert_eq!(f.name, "web");
+    assert_eq!(f.host.as_deref(), Some("web-3"));
+    assert_eq!(f.lease_ttl, Duration::from_secs(9));
+    assert_eq!(f.max_rebooting, 2);
+    assert_eq!(f.reboot_ttl, Duration::from_secs(1200));
+    assert!((f.hold_ratio - 0.25).abs() < f64::EPSILON);
+    assert_eq!(f.unreachable, FleetUnreachable::Proceed);
+    assert_eq!(f.user.as_deref(), Some("psweb"));
+    // Defaults.
+    let d = p("fleet_etcd = http://e:2379\nfleet_name = web\n")
+        .expect("parses")
+        .globals
+        .fleet
+        .expect("a fleet");
+    assert_eq!(d.lease_ttl, Duration::from_secs(30));
+    assert_eq!(d.max_rebooting, 1);
+    assert_eq!(d.reboot_ttl, Duration::from_secs(900));
+    assert_eq!(d.unreachable, FleetUnreachable::Hold);
+    assert!(p("").expect("parses").globals.fleet.is_none());
+    // Errors name the line.
+    for (text, want) in [
+        ("fleet_name = web\n", "needs fleet_etcd"),
+        ("fleet_etcd = etcd:2379\nfleet_name = web\n", "expected etcd endpoints"),
+        ("fleet_etcd = http://e:2379\nfleet_name = w/b\n", "expected a fleet name"),
+        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_hold_ratio = x\n", "expected a ratio"),
+        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_lease_ttl = 1s\n", "at least 2s"),
+        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_unreachable = maybe\n", "hold or proceed"),
+        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_tls_cert = /c.pem\n", "go together"),
+    ] {
+        let e = p(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
