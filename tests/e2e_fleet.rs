@@ -539,3 +539,40 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
         "a renewed token is not an unreachable etcd"
     );
 }
+
+#[test]
+fn without_a_durable_reboot_count_the_slot_goes_back() {
+    if !root_or_skip("fleet_give_back") || !etcd_or_skip("fleet_give_back") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("giveback");
+    // The state directory cannot be made (its parent is a file): no count is durable.
+    let blocker = esb.file("blocker");
+    std::fs::write(&blocker, "").expect("blocker");
+    let mut h = Host::new(
+        "h0",
+        &etcd,
+        &fleet,
+        &format!(
+            "fleet_hold_ratio = 2\nstate_dir = {}/state",
+            blocker.display()
+        ),
+    );
+    h.start();
+    h.break_server();
+    h.pc().wait_for("Fleet reboot slot granted", T);
+    let back = h.pc().wait_for("Fleet reboot slot released", T);
+    assert!(back.contains("could not be written"), "{back}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(h.reboots().is_empty(), "no reboot without a durable count");
+    h.pc().drain();
+    let granted = h
+        .pc()
+        .seen
+        .iter()
+        .filter(|l| l.contains("slot granted"))
+        .count();
+    assert_eq!(granted, 1, "the slot is not taken again");
+}

@@ -469,6 +469,10 @@ async fn run_inner(
                                     ),
                                     EventInfo::new(EventKind::RebootThreshold),
                                 );
+                                // The fleet's slot was taken before the count: it goes back.
+                                if let Some(f) = fleet {
+                                    f.give_back();
+                                }
                             }
                         }
                         _ => {}

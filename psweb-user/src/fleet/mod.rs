@@ -106,6 +106,7 @@ impl Fleet {
             budget_logged: false,
             established: false,
             due_since: None,
+            gave_back: false,
         };
         let task = tokio::spawn(task.run(local_rx, cmd_rx, stop_rx));
         Some(Self {
@@ -196,6 +197,9 @@ struct Task {
     established: bool,
     /// When the pending reboot fell due (for the grant's log line).
     due_since: Option<Instant>,
+    /// The slot was given back (no durable count): no new one until the agent says
+    /// the reboot is no longer due.
+    gave_back: bool,
 }
 
 /// How a session with etcd ended.
@@ -447,6 +451,7 @@ impl Task {
                         let l = local.borrow_and_update().clone();
                         if !l.want_reboot {
                             self.due_since = None;
+                            self.gave_back = false;
                         } else if self.due_since.is_none() {
                             self.due_since = Some(Instant::now());
                         }
@@ -563,7 +568,7 @@ impl Task {
         }
         self.outage_over(&view);
         let holding = view.slot_of(&self.host).is_some();
-        if !l.want_reboot || *self.granted.borrow() {
+        if !l.want_reboot || *self.granted.borrow() || self.gave_back {
             return Ok(holding);
         }
         match rules::decide_reboot(&view, &self.host, self.cfg.hold_ratio) {
@@ -667,6 +672,7 @@ impl Task {
                     );
                 }
                 self.granted.send_replace(false);
+                self.gave_back = true;
             }
         }
         Ok(())

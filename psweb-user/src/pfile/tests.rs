@@ -328,10 +328,12 @@ fn owner_metrics_allow_and_header_file() {
 
 #[test]
 fn fleet_keys() {
-    let f = p("fleet_etcd = http://10.0.0.1:2379,https://etcd2:2379\nfleet_name = web\n\
+    let f = p(
+        "fleet_etcd = http://10.0.0.1:2379,https://etcd2:2379\nfleet_name = web\n\
                fleet_host = web-3\nfleet_lease_ttl = 9s\nfleet_max_rebooting = 2\n\
                fleet_reboot_ttl = 20m\nfleet_hold_ratio = 0.25\nfleet_unreachable = proceed\n\
-               fleet_user = psweb\nfleet_password_file = /etc/psweb/pw\n")
+               fleet_user = psweb\nfleet_password_file = /etc/psweb/pw\n",
+    )
     .expect("parses")
     .globals
     .fleet
@@ -359,12 +361,30 @@ fn fleet_keys() {
     // Errors name the line.
     for (text, want) in [
         ("fleet_name = web\n", "needs fleet_etcd"),
-        ("fleet_etcd = etcd:2379\nfleet_name = web\n", "expected etcd endpoints"),
-        ("fleet_etcd = http://e:2379\nfleet_name = w/b\n", "expected a fleet name"),
-        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_hold_ratio = x\n", "expected a ratio"),
-        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_lease_ttl = 1s\n", "at least 2s"),
-        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_unreachable = maybe\n", "hold or proceed"),
-        ("fleet_etcd = http://e:2379\nfleet_name = w\nfleet_tls_cert = /c.pem\n", "go together"),
+        (
+            "fleet_etcd = etcd:2379\nfleet_name = web\n",
+            "expected etcd endpoints",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w/b\n",
+            "expected a fleet name",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_hold_ratio = x\n",
+            "expected a ratio",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_lease_ttl = 1s\n",
+            "at least 2s",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_unreachable = maybe\n",
+            "hold or proceed",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_tls_cert = /c.pem\n",
+            "go together",
+        ),
     ] {
         let e = p(text).expect_err(text).to_string();
         assert!(e.contains(want), "{text:?}: {e}");
