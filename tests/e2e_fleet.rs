@@ -548,18 +548,10 @@ fn without_a_durable_reboot_count_the_slot_goes_back() {
     let esb = Sandbox::new();
     let etcd = Etcd::start(&esb, &[]);
     let fleet = fleet_name("giveback");
-    // The state directory cannot be made (its parent is a file): no count is durable.
-    let blocker = esb.file("blocker");
-    std::fs::write(&blocker, "").expect("blocker");
-    let mut h = Host::new(
-        "h0",
-        &etcd,
-        &fleet,
-        &format!(
-            "fleet_hold_ratio = 2\nstate_dir = {}/state",
-            blocker.display()
-        ),
-    );
+    let mut h = Host::new("h0", &etcd, &fleet, "fleet_hold_ratio = 2");
+    // A directory where the state file belongs: no count can be written.
+    let store = psweb::state::Store::new(&h.sb.file("state"), &h.pfile);
+    std::fs::create_dir_all(store.path()).expect("a directory in the state file's place");
     h.start();
     h.break_server();
     h.pc().wait_for("Fleet reboot slot granted", T);
