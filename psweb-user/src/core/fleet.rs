@@ -104,10 +104,12 @@ impl View {
 }
 
 /// Whether more than `ratio` of the fleet's hosts are unhealthy: Some((k, n)) then.
+/// One failing host is never a shared cause (in a fleet of one or two, too): it
+/// takes at least two.
 pub fn outage(view: &View, ratio: f64) -> Option<(usize, usize)> {
     let (k, n) = view.unhealthy();
     #[allow(clippy::cast_precision_loss)]
-    let over = n > 0 && (k as f64) > ratio * (n as f64);
+    let over = k >= 2 && (k as f64) > ratio * (n as f64);
     over.then_some((k, n))
 }
 
@@ -235,7 +237,8 @@ mod tests {
             (4, 0.5, true),
             (4, 1.0, false), // a ratio of 1 or more never holds
             (4, 1.5, false),
-            (1, 0.0, true),
+            (2, 0.0, true),
+            (1, 0.0, false), // one host alone is never an outage
             (0, 0.0, false),
         ];
         for (k, ratio, held) in table {
@@ -248,6 +251,8 @@ mod tests {
             assert_eq!(outage(&v, *ratio).is_some(), *held, "{k}/4 at {ratio}");
         }
         assert_eq!(outage(&View::default(), 0.5), None, "an empty fleet");
+        let one = view(&[("a", &[RetryOver])], &[], 1);
+        assert_eq!(outage(&one, 0.5), None, "a fleet of one");
     }
 
     #[test]
