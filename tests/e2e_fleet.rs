@@ -389,12 +389,29 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
     let esb = Sandbox::new();
     let etcd = Etcd::start(&esb, &[]);
     let fleet = fleet_name("padmin");
+    // The second host asks for another budget: the fleet's stored one wins.
     let mut hosts: Vec<Host> = (0..2)
-        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "fleet_hold_ratio = 2"))
+        .map(|i| {
+            let budget = if i == 0 {
+                ""
+            } else {
+                "\nfleet_max_rebooting = 2"
+            };
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                &format!("fleet_hold_ratio = 2{budget}"),
+            )
+        })
         .collect();
     for h in &mut hosts {
         h.start();
     }
+    let mismatch = hosts[1]
+        .pc()
+        .seen_or_wait("fleet_max_rebooting = 2 here", T);
+    assert!(mismatch.contains("using 1"), "{mismatch}");
     let show = |h: &mut Host| -> serde_json::Value {
         let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
         assert!(
@@ -444,6 +461,7 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
     hosts[1].pc().wait_exit(T);
     hosts[1].pc = None;
     let v = show(&mut hosts[0]);
+    assert_eq!(v["max_rebooting"], 1, "{v}");
     assert_eq!(v["slots"][0]["host"], "h1", "{v}");
     assert!(
         v["slots"][0]["expires_in_s"]
