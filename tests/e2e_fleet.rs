@@ -99,6 +99,17 @@ impl Host {
     }
 }
 
+/// The metrics page of a pcheck (classic text format).
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -220,8 +231,22 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
     let etcd = Etcd::start(&esb, &[]);
     let fleet = fleet_name("outage");
     // reboot_after 3s: every host has reported its failure before any reboot is due.
+    // h0 serves metrics: the hold is a gauge and the held reboots a counter.
+    let metrics = free_port();
     let mut hosts: Vec<Host> = (0..4)
-        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "reboot_after = 3s"))
+        .map(|i| {
+            let m = if i == 0 {
+                format!("\nmetrics_listen = 127.0.0.1:{metrics}")
+            } else {
+                String::new()
+            };
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                &format!("reboot_after = 3s{m}"),
+            )
+        })
         .collect();
     for h in &mut hosts {
         h.start();
@@ -249,10 +274,17 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
         hosts.iter().all(|h| h.reboots().is_empty()),
         "no reboot while held"
     );
+    let scrape = metrics_text(metrics);
+    assert!(scrape.contains("\npsweb_fleet_hold 1"), "{scrape}");
+    assert!(
+        scrape.contains("\npsweb_fleet_reboot_held_total 1"),
+        "{scrape}"
+    );
     // Two hosts recover: 2 of 4 is not more than half: the other two reboot, one by one.
     hosts[2].fix();
     hosts[3].fix();
     hosts[0].pc().wait_for("Fleet outage over", T);
+    assert!(metrics_text(metrics).contains("\npsweb_fleet_hold 0"));
     reboot_one_by_one(&mut hosts, &[0, 1]);
     for h in &mut hosts {
         assert!(http_ok(h.port), "host {} serves", h.name);

@@ -294,6 +294,9 @@ impl Task {
         if self.held.as_ref().is_some_and(|h| h.same_kind(&why)) {
             return;
         }
+        if let Some(m) = self.metrics.get() {
+            m.set_fleet_hold(matches!(why, Held::Outage { .. } | Held::Operator(_)));
+        }
         let fleet = &self.cfg.name;
         if let Held::Outage { unhealthy, of } = &why {
             self.event(
@@ -326,9 +329,6 @@ impl Task {
             ),
             EventKind::RebootHeld,
         );
-        if let Some(m) = self.metrics.get() {
-            m.set_fleet_hold(matches!(why, Held::Outage { .. } | Held::Operator(_)));
-        }
         self.held = Some(why);
     }
 
@@ -348,6 +348,7 @@ impl Task {
             return;
         }
         let (k, n) = view.unhealthy();
+        self.not_held();
         self.event(
             Level::Info,
             &format!(
@@ -356,7 +357,6 @@ impl Task {
             ),
             EventKind::FleetResume,
         );
-        self.not_held();
     }
 
     async fn session(
