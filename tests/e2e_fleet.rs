@@ -2,6 +2,7 @@
 //! temporary data dir): pchecks as "hosts" (distinct fleet_host, own state dirs),
 //! each watching its own demo server. The reboot command is harmless: it records the
 //! time and ends that pcheck; the test then starts it again as the rebooted host.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 mod common;
 #[path = "common/etcd.rs"]

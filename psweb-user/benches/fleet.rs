@@ -1,6 +1,7 @@
 //! `cargo xtask bench` (fleet), against a real etcd on loopback: the time from a fatal
 //! fault falling due to its reboot slot being granted (a free slot), and the etcd
 //! traffic of an idle pcheck. Prints a table and writes target/bench/fleet.json.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench fails by panicking
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -1,6 +1,6 @@
 //! An etcd of a test's own (Debian's etcd 3.4), on loopback ports with its data dir
 //! in the test's sandbox.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::{free_port, Sandbox};
 use std::net::TcpStream;

@@ -12,8 +12,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub mod alerts;
-pub mod lb;
 pub mod fleet;
+pub mod lb;
 pub mod reboot;
 
 /// `proc_sts` in `show pent`.
@@ -240,12 +240,14 @@ pub enum EventKind {
     FleetResume,
     /// A reboot slot was taken or given back.
     FleetSlot,
-    /// etcd went away or came back.
-    FleetEtcd,
+    /// etcd went away.
+    FleetEtcdLost,
+    /// etcd answers again.
+    FleetEtcdBack,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 28] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -272,7 +274,8 @@ impl EventKind {
         Self::FleetHold,
         Self::FleetResume,
         Self::FleetSlot,
-        Self::FleetEtcd,
+        Self::FleetEtcdLost,
+        Self::FleetEtcdBack,
     ];
 
     /// The JSON name: `process_down`.
@@ -304,7 +307,8 @@ impl EventKind {
             Self::FleetHold => "fleet_hold",
             Self::FleetResume => "fleet_resume",
             Self::FleetSlot => "fleet_slot",
-            Self::FleetEtcd => "fleet_etcd",
+            Self::FleetEtcdLost => "fleet_etcd_lost",
+            Self::FleetEtcdBack => "fleet_etcd_back",
         }
     }
 }

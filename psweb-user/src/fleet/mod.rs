@@ -274,7 +274,7 @@ impl Task {
                     self.cfg.name,
                     self.cfg.endpoints.join(",")
                 ),
-                EventKind::FleetEtcd,
+                EventKind::FleetEtcdLost,
             );
         }
         if !l.want_reboot {
@@ -405,7 +405,7 @@ impl Task {
                     self.cfg.name,
                     self.cfg.endpoints.join(",")
                 ),
-                EventKind::FleetEtcd,
+                EventKind::FleetEtcdBack,
             );
             if matches!(self.held, Some(Held::Unreachable)) {
                 self.held = None;

@@ -3,8 +3,8 @@
 
 mod client;
 mod events;
-mod lb;
 mod fleet;
+mod lb;
 mod show;
 mod shutdown;
 mod start;
