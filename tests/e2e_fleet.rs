@@ -542,6 +542,9 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
     let fleet = fleet_name("auth");
     let pw = esb.file("etcd-password");
     std::fs::write(&pw, "s3cret\n").expect("password file");
+    // A secret is read only from a file of root's own (mode 600).
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let mut h = Host::new(
         "h0",
         &etcd,

@@ -90,6 +90,34 @@ pub struct Conn {
     pub prefix: String,
 }
 
+/// Reads a file that holds a secret (a password, a private key): a regular file, not
+/// a symlink, and (pcheck being root) readable by its owner only.
+fn read_secret(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let err = |why: String| Error::from(format!("{what} {}: {why}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| err(e.to_string()))?;
+    let m = f.metadata().map_err(|e| err(e.to_string()))?;
+    if !m.is_file() {
+        return Err(err("not a regular file".to_string()));
+    }
+    if crate::trust::is_root() && m.mode() & 0o077 != 0 {
+        return Err(err(format!(
+            "readable or writable by others (mode {:04o}): it holds a secret; chmod 600 it",
+            m.mode() & 0o7777
+        )));
+    }
+    let mut out = Vec::new();
+    f.take(1024 * 1024)
+        .read_to_end(&mut out)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(out)
+}
+
 pub fn prefix(fleet: &str) -> String {
     format!("/psweb/fleet/{fleet}/")
 }
@@ -113,8 +141,7 @@ impl Conn {
             .with_timeout(Duration::from_secs(5));
         if let Some(user) = &cfg.user {
             let password = match &cfg.password_file {
-                Some(p) => std::fs::read_to_string(p)
-                    .map_err(|e| format!("fleet_password_file {}: {e}", p.display()))?
+                Some(p) => String::from_utf8_lossy(&read_secret(p, "fleet_password_file")?)
                     .trim_end_matches(['\r', '\n'])
                     .to_string(),
                 None => String::new(),
