@@ -622,3 +622,85 @@ fn without_a_durable_reboot_count_the_slot_goes_back() {
         .count();
     assert_eq!(granted, 1, "the slot is not taken again");
 }
+
+/// A CA, and certificates it signs: (CA PEM path, (cert, key) paths) written to `dir`.
+fn tls_files(
+    sb: &Sandbox,
+    name: &str,
+    sans: &[&str],
+    ca: &(rcgen::Certificate, rcgen::KeyPair),
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
+            .expect("params");
+    let cert = params.signed_by(&key, &ca.0, &ca.1).expect("sign");
+    let (c, k) = (
+        sb.file(&format!("{name}.pem")),
+        sb.file(&format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).expect("cert");
+    std::fs::write(&k, key.serialize_pem()).expect("key");
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    (c, k)
+}
+
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    if !root_or_skip("fleet_tls") || !etcd_or_skip("fleet_tls") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "psweb test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let ca_path = esb.file("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("ca pem");
+    let ca = (ca_cert, ca_key);
+    let server = tls_files(&esb, "server", &["127.0.0.1", "localhost"], &ca);
+    let client = tls_files(&esb, "client", &["psweb"], &ca);
+    let etcd = Etcd::start_tls(
+        &esb,
+        &ca_path,
+        (&server.0, &server.1),
+        (
+            std::fs::read_to_string(&client.0).expect("client cert"),
+            std::fs::read_to_string(&client.1).expect("client key"),
+        ),
+    );
+    assert!(etcd.url().starts_with("https://"));
+    let fleet = fleet_name("tls");
+    let mut h = Host::new(
+        "h0",
+        &etcd,
+        &fleet,
+        &format!(
+            "fleet_tls_ca = {}\nfleet_tls_cert = {}\nfleet_tls_key = {}",
+            ca_path.display(),
+            client.0.display(),
+            client.1.display()
+        ),
+    );
+    h.start();
+    let deadline = Instant::now() + T;
+    loop {
+        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["fleet"]["members"][0]["health"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a member over TLS: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h.pc().drain();
+    assert!(!h
+        .pc()
+        .seen
+        .iter()
+        .any(|l| l.contains("Fleet etcd unreachable")));
+}

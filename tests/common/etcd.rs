@@ -26,6 +26,8 @@ pub struct Etcd {
     port: u16,
     peer: u16,
     extra: Vec<String>,
+    /// With TLS: (CA, client certificate, client key), PEM, for the readiness check.
+    tls: Option<(String, String, String)>,
 }
 
 impl Etcd {
@@ -36,13 +38,43 @@ impl Etcd {
             port: free_port(),
             peer: free_port(),
             extra: extra.iter().map(|s| (*s).to_string()).collect(),
+            tls: None,
+        };
+        e.run();
+        e
+    }
+
+    /// An etcd that serves TLS only and wants a client certificate signed by `ca`.
+    /// `client`: (certificate, key) the readiness check presents.
+    pub fn start_tls(
+        sb: &Sandbox,
+        ca: &Path,
+        server: (&Path, &Path),
+        client: (String, String),
+    ) -> Self {
+        let mut e = Self {
+            child: None,
+            dir: sb.file("etcd-data"),
+            port: free_port(),
+            peer: free_port(),
+            extra: vec![
+                "--cert-file".into(),
+                server.0.display().to_string(),
+                "--key-file".into(),
+                server.1.display().to_string(),
+                "--client-cert-auth".into(),
+                "--trusted-ca-file".into(),
+                ca.display().to_string(),
+            ],
+            tls: Some((std::fs::read_to_string(ca).expect("ca"), client.0, client.1)),
         };
         e.run();
         e
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn run(&mut self) {
@@ -67,11 +99,14 @@ impl Etcd {
             .args(["--log-level", "error"])
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.with_extension("log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
-        let deadline = Instant::now() + T;
+        let deadline = Instant::now() + Duration::from_secs(20);
         // Ready when it answers a request (a connect alone can precede the leader).
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -80,7 +115,14 @@ impl Etcd {
         loop {
             let ok = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && rt.block_on(async {
-                    let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await
+                    let opts = self.tls.as_ref().map(|(ca, cert, key)| {
+                        etcd_client::ConnectOptions::new().with_tls(
+                            etcd_client::TlsOptions::new()
+                                .ca_certificate(etcd_client::Certificate::from_pem(ca))
+                                .identity(etcd_client::Identity::from_pem(cert, key)),
+                        )
+                    });
+                    let Ok(mut c) = etcd_client::Client::connect([client.as_str()], opts).await
                     else {
                         return false;
                     };
@@ -89,7 +131,11 @@ impl Etcd {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "etcd did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not come up: {}",
+                std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
