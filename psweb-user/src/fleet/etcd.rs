@@ -148,18 +148,21 @@ impl Conn {
             };
             opts = opts.with_user(user.clone(), password);
         }
-        if cfg.tls_ca.is_some() || cfg.tls_cert.is_some() {
+        let https = cfg.endpoints.iter().any(|e| e.starts_with("https://"));
+        if https || cfg.tls_ca.is_some() || cfg.tls_cert.is_some() {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &cfg.tls_ca {
                 let pem =
                     std::fs::read(ca).map_err(|e| format!("fleet_tls_ca {}: {e}", ca.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            } else {
+                // No fleet_tls_ca: the system's CA roots.
+                tls = tls.with_native_roots();
             }
             if let (Some(c), Some(k)) = (&cfg.tls_cert, &cfg.tls_key) {
                 let cert =
                     std::fs::read(c).map_err(|e| format!("fleet_tls_cert {}: {e}", c.display()))?;
-                let key =
-                    std::fs::read(k).map_err(|e| format!("fleet_tls_key {}: {e}", k.display()))?;
+                let key = read_secret(k, "fleet_tls_key")?;
                 tls = tls.identity(Identity::from_pem(cert, key));
             }
             opts = opts.with_tls(tls);
