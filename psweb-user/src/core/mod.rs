@@ -5,7 +5,7 @@
 //! any rule here, and every rule is tested in microseconds (see `tests.rs`).
 
 use crate::pfile::{
-    ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
+    KernelAction, ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod alerts;
 pub mod lb;
+pub mod progress;
 pub mod reboot;
 
 /// `proc_sts` in `show pent`.
@@ -140,13 +141,11 @@ pub enum Evidence {
         reason: String,
         started: Instant,
     },
-    /// Kernel evidence: the watched port's accept queue stayed full and nothing was
-    /// accepted for the check's window.
-    QueueStuck {
+    /// Kernel evidence: work waited for the server for the check's window and the
+    /// server made no progress (`progress::Progress`, `progress::judge`).
+    NoProgress {
         watch: WatchId,
-        depth: u32,
-        limit: u32,
-        for_ms: u64,
+        figures: progress::Figures,
     },
     /// The outcome of a forced kill of a stalled process.
     KillResult {
@@ -219,6 +218,8 @@ pub enum EventKind {
     RetryOver,
     ProbeFailed,
     StallDetected,
+    /// Kernel evidence of a stall with `kernel_action = observe`: logged, not acted on.
+    StallSuspected,
     StallRecovered,
     Kill,
     KillFailed,
@@ -234,7 +235,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -246,6 +247,7 @@ impl EventKind {
         Self::RetryOver,
         Self::ProbeFailed,
         Self::StallDetected,
+        Self::StallSuspected,
         Self::StallRecovered,
         Self::Kill,
         Self::KillFailed,
@@ -273,6 +275,7 @@ impl EventKind {
             Self::RetryOver => "retry_over",
             Self::ProbeFailed => "probe_failed",
             Self::StallDetected => "stall_detected",
+            Self::StallSuspected => "stall_suspected",
             Self::StallRecovered => "stall_recovered",
             Self::Kill => "kill",
             Self::KillFailed => "kill_failed",
@@ -401,6 +404,8 @@ pub struct StallWatch {
     pub stop_after_detect: bool,
     pub retry_over_on_kill_failure: bool,
     pub kernel: bool,
+    /// A kernel-evidence verdict only logs (`kernel_action = observe`).
+    pub kernel_observe: bool,
     pub sts: StallSts,
     /// False once stall watching stopped for good (EXEC error 1 after a detection, or
     /// a failed kill). Death watching is not affected.
@@ -419,6 +424,7 @@ impl StallWatch {
             stop_after_detect: c.stop_after_detect,
             retry_over_on_kill_failure: c.retry_over_on_kill_failure,
             kernel: c.evidence == StallEvidence::Kernel,
+            kernel_observe: c.kernel_action == KernelAction::Observe,
             sts: StallSts::Init,
             enabled: true,
             detections: 0,
@@ -676,23 +682,28 @@ impl Entry {
                     self.stall_verdict(watch, pid, why, EventSource::Probe, now, &mut out);
                 }
             }
-            Evidence::QueueStuck {
-                watch,
-                depth,
-                limit,
-                for_ms,
-            } => {
+            Evidence::NoProgress { watch, figures } => {
                 if self.watch != Some(watch) || !self.monitor_on {
                     return out;
                 }
                 let Some(pid) = self.pid else { return out };
-                if !self.stall.as_ref().is_some_and(|s| s.enabled && s.kernel) {
+                let Some(sw) = self.stall.as_ref().filter(|s| s.enabled && s.kernel) else {
+                    return out;
+                };
+                let why = format!(
+                    "stall evidence (kernel): pent_id= {} pid= {pid} port= {}: {figures}",
+                    self.pent_id, sw.port
+                );
+                if sw.kernel_observe {
+                    out.push(event(
+                        Level::Warning,
+                        format!("Stall Suspected (observe only): {why}"),
+                        Tag::new(EventKind::StallSuspected)
+                            .pid(pid)
+                            .evidence(EventSource::Kernel),
+                    ));
                     return out;
                 }
-                let why = format!(
-                    "stall evidence (kernel): pent_id= {} accept queue full ({depth}/{limit}) and nothing accepted for {for_ms} ms",
-                    self.pent_id
-                );
                 self.stall_verdict(watch, pid, why, EventSource::Kernel, now, &mut out);
             }
             Evidence::KillResult { watch, pid, result } => {

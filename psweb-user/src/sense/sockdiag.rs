@@ -6,12 +6,20 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::core::progress::{Conn, Sample};
+
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const TCP_LISTEN: u32 = 10;
 const NLMSG_HDR: usize = 16;
 const DIAG_MSG: usize = 72;
+/// The rtattr type of `struct tcp_info` in a reply (and its bit in `idiag_ext`).
+const INET_DIAG_INFO: u16 = 2;
+/// Offsets of `tcpi_bytes_acked` and `tcpi_bytes_received` in `struct tcp_info`
+/// (Linux 4.1+; an older kernel's shorter struct leaves them unknown).
+const TCPI_BYTES_ACKED: usize = 120;
+const TCPI_BYTES_RECEIVED: usize = 128;
 
 /// One listener's accept queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +34,7 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
     let mut out = Vec::new();
     for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         out.extend(
-            dump(fam, 1 << TCP_LISTEN, 0)?
+            dump(fam, 1 << TCP_LISTEN, 0, false)?
                 .into_iter()
                 .map(|s| Listener {
                     port: s.port,
@@ -57,7 +65,7 @@ pub struct PortSnapshot {
 pub fn port_snapshot(port: u16) -> io::Result<PortSnapshot> {
     let mut snap = PortSnapshot::default();
     for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        for s in dump(fam, u32::MAX, port)? {
+        for s in dump(fam, u32::MAX, port, false)? {
             if s.port != port {
                 continue;
             }
@@ -73,15 +81,83 @@ pub fn port_snapshot(port: u16) -> io::Result<PortSnapshot> {
     Ok(snap)
 }
 
+/// One look at a local port for the progress rule: its accept queue and, for each
+/// connection the server holds, what the server wrote and read (`core::progress`).
+pub fn progress_sample(port: u16, at: std::time::Instant) -> io::Result<Sample> {
+    let mut out = Sample {
+        at,
+        queue: None,
+        conns: Vec::new(),
+    };
+    for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for s in dump(fam, u32::MAX, port, true)? {
+            if s.port != port {
+                continue;
+            }
+            if s.state == TCP_LISTEN as u8 {
+                if out.queue.is_none_or(|(d, _)| s.rqueue > d) {
+                    out.queue = Some((s.rqueue, s.wqueue));
+                }
+            } else if s.inode != 0 {
+                // Without tcp_info (an old kernel) only accepts count as progress.
+                let (acked, received) = s.bytes.unwrap_or((0, 0));
+                out.conns.push(Conn {
+                    inode: s.inode,
+                    written: acked.saturating_add(u64::from(s.wqueue)),
+                    read: received.saturating_sub(u64::from(s.rqueue)),
+                    unread: s.rqueue,
+                    acked,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The local ports of every TCP connection (not listener) by socket inode.
+pub fn connection_ports() -> io::Result<std::collections::HashMap<u32, u16>> {
+    let mut out = std::collections::HashMap::new();
+    for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for s in dump(fam, u32::MAX & !(1 << TCP_LISTEN), 0, false)? {
+            if s.inode != 0 {
+                out.insert(s.inode, s.port);
+            }
+        }
+    }
+    Ok(out)
+}
+
 struct Sock {
     state: u8,
     port: u16,
     rqueue: u32,
     wqueue: u32,
     inode: u32,
+    /// tcp_info's (bytes_acked, bytes_received), when asked for and known.
+    bytes: Option<(u64, u64)>,
 }
 
-fn dump(family: u8, states: u32, sport: u16) -> io::Result<Vec<Sock>> {
+/// tcp_info's (bytes_acked, bytes_received) from the attributes after a diag message.
+fn tcp_bytes(mut attrs: &[u8]) -> Option<(u64, u64)> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == INET_DIAG_INFO {
+            let info = &attrs[4..len];
+            let u64_at = |i: usize| -> Option<u64> {
+                Some(u64::from_ne_bytes(info.get(i..i + 8)?.try_into().ok()?))
+            };
+            return Some((u64_at(TCPI_BYTES_ACKED)?, u64_at(TCPI_BYTES_RECEIVED)?));
+        }
+        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    None
+}
+
+fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>> {
     // SAFETY: socket(2) with constant arguments; the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -105,6 +181,9 @@ fn dump(family: u8, states: u32, sport: u16) -> io::Result<Vec<Sock>> {
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[NLMSG_HDR] = family;
     req[NLMSG_HDR + 1] = libc::IPPROTO_TCP as u8;
+    if info {
+        req[NLMSG_HDR + 2] = 1 << (INET_DIAG_INFO - 1);
+    }
     req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&states.to_ne_bytes());
     // inet_diag_sockid.idiag_sport: the kernel skips sockets of other ports.
     req[NLMSG_HDR + 8..NLMSG_HDR + 10].copy_from_slice(&sport.to_be_bytes());
@@ -162,6 +241,11 @@ fn dump(family: u8, states: u32, sport: u16) -> io::Result<Vec<Sock>> {
                         rqueue: u32_at(56),
                         wqueue: u32_at(60),
                         inode: u32_at(68),
+                        bytes: if info {
+                            tcp_bytes(&h[NLMSG_HDR + DIAG_MSG..mlen])
+                        } else {
+                            None
+                        },
                     });
                 }
                 _ => {}
