@@ -85,7 +85,13 @@ const SLOW_CGI: (&str, &str) = (
 
 /// pcheck watching the server with kernel evidence (the seed rule's retry-over time
 /// is 600 s, so only kernel evidence can judge within a test).
-fn pcheck_kernel(sb: &Sandbox, pname: &str, script: &PathBuf, pidfile: &PathBuf, port: u16) -> Pcheck {
+fn pcheck_kernel(
+    sb: &Sandbox,
+    pname: &str,
+    script: &PathBuf,
+    pidfile: &PathBuf,
+    port: u16,
+) -> Pcheck {
     let pfile = entry_pfile(
         sb,
         pname,
@@ -105,7 +111,13 @@ fn pcheck_kernel(sb: &Sandbox, pname: &str, script: &PathBuf, pidfile: &PathBuf,
 
 fn wrk(port: u16, path: &str, conns: u32, secs: u64) -> Child {
     Command::new(WRK)
-        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--timeout", "10s"])
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
+        ])
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -185,10 +197,19 @@ fn keep_alive_load_on_apache_prefork_is_never_judged() {
     let mut pc = pcheck_kernel(&sb, APACHE, &script, &pidfile, port);
     let master = pid_of(&pc.entry(1));
     let load = wrk(port, "/cgi/slow", 200, BUSY.as_secs());
-    let seen = watch_waiting(&mut pc, port, Instant::now() + BUSY - Duration::from_secs(1));
+    let seen = watch_waiting(
+        &mut pc,
+        port,
+        Instant::now() + BUSY - Duration::from_secs(1),
+    );
     let (done, report) = wrk_requests(load);
-    println!("apache prefork + wrk -c200 keep-alive: {done} requests in {BUSY:?}; waiting work {seen:?}");
-    assert!(seen.queue_full > 0, "the accept queue was full at times: {seen:?}");
+    println!(
+        "apache prefork + wrk -c200 keep-alive: {done} requests in {BUSY:?}; waiting work {seen:?}"
+    );
+    assert!(
+        seen.queue_full > 0,
+        "the accept queue was full at times: {seen:?}"
+    );
     assert!(done > 20, "the server was serving: {report}");
     let v = verdicts(&mut pc);
     assert!(v.is_empty(), "a busy server was judged: {v:?}");
@@ -217,11 +238,20 @@ fn stopped_apache_prefork_under_keep_alive_load_is_judged() {
     }
     let find = pc.wait_for("Find Web Server Stall", Duration::from_secs(25));
     let took = t0.elapsed();
-    assert!(find.ends_with(&format!("pid = {master} : port = {port}")), "{find}");
+    assert!(
+        find.ends_with(&format!("pid = {master} : port = {port}")),
+        "{find}"
+    );
     let why = pc.seen_or_wait("stall evidence (kernel)", T);
-    println!("apache prefork SIGSTOP under wrk keep-alive: judged in {} ms: {why}", took.as_millis());
+    println!(
+        "apache prefork SIGSTOP under wrk keep-alive: judged in {} ms: {why}",
+        took.as_millis()
+    );
     assert!(why.contains("no progress for"), "{why}");
-    assert!(why.contains("server accepted 0, wrote 0 B, read 0 B"), "{why}");
+    assert!(
+        why.contains("server accepted 0, wrote 0 B, read 0 B"),
+        "{why}"
+    );
     assert!(why.contains("threads T:"), "the stopped threads: {why}");
     // Sanity bound (>= 10x the ~2.2 s measured; the figure is in the bench).
     assert!(took < Duration::from_secs(25), "judged in {took:?}");

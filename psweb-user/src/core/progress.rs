@@ -30,6 +30,9 @@ pub struct Conn {
     pub unread: u32,
     /// Bytes the peer acknowledged (the kernel's progress, not the server's).
     pub acked: u64,
+    /// The server owes an answer: data came in more recently than any went out (a
+    /// request not yet answered). An answered connection waits on its client.
+    pub owes_answer: bool,
 }
 
 /// One look at the watched port.
@@ -205,23 +208,33 @@ pub struct Thread {
     pub syscall: Option<i64>,
     /// Its process holds connections of the watched port.
     pub holds_port: bool,
+    /// Its process owes an answer on one of them ([`Conn::owes_answer`]).
+    pub owes_answer: bool,
     /// Its process holds TCP connections to other servers (an upstream).
     pub outbound: bool,
 }
 
-/// Whether kernel evidence may judge the server, given its threads and the figures.
-/// Err: why it must not (logged; the probe rule still judges).
-pub fn judge(fig: &Figures, threads: &[Thread]) -> Result<(), &'static str> {
-    let sleeping_in_io = |t: &&Thread| {
-        t.holds_port
-            && matches!(t.state, 'S' | 'D')
-            && t.syscall.is_some_and(|n| n != libc::SYS_futex)
-    };
-    if threads.iter().filter(sleeping_in_io).any(|t| t.outbound) {
-        return Err("its workers wait in a system call while holding connections to another server (a slow upstream cannot be told from a stuck one)");
+/// Whether kernel evidence may judge the server, given its threads. Err: why it
+/// must not (logged; the probe rule still judges). A process that holds connections
+/// of the port and has a thread asleep in a system call other than a lock (futex)
+/// is waiting, not stuck, when it holds connections to another server (a slow
+/// upstream looks the same as a hung one from here) or when it owes no answer on
+/// any of its connections (it waits on its clients: idle keep-alive, slow readers).
+/// Stopped (T), running (R) and lock-blocked workers are judged.
+pub fn judge(threads: &[Thread]) -> Result<(), &'static str> {
+    let waiting: Vec<&Thread> = threads
+        .iter()
+        .filter(|t| {
+            t.holds_port
+                && matches!(t.state, 'S' | 'D')
+                && t.syscall.is_some_and(|n| n != libc::SYS_futex)
+        })
+        .collect();
+    if waiting.iter().any(|t| t.outbound) {
+        return Err("its workers wait in a system call while holding connections to another server (a slow upstream cannot be told from a hung one)");
     }
-    if fig.acked_by_kernel > 0 && threads.iter().any(|t| sleeping_in_io(&t)) {
-        return Err("its workers wait in a system call while clients still read what it wrote (slow readers)");
+    if waiting.iter().any(|t| !t.owes_answer) {
+        return Err("its workers wait in a system call on connections they have answered (waiting on their clients: idle keep-alive, slow readers)");
     }
     Ok(())
 }
@@ -258,6 +271,7 @@ mod tests {
             read,
             unread,
             acked: written,
+            owes_answer: false,
         }
     }
 
@@ -393,6 +407,7 @@ mod tests {
             read: 100,
             unread: 0,
             acked,
+            owes_answer: false,
         };
         assert_eq!(p.observe(&sample(t0, 0, full, &[c(1000)])), Step::Watching);
         assert_eq!(
@@ -413,56 +428,65 @@ mod tests {
         assert!(line.contains("kernel delivered 8000 B"), "{line}");
     }
 
-    fn th(state: char, syscall: Option<i64>, holds_port: bool, outbound: bool) -> Thread {
+    fn th(
+        state: char,
+        syscall: Option<i64>,
+        holds_port: bool,
+        owes: bool,
+        outbound: bool,
+    ) -> Thread {
         Thread {
             state,
             syscall,
             holds_port,
+            owes_answer: owes,
             outbound,
         }
     }
 
     #[test]
     fn who_may_be_judged() {
-        let still = Figures::default();
-        let draining = Figures {
-            acked_by_kernel: 4096,
-            ..Figures::default()
-        };
         let read = Some(libc::SYS_read);
         let futex = Some(libc::SYS_futex);
         let poll = Some(libc::SYS_poll);
-        // (figures, threads, may judge)
-        let table: &[(&Figures, Vec<Thread>, bool)] = &[
-            // Every process stopped.
-            (&draining, vec![th('T', None, true, false); 4], true),
+        // (threads, may judge)
+        let table: &[(Vec<Thread>, bool)] = &[
+            // Every process stopped (even with answered connections).
+            (vec![th('T', None, true, false, false); 4], true),
             // A handler looping on every worker.
-            (&still, vec![th('R', None, true, false); 4], true),
-            // A deadlock: every worker on a lock, the parent sleeping elsewhere.
+            (vec![th('R', None, true, true, false); 4], true),
+            // A deadlock: every worker on a lock, the parent asleep elsewhere.
             (
-                &still,
                 vec![
-                    th('S', futex, true, false),
-                    th('S', futex, true, false),
-                    th('S', poll, false, false),
+                    th('S', futex, true, true, false),
+                    th('S', futex, true, true, false),
+                    th('S', poll, false, false, false),
                 ],
                 true,
             ),
             // Every worker reading a socket to an upstream that does not answer.
-            (&still, vec![th('S', read, true, true); 4], false),
-            // Workers blocked writing to slow readers while the kernel delivers.
-            (&draining, vec![th('S', poll, true, false); 4], false),
-            // A worker stuck in a read with nothing delivered and no upstream.
-            (&still, vec![th('S', read, true, false); 4], true),
+            (vec![th('S', read, true, true, true); 4], false),
+            // Workers waiting on clients they have answered (keep-alive, slow readers).
+            (vec![th('S', poll, true, false, false); 4], false),
+            // Workers waiting on a handler (a CGI) that owes the answer, no upstream.
+            (vec![th('S', read, true, true, false); 4], true),
+            // Event MPM: the listener thread asleep, the workers on a lock.
+            (
+                vec![
+                    th('S', Some(libc::SYS_epoll_wait), true, true, false),
+                    th('S', futex, true, true, false),
+                ],
+                true,
+            ),
         ];
-        for (i, (fig, threads, may)) in table.iter().enumerate() {
-            assert_eq!(judge(fig, threads).is_ok(), *may, "case {i}");
+        for (i, (threads, may)) in table.iter().enumerate() {
+            assert_eq!(judge(threads).is_ok(), *may, "case {i}");
         }
         assert_eq!(
             state_counts(&[
-                th('S', None, true, false),
-                th('R', None, true, false),
-                th('S', None, false, false)
+                th('S', None, true, false, false),
+                th('R', None, true, false, false),
+                th('S', None, false, false, false)
             ]),
             "R:1 S:2"
         );

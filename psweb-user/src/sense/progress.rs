@@ -67,10 +67,14 @@ pub async fn sample_port(
             Step::Watching => sampling = true,
             Step::NoProgress(mut fig) => {
                 sampling = true;
-                let held: HashSet<u32> = sample.conns.iter().map(|c| c.inode).collect();
+                let held: HashMap<u32, bool> = sample
+                    .conns
+                    .iter()
+                    .map(|c| (c.inode, c.owes_answer))
+                    .collect();
                 let threads = threads_of(pid, port, &held);
                 fig.states = state_counts(&threads);
-                let out = match judge(&fig, &threads) {
+                let out = match judge(&threads) {
                     Ok(()) => Outcome::Stuck(fig),
                     Err(_) if withheld_told => continue,
                     Err(why) => {
@@ -87,9 +91,10 @@ pub async fn sample_port(
 }
 
 /// The threads of the server (`pid` and its descendants): state, the system call
-/// each sleeps in, whether its process holds connections of `port` (`held`
-/// inodes) and whether it holds TCP connections to other servers.
-pub fn threads_of(pid: i32, port: u16, held: &HashSet<u32>) -> Vec<Thread> {
+/// each sleeps in, whether its process holds connections of `port` (`held`: inode
+/// -> owes an answer), owes an answer on one, and holds TCP connections to other
+/// servers.
+pub fn threads_of(pid: i32, port: u16, held: &HashMap<u32, bool>) -> Vec<Thread> {
     let conn_ports = sockdiag::connection_ports().unwrap_or_default();
     let listening: HashSet<u16> = sockdiag::listeners()
         .map(|ls| ls.into_iter().map(|l| l.port).collect())
@@ -97,7 +102,8 @@ pub fn threads_of(pid: i32, port: u16, held: &HashSet<u32>) -> Vec<Thread> {
     let mut out = Vec::new();
     for p in tree(pid) {
         let socks = socket_inodes(p);
-        let holds_port = socks.iter().any(|i| held.contains(i));
+        let holds_port = socks.iter().any(|i| held.contains_key(i));
+        let owes_answer = socks.iter().any(|i| held.get(i) == Some(&true));
         let outbound = socks.iter().any(|i| {
             conn_ports
                 .get(i)
@@ -122,6 +128,7 @@ pub fn threads_of(pid: i32, port: u16, held: &HashSet<u32>) -> Vec<Thread> {
                 state,
                 syscall,
                 holds_port,
+                owes_answer,
                 outbound,
             });
         }
@@ -211,12 +218,21 @@ mod tests {
         let me = std::process::id() as i32;
         loop {
             let sample = sockdiag::progress_sample(port, Instant::now()).expect("sock_diag");
-            let inodes: HashSet<u32> = sample.conns.iter().map(|c| c.inode).collect();
+            let inodes: HashMap<u32, bool> = sample
+                .conns
+                .iter()
+                .map(|c| (c.inode, c.owes_answer))
+                .collect();
             assert_eq!(sample.conns.len(), 1, "{sample:?}");
             assert_eq!(sample.conns[0].read, 18, "what the server read: {sample:?}");
+            assert!(
+                sample.conns[0].owes_answer,
+                "a request, no answer: {sample:?}"
+            );
             let threads = threads_of(me, port, &inodes);
             if threads.iter().any(|t| {
                 t.holds_port
+                    && t.owes_answer
                     && t.outbound
                     && t.state == 'S'
                     && t.syscall.is_some_and(|n| n != libc::SYS_futex)

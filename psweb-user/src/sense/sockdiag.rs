@@ -20,6 +20,9 @@ const INET_DIAG_INFO: u16 = 2;
 /// (Linux 4.1+; an older kernel's shorter struct leaves them unknown).
 const TCPI_BYTES_ACKED: usize = 120;
 const TCPI_BYTES_RECEIVED: usize = 128;
+/// `tcpi_last_data_sent` and `tcpi_last_data_recv`: ms since data last went / came.
+const TCPI_LAST_DATA_SENT: usize = 44;
+const TCPI_LAST_DATA_RECV: usize = 52;
 
 /// One listener's accept queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,13 +103,20 @@ pub fn progress_sample(port: u16, at: std::time::Instant) -> io::Result<Sample> 
                 }
             } else if s.inode != 0 {
                 // Without tcp_info (an old kernel) only accepts count as progress.
-                let (acked, received) = s.bytes.unwrap_or((0, 0));
+                let i = s.info.unwrap_or_default();
+                let written = i.acked.saturating_add(u64::from(s.wqueue));
+                let read = i.received.saturating_sub(u64::from(s.rqueue));
                 out.conns.push(Conn {
                     inode: s.inode,
-                    written: acked.saturating_add(u64::from(s.wqueue)),
-                    read: received.saturating_sub(u64::from(s.rqueue)),
+                    written,
+                    read,
                     unread: s.rqueue,
-                    acked,
+                    acked: i.acked,
+                    // The times are in jiffies (a few ms): a tie counts as answered.
+                    // Without tcp_info (an old kernel) it counts as owing.
+                    owes_answer: s.info.is_none()
+                        || (written == 0 && read > 0)
+                        || i.last_recv_ms < i.last_sent_ms,
                 });
             }
         }
@@ -133,12 +143,21 @@ struct Sock {
     rqueue: u32,
     wqueue: u32,
     inode: u32,
-    /// tcp_info's (bytes_acked, bytes_received), when asked for and known.
-    bytes: Option<(u64, u64)>,
+    /// tcp_info's figures, when asked for and known.
+    info: Option<TcpInfo>,
 }
 
-/// tcp_info's (bytes_acked, bytes_received) from the attributes after a diag message.
-fn tcp_bytes(mut attrs: &[u8]) -> Option<(u64, u64)> {
+/// What the progress rule reads of `struct tcp_info`.
+#[derive(Clone, Copy, Debug, Default)]
+struct TcpInfo {
+    acked: u64,
+    received: u64,
+    last_sent_ms: u32,
+    last_recv_ms: u32,
+}
+
+/// tcp_info's figures from the attributes after a diag message.
+fn tcp_info(mut attrs: &[u8]) -> Option<TcpInfo> {
     while attrs.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
         let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
@@ -150,7 +169,15 @@ fn tcp_bytes(mut attrs: &[u8]) -> Option<(u64, u64)> {
             let u64_at = |i: usize| -> Option<u64> {
                 Some(u64::from_ne_bytes(info.get(i..i + 8)?.try_into().ok()?))
             };
-            return Some((u64_at(TCPI_BYTES_ACKED)?, u64_at(TCPI_BYTES_RECEIVED)?));
+            let u32_at = |i: usize| -> Option<u32> {
+                Some(u32::from_ne_bytes(info.get(i..i + 4)?.try_into().ok()?))
+            };
+            return Some(TcpInfo {
+                acked: u64_at(TCPI_BYTES_ACKED)?,
+                received: u64_at(TCPI_BYTES_RECEIVED)?,
+                last_sent_ms: u32_at(TCPI_LAST_DATA_SENT)?,
+                last_recv_ms: u32_at(TCPI_LAST_DATA_RECV)?,
+            });
         }
         attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
     }
@@ -241,8 +268,8 @@ fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>
                         rqueue: u32_at(56),
                         wqueue: u32_at(60),
                         inode: u32_at(68),
-                        bytes: if info {
-                            tcp_bytes(&h[NLMSG_HDR + DIAG_MSG..mlen])
+                        info: if info {
+                            tcp_info(&h[NLMSG_HDR + DIAG_MSG..mlen])
                         } else {
                             None
                         },
@@ -283,5 +310,41 @@ mod tests {
             None,
             "nothing listens on port 1"
         );
+    }
+
+    /// What the server wrote and read is counted per connection it holds, the
+    /// client's unread bytes are not the server's progress, and an answered
+    /// connection no longer owes an answer.
+    #[test]
+    fn what_the_server_wrote_and_read() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (mut server, _) = l.accept().expect("accept");
+        client.write_all(b"request-bytes").expect("write");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let one = |want: &dyn Fn(&Conn) -> bool| loop {
+            let s = progress_sample(port, Instant::now()).expect("sock_diag");
+            if let [c] = s.conns.as_slice() {
+                if want(c) {
+                    return *c;
+                }
+            }
+            assert!(Instant::now() < deadline, "{s:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let c = one(&|c| c.unread == 13);
+        assert_eq!((c.read, c.written), (0, 0), "{c:?}");
+        let mut buf = [0u8; 13];
+        server.read_exact(&mut buf).expect("read");
+        let c = one(&|c| c.read == 13);
+        assert!(c.owes_answer, "{c:?}");
+        // The times are in jiffies: let one pass.
+        std::thread::sleep(Duration::from_millis(30));
+        server.write_all(b"answer").expect("write");
+        let c = one(&|c| c.written == 6);
+        assert_eq!(c.unread, 0);
+        assert!(!c.owes_answer, "answered: {c:?}");
     }
 }
