@@ -49,6 +49,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "/usr/bin/prometheus-alertmanager",
         "prometheus-alertmanager",
     ),
+    ("/usr/bin/wrk", "wrk"),
+    (
+        "/usr/lib/nginx/modules/ngx_http_perl_module.so",
+        "libnginx-mod-http-perl",
+    ),
+    (
+        "/usr/lib/nginx/modules/ngx_http_js_module.so",
+        "libnginx-mod-http-js",
+    ),
 ];
 
 /// Installs the test servers and tools that are missing (as root, with apt-get).
