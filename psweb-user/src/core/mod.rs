@@ -218,6 +218,8 @@ pub enum EventKind {
     RetryOver,
     ProbeFailed,
     StallDetected,
+    /// The figures that decided a stall verdict (`stall evidence (probe|kernel): ...`).
+    StallEvidence,
     /// Kernel evidence of a stall with `kernel_action = observe`: logged, not acted on.
     StallSuspected,
     StallRecovered,
@@ -247,6 +249,7 @@ impl EventKind {
         Self::RetryOver,
         Self::ProbeFailed,
         Self::StallDetected,
+        Self::StallEvidence,
         Self::StallSuspected,
         Self::StallRecovered,
         Self::Kill,
@@ -275,6 +278,7 @@ impl EventKind {
             Self::RetryOver => "retry_over",
             Self::ProbeFailed => "probe_failed",
             Self::StallDetected => "stall_detected",
+            Self::StallEvidence => "stall_evidence",
             Self::StallSuspected => "stall_suspected",
             Self::StallRecovered => "stall_recovered",
             Self::Kill => "kill",
@@ -802,7 +806,11 @@ impl Entry {
             sw.find_line(pid),
             Tag::new(EventKind::StallDetected).pid(pid).evidence(source),
         ));
-        out.push(log(Level::Error, why));
+        out.push(event(
+            Level::Error,
+            why,
+            Tag::new(EventKind::StallEvidence).pid(pid).evidence(source),
+        ));
         if sw.stop_after_detect {
             // EXEC error 1: no more stall watching; death watching goes on.
             sw.enabled = false;

@@ -606,9 +606,12 @@ mod stall {
             non_log(&acts),
             vec![Action::KillStalled { watch: w, pid: 5 }]
         );
-        assert!(acts
-            .iter()
-            .any(|a| matches!(a, Action::Log(_, m, _) if m.contains("stall evidence (kernel)"))));
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Log(_, m, Some(t))
+                if m.contains("stall evidence (kernel)") && m.contains("accept queue 17/16")
+                    && t.kind == EventKind::StallEvidence)),
+            "the figures that decided it are an event: {acts:?}"
+        );
     }
 
     #[test]
