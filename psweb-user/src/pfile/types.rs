@@ -471,8 +471,8 @@ pub struct StallCheck {
     pub retry_over_on_kill_failure: bool,
     /// psweb: what may judge a stall (`evidence = probe | kernel`).
     pub evidence: StallEvidence,
-    /// psweb: with kernel evidence, how long the accept queue must stay full with
-    /// nothing accepted before the process is judged stalled (default 2 s).
+    /// psweb: with kernel evidence, how long work must wait with no progress by the
+    /// server before it is judged stalled (default 2 s).
     pub kernel_window: Duration,
     /// psweb: what a kernel-evidence verdict does (`kernel_action = kill | observe`).
     pub kernel_action: KernelAction,
@@ -496,7 +496,7 @@ impl StallCheck {
 pub enum StallEvidence {
     /// The seed's rule only: probes failing for the retry-over time.
     Probe,
-    /// Also: the accept queue stays full while nothing is accepted for `kernel_window`.
+    /// Also: work waits and the server makes no progress for `kernel_window`.
     Kernel,
 }
 
