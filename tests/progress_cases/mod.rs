@@ -6,7 +6,7 @@
 
 use super::common::*;
 use std::any::Any;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -202,13 +202,7 @@ fn nginx_perl(sb: &Sandbox, port: u16, body: &str) -> (PathBuf, PathBuf) {
 
 /// pcheck watching the server with kernel evidence (the seed rule's retry-over time
 /// is 600 s, so only kernel evidence can judge within a run).
-fn pcheck_kernel(
-    sb: &Sandbox,
-    pname: &str,
-    script: &PathBuf,
-    pidfile: &PathBuf,
-    port: u16,
-) -> Pcheck {
+fn pcheck_kernel(sb: &Sandbox, pname: &str, script: &Path, pidfile: &Path, port: u16) -> Pcheck {
     let pfile = entry_pfile(
         sb,
         pname,

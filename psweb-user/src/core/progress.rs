@@ -283,8 +283,10 @@ mod tests {
         }
     }
 
-    /// (at ms, queue, connections) -> expected step kind: N(o work), W(atching), V(erdict).
-    fn run(window_ms: u64, steps: &[(u64, Option<(u32, u32)>, Vec<Conn>, char)]) {
+    /// (at ms, queue, connections, expected step kind: N(o work), W(atching), V(erdict)).
+    type Row = (u64, Option<(u32, u32)>, Vec<Conn>, char);
+
+    fn run(window_ms: u64, steps: &[Row]) {
         let t0 = Instant::now();
         let mut p = Progress::new(ms(window_ms));
         for (i, (at, q, conns, want)) in steps.iter().enumerate() {

@@ -128,7 +128,7 @@ pub fn progress_sample(port: u16, at: std::time::Instant) -> io::Result<Sample> 
 pub fn connection_ports() -> io::Result<std::collections::HashMap<u32, u16>> {
     let mut out = std::collections::HashMap::new();
     for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        for s in dump(fam, u32::MAX & !(1 << TCP_LISTEN), 0, false)? {
+        for s in dump(fam, !(1 << TCP_LISTEN), 0, false)? {
             if s.inode != 0 {
                 out.insert(s.inode, s.port);
             }
