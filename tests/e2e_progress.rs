@@ -158,3 +158,57 @@ fn a_worker_deadlocked_on_a_lock_is_judged() {
         assert!(r.why.contains("S:"), "a sleeping worker: {}", r.why);
     }
 }
+
+/// `kernel_action = observe`: the same evidence is logged as a suspicion, and
+/// nothing is killed.
+#[test]
+fn kernel_action_observe_logs_and_does_not_kill() {
+    use common::*;
+    let name = "kernel_action_observe";
+    if !root_or_skip(name) || !apache_or_skip(name) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let (script, pidfile) = apache_instance(&sb, port, None, 16);
+    let pfile = entry_pfile(
+        &sb,
+        APACHE,
+        &script,
+        &pidfile,
+        &stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:600:{port}"),
+            1,
+            "    evidence = kernel\n    kernel_action = observe\n",
+        ),
+    );
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    let master = pid_of(&pc.entry(1));
+    let httpd = sandbox_pids_of(&sb, APACHE);
+    for p in &httpd {
+        kill(*p, libc::SIGSTOP);
+    }
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let _held: Vec<std::net::TcpStream> = (0..40)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok())
+        .collect();
+    let line = pc.wait_for("Stall Suspected (observe only)", VERDICT_BOUND);
+    assert!(
+        line.contains("stall evidence (kernel): pent_id= 1") && line.contains("threads T:"),
+        "{line}"
+    );
+    for p in &httpd {
+        kill(*p, libc::SIGCONT);
+    }
+    pc.drain();
+    let acted: Vec<&String> = pc
+        .seen
+        .iter()
+        .filter(|l| l.contains("Find Web Server Stall") || l.contains("Killed Process"))
+        .collect();
+    assert!(acted.is_empty(), "observe only: {acted:?}");
+    assert!(alive(master), "the server was not killed");
+    assert_eq!(pid_of(&pc.entry(1)), master);
+}
