@@ -578,12 +578,12 @@ pub fn run_busy(case: Busy, secs: u64) -> Option<BusyRun> {
     })
 }
 
-/// Samples the port like pcheck does, every 100 ms until `until`, draining pcheck's
-/// log meanwhile.
+/// Looks at the port every 200 ms until `until` (a complete sample, as pcheck's
+/// deciding one), draining pcheck's log meanwhile.
 fn watch_waiting(pc: &mut Pcheck, port: u16, until: Instant) -> Waiting {
     let mut w = Waiting::default();
     while Instant::now() < until {
-        if let Ok(s) = psweb::sense::sockdiag::progress_sample(port, Instant::now()) {
+        if let Ok((s, _)) = psweb::sense::sockdiag::progress_sample(port, Instant::now()) {
             w.samples += 1;
             if let Some((d, l)) = s.queue {
                 w.queue_full += u32::from(d > l);
@@ -593,7 +593,7 @@ fn watch_waiting(pc: &mut Pcheck, port: u16, until: Instant) -> Waiting {
             w.unread += u32::from(s.conns.iter().any(|c| c.unread > 0));
         }
         pc.drain();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
     }
     w
 }

@@ -43,6 +43,10 @@ pub struct Sample {
     pub queue: Option<(u32, u32)>,
     /// The connections the server holds.
     pub conns: Vec<Conn>,
+    /// Every connection of the port was looked at (false: only the ones known from
+    /// an earlier complete sample, so a new accept is not seen). Only a complete
+    /// sample can end a window in a verdict.
+    pub complete: bool,
 }
 
 impl Sample {
@@ -142,6 +146,13 @@ impl Progress {
         self.prev.clear();
     }
 
+    /// Whether the window is over at `at` (a complete sample would decide).
+    pub fn due(&self, at: Instant) -> bool {
+        self.since
+            .as_ref()
+            .is_some_and(|(since, _)| at.saturating_duration_since(*since) >= self.window)
+    }
+
     pub fn observe(&mut self, s: &Sample) -> Step {
         let first = self.prev.is_empty() && self.since.is_none();
         let mut progressed = false;
@@ -185,7 +196,7 @@ impl Progress {
         fig.acked_by_kernel += acked;
         fig.samples += 1;
         let waited = s.at.saturating_duration_since(*since);
-        if waited < window {
+        if waited < window || !s.complete {
             return Step::Watching;
         }
         let mut out = fig.clone();
@@ -280,6 +291,7 @@ mod tests {
             at: t0 + ms(at_ms),
             queue,
             conns: conns.to_vec(),
+            complete: true,
         }
     }
 
@@ -395,6 +407,27 @@ mod tests {
                 (2000, full, vec![conn(1, 0, 0, 0)], 'V'),
             ],
         );
+    }
+
+    /// A sample of the known connections only cannot end a window: an accept it
+    /// cannot see may have happened. The next complete one decides.
+    #[test]
+    fn only_a_complete_sample_ends_a_window() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(ms(2000));
+        let full = Some((17, 16));
+        let mut s = sample(t0, 0, full, &[conn(1, 5, 5, 0)]);
+        assert_eq!(p.observe(&s), Step::Watching);
+        s.complete = false;
+        s.at = t0 + ms(2500);
+        assert!(p.due(s.at));
+        assert_eq!(p.observe(&s), Step::Watching);
+        // The complete look finds a connection accepted meanwhile: progress.
+        let mut s2 = sample(t0, 2600, full, &[conn(1, 5, 5, 0), conn(2, 0, 0, 0)]);
+        assert_eq!(p.observe(&s2), Step::Watching);
+        assert!(!p.due(s2.at));
+        s2.at = t0 + ms(4600);
+        assert!(matches!(p.observe(&s2), Step::NoProgress(_)));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Idle, the sampler sleeps until something wakes it: an overflow event of the eBPF
 //! program, a full queue seen by the shared look at the listeners, or a failed or
-//! slow probe. Then it samples the port every [`SAMPLE_EVERY`] (one sock_diag dump
-//! filtered by port, with each connection's tcp_info) until no work waits any more.
+//! slow probe. Then it samples the port every [`SAMPLE_EVERY`] (sock_diag, with each
+//! connection's tcp_info) until no work waits any more.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use crate::core::progress::{judge, state_counts, Figures, Progress, Step, Thread};
 use crate::sense::{procfs, sockdiag};
 
-/// How often a port is sampled while work waits.
+/// How often a port is sampled while work waits: the known connections one by one
+/// (cheap), and every [`FULL_EVERY`] and at the end of a window all of them (the
+/// kernel walks its connection hash table for that: about a millisecond).
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+pub const FULL_EVERY: Duration = Duration::from_secs(1);
 
 /// A probe this slow is a sign of waiting work (a localhost answer takes
 /// milliseconds).
@@ -47,24 +50,49 @@ pub async fn sample_port(
     let mut rule = Progress::new(window);
     let mut sampling = false;
     let mut withheld_told = false;
+    // The connections of the last complete sample, and when it was taken.
+    let mut known = Vec::new();
+    let mut last_full: Option<Instant> = None;
+    let mut decide_now = false;
     loop {
-        if sampling {
-            tokio::time::sleep(SAMPLE_EVERY).await;
-        } else {
+        if !sampling {
             if woken.changed().await.is_err() {
                 return;
             }
             rule.reset();
+            last_full = None;
+        } else if !decide_now {
+            tokio::time::sleep(SAMPLE_EVERY).await;
         }
-        let Ok(sample) = sockdiag::progress_sample(port, Instant::now()) else {
-            continue;
+        let now = Instant::now();
+        let full =
+            decide_now || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
+        decide_now = false;
+        let sample = if full {
+            match sockdiag::progress_sample(port, now) {
+                Ok((s, ids)) => {
+                    known = ids;
+                    last_full = Some(now);
+                    s
+                }
+                Err(_) => continue,
+            }
+        } else {
+            match sockdiag::progress_sample_known(port, now, &known) {
+                Ok(s) => s,
+                Err(_) => continue,
+            }
         };
         match rule.observe(&sample) {
             Step::NoWork => {
                 sampling = false;
                 withheld_told = false;
             }
-            Step::Watching => sampling = true,
+            Step::Watching => {
+                sampling = true;
+                // The window is over: a complete look decides, at once.
+                decide_now = !sample.complete && rule.due(sample.at);
+            }
             Step::NoProgress(mut fig) => {
                 sampling = true;
                 let held: HashMap<u32, bool> = sample
@@ -217,7 +245,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         let me = std::process::id() as i32;
         loop {
-            let sample = sockdiag::progress_sample(port, Instant::now()).expect("sock_diag");
+            let (sample, _) = sockdiag::progress_sample(port, Instant::now()).expect("sock_diag");
             let inodes: HashMap<u32, bool> = sample
                 .conns
                 .iter()

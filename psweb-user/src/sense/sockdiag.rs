@@ -84,44 +84,123 @@ pub fn port_snapshot(port: u16) -> io::Result<PortSnapshot> {
     Ok(snap)
 }
 
-/// One look at a local port for the progress rule: its accept queue and, for each
-/// connection the server holds, what the server wrote and read (`core::progress`).
-pub fn progress_sample(port: u16, at: std::time::Instant) -> io::Result<Sample> {
+/// A connection's identity for an exact lookup (its family and `inet_diag_sockid`:
+/// ports, addresses, interface and cookie).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnId {
+    family: u8,
+    id: [u8; SOCKID],
+}
+
+/// One complete look at a local port for the progress rule: its accept queue and,
+/// for each connection the server holds, what the server wrote and read
+/// (`core::progress`); with the identities of those connections for
+/// [`progress_sample_known`]. The kernel walks its whole connection hash table for
+/// this (about a millisecond per address family on a large table), so it is kept
+/// rare: only the families with a listener on the port are walked.
+pub fn progress_sample(port: u16, at: std::time::Instant) -> io::Result<(Sample, Vec<ConnId>)> {
     let mut out = Sample {
         at,
         queue: None,
         conns: Vec::new(),
+        complete: true,
     };
+    let mut ids = Vec::new();
+    let mut families = Vec::new();
     for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let listeners = dump(fam, 1 << TCP_LISTEN, port, false)?;
+        if listeners.iter().any(|s| s.port == port) {
+            families.push(fam);
+        }
+    }
+    if families.is_empty() {
+        families = vec![libc::AF_INET as u8, libc::AF_INET6 as u8];
+    }
+    for fam in families {
         for s in dump(fam, u32::MAX, port, true)? {
             if s.port != port {
                 continue;
             }
-            if s.state == TCP_LISTEN as u8 {
-                if out.queue.is_none_or(|(d, _)| s.rqueue > d) {
-                    out.queue = Some((s.rqueue, s.wqueue));
-                }
-            } else if s.inode != 0 {
-                // Without tcp_info (an old kernel) only accepts count as progress.
-                let i = s.info.unwrap_or_default();
-                let written = i.acked.saturating_add(u64::from(s.wqueue));
-                let read = i.received.saturating_sub(u64::from(s.rqueue));
-                out.conns.push(Conn {
-                    inode: s.inode,
-                    written,
-                    read,
-                    unread: s.rqueue,
-                    acked: i.acked,
-                    // The times are in jiffies (a few ms): a tie counts as answered.
-                    // Without tcp_info (an old kernel) it counts as owing.
-                    owes_answer: s.info.is_none()
-                        || (written == 0 && read > 0)
-                        || i.last_recv_ms < i.last_sent_ms,
-                });
+            if let Some(id) = add(&mut out, &s) {
+                ids.push(ConnId { family: fam, id });
             }
         }
     }
+    Ok((out, ids))
+}
+
+/// A cheap look at a port: its accept queue (the listeners only), and the
+/// connections of an earlier [`progress_sample`] looked up one by one. Connections
+/// accepted since are not seen: the sample is not `complete`.
+pub fn progress_sample_known(
+    port: u16,
+    at: std::time::Instant,
+    known: &[ConnId],
+) -> io::Result<Sample> {
+    let mut out = Sample {
+        at,
+        queue: None,
+        conns: Vec::new(),
+        complete: false,
+    };
+    for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for s in dump(fam, 1 << TCP_LISTEN, port, false)? {
+            if s.port == port {
+                add(&mut out, &s);
+            }
+        }
+    }
+    for c in known {
+        match lookup(c) {
+            Ok(Some(s)) => {
+                add(&mut out, &s);
+            }
+            // Gone (closed): not progress, and not waiting work either.
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(out)
+}
+
+/// Adds one socket of the port to a sample; the identity of a held connection.
+fn add(out: &mut Sample, s: &Sock) -> Option<[u8; SOCKID]> {
+    if s.state == TCP_LISTEN as u8 {
+        if out.queue.is_none_or(|(d, _)| s.rqueue > d) {
+            out.queue = Some((s.rqueue, s.wqueue));
+        }
+        return None;
+    }
+    if s.inode == 0 {
+        return None;
+    }
+    // Without tcp_info (an old kernel) only accepts count as progress.
+    let i = s.info.unwrap_or_default();
+    let written = i.acked.saturating_add(u64::from(s.wqueue));
+    let read = i.received.saturating_sub(u64::from(s.rqueue));
+    out.conns.push(Conn {
+        inode: s.inode,
+        written,
+        read,
+        unread: s.rqueue,
+        acked: i.acked,
+        // The times are in jiffies (a few ms): a tie counts as answered. Without
+        // tcp_info (an old kernel) it counts as owing.
+        owes_answer: s.info.is_none()
+            || (written == 0 && read > 0)
+            || i.last_recv_ms < i.last_sent_ms,
+    });
+    Some(s.id)
+}
+
+/// One connection by its identity, with tcp_info (the kernel's hash lookup; no
+/// walk). None when it is gone.
+fn lookup(c: &ConnId) -> io::Result<Option<Sock>> {
+    match query(c.family, u32::MAX, 0, true, Some(&c.id)) {
+        Ok(mut v) => Ok(v.pop()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The local ports of every TCP connection (not listener) by socket inode.
@@ -137,9 +216,14 @@ pub fn connection_ports() -> io::Result<std::collections::HashMap<u32, u16>> {
     Ok(out)
 }
 
+/// Size of `struct inet_diag_sockid`.
+const SOCKID: usize = 48;
+
 struct Sock {
     state: u8,
     port: u16,
+    /// The socket's `inet_diag_sockid`, for an exact lookup.
+    id: [u8; SOCKID],
     rqueue: u32,
     wqueue: u32,
     inode: u32,
@@ -185,6 +269,18 @@ fn tcp_info(mut attrs: &[u8]) -> Option<TcpInfo> {
 }
 
 fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>> {
+    query(family, states, sport, info, None)
+}
+
+/// A sock_diag request: a dump of `states` (filtered by local port `sport` when
+/// not 0), or, with `exact`, the one socket with that `inet_diag_sockid`.
+fn query(
+    family: u8,
+    states: u32,
+    sport: u16,
+    info: bool,
+    exact: Option<&[u8; SOCKID]>,
+) -> io::Result<Vec<Sock>> {
     // SAFETY: socket(2) with constant arguments; the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -203,7 +299,11 @@ fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>
     let len = req.len() as u32;
     req[0..4].copy_from_slice(&len.to_ne_bytes());
     req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    let flags = if exact.is_some() {
+        libc::NLM_F_REQUEST as u16
+    } else {
+        (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16
+    };
     req[6..8].copy_from_slice(&flags.to_ne_bytes());
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[NLMSG_HDR] = family;
@@ -214,6 +314,9 @@ fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>
     req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&states.to_ne_bytes());
     // inet_diag_sockid.idiag_sport: the kernel skips sockets of other ports.
     req[NLMSG_HDR + 8..NLMSG_HDR + 10].copy_from_slice(&sport.to_be_bytes());
+    if let Some(id) = exact {
+        req[NLMSG_HDR + 8..NLMSG_HDR + 8 + SOCKID].copy_from_slice(id);
+    }
     // SAFETY: an all-zero sockaddr_nl is valid (the kernel as destination).
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
@@ -256,15 +359,21 @@ fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>
                 NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => {
                     let errno = i32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+                    if errno == 0 {
+                        return Ok(out);
+                    }
                     return Err(io::Error::from_raw_os_error(-errno));
                 }
                 SOCK_DIAG_BY_FAMILY if mlen >= NLMSG_HDR + DIAG_MSG => {
                     let m = &h[NLMSG_HDR..];
                     let u32_at =
                         |i: usize| u32::from_ne_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+                    let mut id = [0u8; SOCKID];
+                    id.copy_from_slice(&m[4..4 + SOCKID]);
                     out.push(Sock {
                         state: m[1],
                         port: u16::from_be_bytes([m[4], m[5]]),
+                        id,
                         rqueue: u32_at(56),
                         wqueue: u32_at(60),
                         inode: u32_at(68),
@@ -274,6 +383,10 @@ fn dump(family: u8, states: u32, sport: u16, info: bool) -> io::Result<Vec<Sock>
                             None
                         },
                     });
+                    // An exact lookup answers with the one socket, and no DONE.
+                    if exact.is_some() {
+                        return Ok(out);
+                    }
                 }
                 _ => {}
             }
@@ -325,9 +438,12 @@ mod tests {
         client.write_all(b"request-bytes").expect("write");
         let deadline = Instant::now() + Duration::from_secs(5);
         let one = |want: &dyn Fn(&Conn) -> bool| loop {
-            let s = progress_sample(port, Instant::now()).expect("sock_diag");
+            let (s, ids) = progress_sample(port, Instant::now()).expect("sock_diag");
             if let [c] = s.conns.as_slice() {
-                if want(c) {
+                // The exact lookup of the same connection sees the same.
+                let k = progress_sample_known(port, s.at, &ids).expect("lookup");
+                assert!(!k.complete && k.queue == s.queue, "{k:?}");
+                if want(c) && k.conns.first().is_some_and(|k| want(k)) {
                     return *c;
                 }
             }
@@ -346,5 +462,51 @@ mod tests {
         let c = one(&|c| c.written == 6);
         assert_eq!(c.unread, 0);
         assert!(!c.owes_answer, "answered: {c:?}");
+    }
+}
+
+#[cfg(test)]
+mod cost {
+    /// What one sample costs (the kernel walks its connection hash table per family).
+    #[test]
+    #[ignore]
+    fn sample_cost() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let n = 500;
+        let cpu = || {
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+            ru.ru_utime.tv_sec as f64
+                + ru.ru_utime.tv_usec as f64 / 1e6
+                + ru.ru_stime.tv_sec as f64
+                + ru.ru_stime.tv_usec as f64 / 1e6
+        };
+        let conns: Vec<_> = (0..4)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+            .collect();
+        let held: Vec<_> = (0..4).map(|_| l.accept().expect("accept")).collect();
+        let (_, ids) = super::progress_sample(port, std::time::Instant::now()).expect("sample");
+        assert_eq!(ids.len(), 4);
+        let c0 = cpu();
+        for _ in 0..n {
+            let _ = super::progress_sample(port, std::time::Instant::now());
+        }
+        let c1 = cpu();
+        for _ in 0..n {
+            let _ = super::progress_sample_known(port, std::time::Instant::now(), &ids);
+        }
+        let c2 = cpu();
+        for _ in 0..n {
+            let _ = super::dump(libc::AF_INET as u8, 1 << super::TCP_LISTEN, port, false);
+        }
+        let c3 = cpu();
+        drop((conns, held));
+        println!(
+            "complete sample {:.0} us; known 4 connections {:.0} us; listeners only {:.0} us",
+            (c1 - c0) / n as f64 * 1e6,
+            (c2 - c1) / n as f64 * 1e6,
+            (c3 - c2) / n as f64 * 1e6
+        );
     }
 }
