@@ -159,6 +159,34 @@ fn a_worker_deadlocked_on_a_lock_is_judged() {
     }
 }
 
+/// The accept queue never fills (keep-alive clients send their next requests on
+/// the connections the stopped children hold): a failed probe starts the sampling,
+/// and the requests unread on held connections are the waiting work. Bound: the
+/// next probe is up to 10 s away (interval 10, probe timeout 1 s), then the window.
+#[test]
+fn requests_waiting_on_held_connections_of_a_stopped_server_are_judged() {
+    let Some(r) = run_stuck(Stuck::HeldConnectionsOnly, Duration::from_secs(120)) else {
+        return;
+    };
+    println!(
+        "{}: judged in {} ms: {}",
+        Stuck::HeldConnectionsOnly.name(),
+        r.took.as_millis(),
+        r.why
+    );
+    assert!(r.why.contains("4 connections held (4 with"), "{}", r.why);
+    assert!(
+        r.why.contains("server accepted 0, wrote 0 B, read 0 B"),
+        "{}",
+        r.why
+    );
+    assert!(
+        !r.why.contains("accept queue 17/16"),
+        "the queue never filled: {}",
+        r.why
+    );
+}
+
 /// `kernel_action = observe`: the same evidence is logged as a suspicion, and
 /// nothing is killed.
 #[test]

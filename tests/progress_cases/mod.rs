@@ -75,16 +75,21 @@ pub enum Stuck {
     NginxLoop,
     /// nginx's worker blocked on a futex no one wakes (Perl), no socket I/O pending.
     NginxDeadlock,
+    /// The accept queue never fills: every Apache prefork child SIGSTOPped while it
+    /// holds a keep-alive connection, and each client sends its next request there.
+    /// Only a failed or slow probe is a sign of the waiting work.
+    HeldConnectionsOnly,
 }
 
 impl Stuck {
-    pub const ALL: [Stuck; 6] = [
+    pub const ALL: [Stuck; 7] = [
         Stuck::PreforkStopped,
         Stuck::EventStopped,
         Stuck::PreforkLoop,
         Stuck::EventLoop,
         Stuck::NginxLoop,
         Stuck::NginxDeadlock,
+        Stuck::HeldConnectionsOnly,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -94,6 +99,7 @@ impl Stuck {
             Stuck::EventLoop => "apache event, looping handler (lua)",
             Stuck::NginxLoop => "nginx, looping handler (perl)",
             Stuck::NginxDeadlock => "nginx, worker deadlocked on a futex (perl)",
+            Stuck::HeldConnectionsOnly => "apache prefork, SIGSTOP, requests on held conns",
         }
     }
 }
@@ -203,6 +209,18 @@ fn nginx_perl(sb: &Sandbox, port: u16, body: &str) -> (PathBuf, PathBuf) {
 /// pcheck watching the server with kernel evidence (the seed rule's retry-over time
 /// is 600 s, so only kernel evidence can judge within a run).
 fn pcheck_kernel(sb: &Sandbox, pname: &str, script: &Path, pidfile: &Path, port: u16) -> Pcheck {
+    pcheck_kernel_with(sb, pname, script, pidfile, port, "")
+}
+
+/// The same, with more `key = value` lines in the stall block.
+fn pcheck_kernel_with(
+    sb: &Sandbox,
+    pname: &str,
+    script: &Path,
+    pidfile: &Path,
+    port: u16,
+    extra: &str,
+) -> Pcheck {
     let pfile = entry_pfile(
         sb,
         pname,
@@ -212,7 +230,7 @@ fn pcheck_kernel(sb: &Sandbox, pname: &str, script: &Path, pidfile: &Path, port:
             "_bi_webserv",
             &format!("10:0:2:600:{port}"),
             1,
-            "    evidence = kernel\n",
+            &format!("    evidence = kernel\n{extra}"),
         ),
     );
     let mut pc = Pcheck::start(sb, &pfile, &[]);
@@ -631,6 +649,9 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
         return None;
     }
     let stopped = matches!(case, Stuck::PreforkStopped | Stuck::EventStopped);
+    if case == Stuck::HeldConnectionsOnly {
+        return run_held_only(&sb, port, limit);
+    }
     if stopped && !tool_or_skip(name, WRK, "wrk") {
         return None;
     }
@@ -653,6 +674,7 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
             let (script, pidfile) = nginx_perl(&sb, port, "while (1) {} return 0;");
             pcheck_kernel(&sb, NGINX, &script, &pidfile, port)
         }
+        Stuck::HeldConnectionsOnly => unreachable!("run_held_only"),
         Stuck::NginxDeadlock => {
             // futex(&word, FUTEX_WAIT, 0, NULL): sleeps until woken, and no one will.
             let (script, pidfile) = nginx_perl(
@@ -695,6 +717,70 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
     let why = pc.seen_or_wait("stall evidence (kernel)", T);
     drop(guards);
     // What is left of the stuck server (a looping worker), and its successor.
+    pc.wait_for("Restarted Process", T);
+    let now = session_of(pid_of(&pc.entry(1)));
+    w.sids.push(now);
+    drop(w);
+    Some(StuckRun {
+        took,
+        find,
+        why,
+        master,
+        port,
+    })
+}
+
+/// Stuck::HeldConnectionsOnly: four keep-alive clients hold the four prefork
+/// children; all of Apache is stopped; each client sends its next request on its
+/// held connection. The queue holds at most the probes' connections: the failed
+/// probe (timeout 1 s) starts the sampling.
+fn run_held_only(sb: &Sandbox, port: u16, limit: Duration) -> Option<StuckRun> {
+    use std::io::{Read, Write};
+    let (script, pidfile) = apache(
+        sb,
+        port,
+        Mpm::Prefork,
+        4,
+        16,
+        &[],
+        "KeepAliveTimeout 120\nMaxKeepAliveRequests 0\n",
+    );
+    let pc = pcheck_kernel_with(
+        sb,
+        APACHE,
+        &script,
+        &pidfile,
+        port,
+        "    probe_timeout = 1s\n",
+    );
+    let master = pid_of(&pc.entry(1));
+    let mut w = Watched {
+        sids: vec![session_of(master)],
+        pc,
+    };
+    let req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(req).expect("request");
+            let mut buf = [0u8; 4096];
+            assert!(s.read(&mut buf).expect("answer") > 0, "answered");
+            s
+        })
+        .collect();
+    for p in sandbox_pids_of(sb, APACHE) {
+        kill(p, libc::SIGSTOP);
+    }
+    let t0 = Instant::now();
+    for s in &mut held {
+        s.write_all(req).expect("next request");
+    }
+    let pc = &mut w.pc;
+    let find = pc.wait_for("Find Web Server Stall", limit);
+    let took = t0.elapsed();
+    let why = pc.seen_or_wait("stall evidence (kernel)", T);
     pc.wait_for("Restarted Process", T);
     let now = session_of(pid_of(&pc.entry(1)));
     w.sids.push(now);
