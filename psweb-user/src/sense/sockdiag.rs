@@ -443,7 +443,7 @@ mod tests {
                 // The exact lookup of the same connection sees the same.
                 let k = progress_sample_known(port, s.at, &ids).expect("lookup");
                 assert!(!k.complete && k.queue == s.queue, "{k:?}");
-                if want(c) && k.conns.first().is_some_and(|k| want(k)) {
+                if want(c) && k.conns.first().is_some_and(want) {
                     return *c;
                 }
             }
