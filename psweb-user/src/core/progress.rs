@@ -210,6 +210,23 @@ impl Progress {
     }
 }
 
+/// Whether the server progressed from one sample to a later complete one: it
+/// accepted a connection, or wrote or read on one. Before a verdict, the threads are
+/// read between two samples, and this second sample must show no progress either:
+/// a worker that accepted meanwhile holds a connection the first sample could not
+/// name, so what its thread does would be misread.
+pub fn progressed(before: &Sample, after: &Sample) -> bool {
+    let was: HashMap<u32, (u64, u64)> = before
+        .conns
+        .iter()
+        .map(|c| (c.inode, (c.written, c.read)))
+        .collect();
+    after.conns.iter().any(|c| match was.get(&c.inode) {
+        Some(&(w, r)) => c.written > w || c.read > r,
+        None => after.complete,
+    })
+}
+
 /// What the kernel shows of one thread of the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Thread {
@@ -461,6 +478,21 @@ mod tests {
         let line = f.to_string();
         assert!(line.contains("accept queue 5/4"), "{line}");
         assert!(line.contains("kernel delivered 8000 B"), "{line}");
+    }
+
+    #[test]
+    fn progress_between_two_samples() {
+        let t0 = Instant::now();
+        let full = Some((17, 16));
+        let a = sample(t0, 0, full, &[conn(1, 10, 10, 0)]);
+        let same = sample(t0, 50, full, &[conn(1, 10, 10, 0)]);
+        let wrote = sample(t0, 50, full, &[conn(1, 11, 10, 0)]);
+        let accepted = sample(t0, 50, full, &[conn(1, 10, 10, 0), conn(2, 0, 0, 0)]);
+        let closed = sample(t0, 50, full, &[]);
+        assert!(!progressed(&a, &same));
+        assert!(progressed(&a, &wrote));
+        assert!(progressed(&a, &accepted));
+        assert!(!progressed(&a, &closed));
     }
 
     fn th(

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::core::progress::{judge, state_counts, Figures, Progress, Step, Thread};
+use crate::core::progress::{judge, progressed, state_counts, Figures, Progress, Step, Thread};
 use crate::sense::{procfs, sockdiag};
 
 /// How often a port is sampled while work waits: the known connections one by one
@@ -54,6 +54,10 @@ pub async fn sample_port(
     let mut known = Vec::new();
     let mut last_full: Option<Instant> = None;
     let mut decide_now = false;
+    // A complete look at the next sample: the queue shrank or a known connection
+    // closed since the last one, so a worker may have accepted.
+    let mut full_next = false;
+    let mut last_depth = 0;
     loop {
         if !sampling {
             if woken.changed().await.is_err() {
@@ -65,8 +69,9 @@ pub async fn sample_port(
             tokio::time::sleep(SAMPLE_EVERY).await;
         }
         let now = Instant::now();
-        let full =
-            decide_now || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
+        let full = decide_now
+            || full_next
+            || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
         decide_now = false;
         let sample = if full {
             match sockdiag::progress_sample(port, now) {
@@ -83,6 +88,9 @@ pub async fn sample_port(
                 Err(_) => continue,
             }
         };
+        let depth = sample.queue.map_or(0, |(d, _)| d);
+        full_next = !full && (depth < last_depth || sample.conns.len() < known.len());
+        last_depth = depth;
         match rule.observe(&sample) {
             Step::NoWork => {
                 sampling = false;
@@ -101,6 +109,17 @@ pub async fn sample_port(
                     .map(|c| (c.inode, c.owes_answer))
                     .collect();
                 let threads = threads_of(pid, port, &held);
+                // Read between two samples: a worker that accepted meanwhile would be
+                // misread, and that accept is progress.
+                let Ok((after, ids)) = sockdiag::progress_sample(port, Instant::now()) else {
+                    continue;
+                };
+                if progressed(&sample, &after) {
+                    known = ids;
+                    last_full = Some(after.at);
+                    rule.observe(&after);
+                    continue;
+                }
                 fig.states = state_counts(&threads);
                 let out = match judge(&threads) {
                     Ok(()) => Outcome::Stuck(fig),
