@@ -54,8 +54,9 @@ pub async fn sample_port(
     let mut known = Vec::new();
     let mut last_full: Option<Instant> = None;
     let mut decide_now = false;
-    // A complete look at the next sample: the queue shrank or a known connection
-    // closed since the last one, so a worker may have accepted.
+    // A complete look at the next sample: the queue changed or a known connection
+    // closed since the last one, so a worker may have accepted (also a worker that
+    // was in accept() when it was stopped: the kernel completes that accept).
     let mut full_next = false;
     let mut last_depth = 0;
     loop {
@@ -89,7 +90,7 @@ pub async fn sample_port(
             }
         };
         let depth = sample.queue.map_or(0, |(d, _)| d);
-        full_next = !full && (depth < last_depth || sample.conns.len() < known.len());
+        full_next = !full && (depth != last_depth || sample.conns.len() < known.len());
         last_depth = depth;
         match rule.observe(&sample) {
             Step::NoWork => {
