@@ -7,6 +7,8 @@
 //! ports so that they run side by side. The cases themselves live in
 //! tests/progress_cases (the bench runs them too).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 mod common;
 mod progress_cases;
 use progress_cases::*;

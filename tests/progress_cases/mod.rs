@@ -3,6 +3,7 @@
 //! and event MPM) and nginx, real load generators (wrk with keep-alive, ab without)
 //! and pcheck watching with `evidence = kernel`. Needs `mod common` beside it.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 use super::common::*;
 use std::any::Any;
@@ -650,7 +651,7 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
     }
     let stopped = matches!(case, Stuck::PreforkStopped | Stuck::EventStopped);
     if case == Stuck::HeldConnectionsOnly {
-        return run_held_only(&sb, port, limit);
+        return Some(run_held_only(&sb, port, limit));
     }
     if stopped && !tool_or_skip(name, WRK, "wrk") {
         return None;
@@ -734,7 +735,7 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
 /// children; all of Apache is stopped; each client sends its next request on its
 /// held connection. The queue holds at most the probes' connections: the failed
 /// probe (timeout 1 s) starts the sampling.
-fn run_held_only(sb: &Sandbox, port: u16, limit: Duration) -> Option<StuckRun> {
+fn run_held_only(sb: &Sandbox, port: u16, limit: Duration) -> StuckRun {
     use std::io::{Read, Write};
     let (script, pidfile) = apache(
         sb,
@@ -785,11 +786,11 @@ fn run_held_only(sb: &Sandbox, port: u16, limit: Duration) -> Option<StuckRun> {
     let now = session_of(pid_of(&pc.entry(1)));
     w.sids.push(now);
     drop(w);
-    Some(StuckRun {
+    StuckRun {
         took,
         find,
         why,
         master,
         port,
-    })
+    }
 }

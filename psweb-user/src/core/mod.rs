@@ -237,7 +237,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,

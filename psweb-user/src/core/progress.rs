@@ -276,7 +276,7 @@ pub fn state_counts(threads: &[Thread]) -> String {
             None => counts.push((t.state, 1)),
         }
     }
-    counts.sort();
+    counts.sort_unstable();
     counts
         .iter()
         .map(|(c, n)| format!("{c}:{n}"))

@@ -142,7 +142,11 @@ pub async fn sample_port(
 /// each sleeps in, whether its process holds connections of `port` (`held`: inode
 /// -> owes an answer), owes an answer on one, and holds TCP connections to other
 /// servers.
-pub fn threads_of(pid: i32, port: u16, held: &HashMap<u32, bool>) -> Vec<Thread> {
+pub fn threads_of<S: std::hash::BuildHasher>(
+    pid: i32,
+    port: u16,
+    held: &HashMap<u32, bool, S>,
+) -> Vec<Thread> {
     let conn_ports = sockdiag::connection_ports().unwrap_or_default();
     let listening: HashSet<u16> = sockdiag::listeners()
         .map(|ls| ls.into_iter().map(|l| l.port).collect())

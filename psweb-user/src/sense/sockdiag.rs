@@ -469,7 +469,7 @@ mod tests {
 mod cost {
     /// What one sample costs (the kernel walks its connection hash table per family).
     #[test]
-    #[ignore]
+    #[ignore = "a measurement, not a check: run with --ignored --nocapture"]
     fn sample_cost() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
