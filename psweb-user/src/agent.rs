@@ -842,7 +842,7 @@ fn feed(
                 }
                 slot.watcher = Some(spawn_watcher(idx, watch, service, ctx));
             }
-            Action::StallWatch { watch, .. } => {
+            Action::StallWatch { watch, pid } => {
                 let (Some(sc), Some(prober)) = (slot.cfg.stall.as_ref(), slot.prober.as_ref())
                 else {
                     continue;
@@ -864,7 +864,7 @@ fn feed(
                     slot.stall_tasks.push(spawn_queue_watch(
                         idx,
                         watch,
-                        sc.port,
+                        (sc.port, pid),
                         sc.kernel_window,
                         ctx,
                     ));
@@ -1163,12 +1163,18 @@ fn spawn_probe_loop(
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
+    let wake = Arc::clone(&ctx.queue_wake);
     ctx.shutdown.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let started = tick.tick().await.into_std();
             let outcome = prober.run().await;
+            if crate::sense::progress::waiting_work_sign(&outcome) {
+                if let Some(w) = wake.get(&prober.target().port) {
+                    w.send_replace(());
+                }
+            }
             if let Some((m, l)) = &observe {
                 m.observe_probe(l, outcome.elapsed);
             }
@@ -1215,9 +1221,6 @@ const LOOK: Duration = Duration::from_millis(250);
 /// watchers at once: the look is then only a safety net for a lost event. A dump walks
 /// the kernel's whole listener hash table (cold, ~0.2 ms), so it is kept rare.
 const LOOK_EBPF: Duration = Duration::from_secs(5);
-/// How often a watcher looks while its queue is full (and at the accepted connections).
-const FULL_LOOK: Duration = Duration::from_millis(100);
-
 type QueueWake = Arc<HashMap<u16, tokio::sync::watch::Sender<()>>>;
 
 /// One sock_diag dump of every TCP listener every `every`, for all kernel-evidence
@@ -1244,66 +1247,33 @@ fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake, sd: &S
     });
 }
 
-/// Kernel evidence for one watch. Idle, it sleeps until its port's queue may be full:
-/// woken by the eBPF program's overflow event for the port, or by the shared look at
-/// the listeners (every 250 ms; every 5 s where the eBPF program serves). Once the
-/// queue is full (depth > limit, the kernel's own test) it looks every 100 ms at the
-/// queue and at the connections the server has accepted (sock_diag). When the
-/// queue stays full and no new connection is accepted for `window`, the process is
-/// stuck. A server that accepts anything in the window - however slowly - restarts
-/// the window, so a busy-but-draining server is never reported.
+/// Kernel evidence for one watch: `sense::progress` samples the port while there are
+/// signs of waiting work; a window with work waiting and no progress by the server
+/// is reported to the core, which judges (`core::progress`).
 fn spawn_queue_watch(
     idx: usize,
     watch: WatchId,
-    port: u16,
+    (port, pid): (u16, i32),
     window: Duration,
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
+    let log = Arc::clone(&ctx.log);
     let woken = ctx.queue_wake.get(&port).map(|w| w.subscribe());
     ctx.shutdown.spawn(async move {
-        let Some(mut woken) = woken else { return };
-        // (since, accepted inodes at that moment)
-        let mut full_since: Option<(Instant, std::collections::HashSet<u32>)> = None;
-        loop {
-            if full_since.is_none() {
-                if woken.changed().await.is_err() {
-                    return;
-                }
-            } else {
-                tokio::time::sleep(FULL_LOOK).await;
+        let Some(woken) = woken else { return };
+        crate::sense::progress::sample_port(port, pid, window, woken, |out| match out {
+            crate::sense::progress::Outcome::Stuck(figures) => tx
+                .send(Msg::Evidence(idx, Evidence::NoProgress { watch, figures }))
+                .is_ok(),
+            crate::sense::progress::Outcome::Withheld(figures, why) => {
+                log.warn(&format!(
+                    "kernel evidence does not judge pid= {pid} port= {port}: {figures}; {why}"
+                ));
+                true
             }
-            let Ok(snap) = crate::sense::sockdiag::port_snapshot(port) else {
-                continue;
-            };
-            let Some((depth, limit)) = snap.queue.filter(|(d, l)| d > l) else {
-                full_since = None;
-                continue;
-            };
-            let now = Instant::now();
-            let accepted: std::collections::HashSet<u32> = snap.accepted.into_iter().collect();
-            match &full_since {
-                Some((_, base)) if accepted.iter().any(|i| !base.contains(i)) => {
-                    full_since = Some((now, accepted)); // it accepted: draining
-                }
-                Some((since, _)) if now.saturating_duration_since(*since) >= window => {
-                    let for_ms = u64::try_from(now.saturating_duration_since(*since).as_millis())
-                        .unwrap_or(u64::MAX);
-                    let ev = Evidence::QueueStuck {
-                        watch,
-                        depth,
-                        limit,
-                        for_ms,
-                    };
-                    if tx.send(Msg::Evidence(idx, ev)).is_err() {
-                        return;
-                    }
-                    full_since = Some((now, accepted));
-                }
-                Some(_) => {}
-                None => full_since = Some((now, accepted)),
-            }
-        }
+        })
+        .await;
     })
 }
 

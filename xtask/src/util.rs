@@ -51,6 +51,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     // The fleet tests start their own etcd (Debian's etcd 3.4).
     ("/usr/bin/etcd", "etcd-server"),
+    ("/usr/bin/wrk", "wrk"),
+    (
+        "/usr/lib/nginx/modules/ngx_http_perl_module.so",
+        "libnginx-mod-http-perl",
+    ),
+    (
+        "/usr/lib/nginx/modules/ngx_http_js_module.so",
+        "libnginx-mod-http-js",
+    ),
 ];
 
 /// What building psweb needs beyond Rust: `protoc` and the well-known protobuf types

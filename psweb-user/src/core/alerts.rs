@@ -211,6 +211,8 @@ mod tests {
                 "resolve",
                 &["stall_detected", "kill_failed"],
             ),
+            (StallEvidence, "none", &[]),
+            (StallSuspected, "none", &[]),
             (Kill, "none", &[]),
             (KillFailed, "fire", &["kill_failed"]),
             (Reboot, "fire", &["reboot"]),

@@ -197,12 +197,13 @@ fn durations() {
 #[test]
 fn psweb_settings_inside_a_block() {
     let text = format!(
-        "{ENTRY}_bi_webservs{{\n  PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:10:-:2:60:443\n  PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:-:1:0\n  evidence = kernel\n  kernel_window = 1500ms\n  tls_verify = /etc/pki/ca.pem\n  status = 2xx,3xx\n  probe_timeout = 3s\n}}\n"
+        "{ENTRY}_bi_webservs{{\n  PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:10:-:2:60:443\n  PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:-:1:0\n  evidence = kernel\n  kernel_window = 1500ms\n  kernel_action = observe\n  tls_verify = /etc/pki/ca.pem\n  status = 2xx,3xx\n  probe_timeout = 3s\n}}\n"
     );
     let pf = p(&text).expect("parses");
     let s = pf.entries[0].stall.as_ref().expect("stall");
     assert_eq!(s.evidence, StallEvidence::Kernel);
     assert_eq!(s.kernel_window, Duration::from_millis(1500));
+    assert_eq!(s.kernel_action, KernelAction::Observe);
     assert_eq!(
         s.tls_verify,
         TlsVerifyCfg::CaFile(PathBuf::from("/etc/pki/ca.pem"))
@@ -216,8 +217,12 @@ fn psweb_settings_inside_a_block() {
     .expect("parses");
     let s = plain.entries[0].stall.as_ref().expect("stall");
     assert_eq!(
-        (s.evidence, s.effective_probe_timeout()),
-        (StallEvidence::Probe, Duration::from_secs(10))
+        (s.evidence, s.effective_probe_timeout(), s.kernel_action),
+        (
+            StallEvidence::Probe,
+            Duration::from_secs(10),
+            KernelAction::Kill
+        )
     );
 }
 
@@ -268,6 +273,16 @@ fn bad_psweb_settings_in_a_block() {
             5,
             18,
             "from 500ms",
+        ),
+        (
+            block(
+                "_bi_webservs",
+                "lib_bi_webservs.so",
+                " kernel_action = stop",
+            ),
+            5,
+            18,
+            "expected kill or observe",
         ),
     ];
     for (text, line, col, needle) in &cases {

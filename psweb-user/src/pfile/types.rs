@@ -530,9 +530,11 @@ pub struct StallCheck {
     pub retry_over_on_kill_failure: bool,
     /// psweb: what may judge a stall (`evidence = probe | kernel`).
     pub evidence: StallEvidence,
-    /// psweb: with kernel evidence, how long the accept queue must stay full with
-    /// nothing accepted before the process is judged stalled (default 2 s).
+    /// psweb: with kernel evidence, how long work must wait with no progress by the
+    /// server before it is judged stalled (default 2 s).
     pub kernel_window: Duration,
+    /// psweb: what a kernel-evidence verdict does (`kernel_action = kill | observe`).
+    pub kernel_action: KernelAction,
     /// psweb: how the HTTPS check verifies the server certificate.
     pub tls_verify: TlsVerifyCfg,
     /// psweb: status classes that count as alive (None: any status line).
@@ -553,8 +555,18 @@ impl StallCheck {
 pub enum StallEvidence {
     /// The seed's rule only: probes failing for the retry-over time.
     Probe,
-    /// Also: the accept queue stays full while nothing is accepted for `kernel_window`.
+    /// Also: work waits and the server makes no progress for `kernel_window`.
     Kernel,
+}
+
+/// What a kernel-evidence stall verdict does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelAction {
+    /// Judge the stall: the seed's line and the forced kill.
+    Kill,
+    /// Only log and emit `Stall Suspected (observe only): ...`; the probe rule acts.
+    Observe,
 }
 
 /// Certificate verification of the HTTPS check.
