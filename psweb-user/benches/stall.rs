@@ -1,11 +1,15 @@
 //! `cargo xtask bench` (stall): time from SIGSTOP to the stall verdict, the seed's
-//! rule vs kernel evidence; and what a probe costs (probes per second of one core,
-//! for each kind). Prints a table and writes target/bench/stall.json.
+//! rule vs kernel evidence; stall verdicts under load (stuck servers judged, busy
+//! ones never); and what a probe costs (probes per second of one core, for each
+//! kind). Prints the tables and writes target/bench/stall.json.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../../tests/progress_cases/mod.rs"]
+mod progress_cases;
 use common::*;
+use progress_cases::{run_busy, run_stuck, Busy, Stuck};
 use psweb::probe::{Kind, Prober, Target, TlsOptions, TlsVerify};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -101,12 +105,50 @@ fn probe_rate(kind: Kind, port: u16, secs: u64) -> (u64, f64, f64) {
     })
 }
 
+/// Runs of each stuck case, and how long each busy case is loaded.
+const LOAD_RUNS: usize = 5;
+const BUSY_SECS: u64 = 60;
+/// Goals: a verdict within kernel_window (2 s) + 0.3 s; pcheck's CPU while it
+/// samples a full queue at most 0.5 % of a core.
+const VERDICT_GOAL_MS: u64 = 2300;
+const CPU_GOAL_PCT: f64 = 0.5;
+
+/// Stall verdicts under load: each stuck case LOAD_RUNS times (verdict ms, sorted),
+/// and every busy case for BUSY_SECS side by side.
+#[allow(clippy::type_complexity)]
+fn under_load() -> (Vec<(Stuck, Vec<u64>)>, Vec<(Busy, progress_cases::BusyRun)>) {
+    let busy: Vec<_> = Busy::ALL
+        .iter()
+        .map(|c| (*c, std::thread::spawn(move || run_busy(*c, BUSY_SECS))))
+        .collect();
+    let busy: Vec<_> = busy
+        .into_iter()
+        .filter_map(|(c, h)| Some((c, h.join().ok()??)))
+        .collect();
+    let mut stuck = Vec::new();
+    for c in Stuck::ALL {
+        let mut ms = Vec::new();
+        for _ in 0..LOAD_RUNS {
+            match run_stuck(c, Duration::from_secs(60)) {
+                Some(r) => ms.push(r.took.as_millis() as u64),
+                None => break,
+            }
+        }
+        ms.sort_unstable();
+        if !ms.is_empty() {
+            stuck.push((c, ms));
+        }
+    }
+    (stuck, busy)
+}
+
 fn main() {
     if !root_or_skip("bench stall") {
         return;
     }
     let seed = verdict_time(false);
     let kernel = verdict_time(true);
+    let (stuck, busy) = under_load();
 
     // Probe cost against real Apache httpd (HTTP and HTTPS on two instances).
     let mut rates = Vec::new();
@@ -174,6 +216,55 @@ fn main() {
             "MISSED"
         }
     );
+    println!("\nstall verdicts under load (evidence = kernel, kernel_window 2 s; goal: verdict <= {VERDICT_GOAL_MS} ms, busy: 0 verdicts)");
+    println!(
+        "{:<50} {:>6} {:>9} {:>9} {:>6}",
+        "stuck server", "runs", "p50 ms", "max ms", "goal"
+    );
+    for (c, ms) in &stuck {
+        let max = ms[ms.len() - 1];
+        println!(
+            "{:<50} {:>6} {:>9} {:>9} {:>6}",
+            c.name(),
+            ms.len(),
+            pct(ms, 0.5),
+            max,
+            if max <= VERDICT_GOAL_MS {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    println!(
+        "{:<50} {:>22} {:>11} {:>10} {:>6}",
+        "busy server", "verdicts", "queue full", "pcheck CPU", "goal"
+    );
+    for (c, r) in &busy {
+        println!(
+            "{:<50} {:>22} {:>11} {:>9.2}% {:>6}",
+            c.name(),
+            format!("{} in {BUSY_SECS} s", r.verdicts.len()),
+            format!("{}/{}", r.waiting.queue_full, r.waiting.samples),
+            r.pcheck_cpu_pct,
+            if r.verdicts.is_empty() && r.waiting.queue_full > 0 {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    let sampling_cpu = busy
+        .iter()
+        .find(|(c, _)| *c == Busy::PreforkKeepAlive)
+        .map(|(_, r)| r.pcheck_cpu_pct);
+    if let Some(cpu) = sampling_cpu {
+        println!(
+            "pcheck CPU while it samples a full queue for {BUSY_SECS} s (apache prefork + wrk): {cpu:.2} % of a core (goal <= {CPU_GOAL_PCT} %): {}",
+            if cpu <= CPU_GOAL_PCT { "met" } else { "MISSED" }
+        );
+    }
+
     println!("\nprobe cost: sequential probes against Apache httpd on loopback, 3 s each");
     println!(
         "{:<12} {:>10} {:>18} {:>14}",
@@ -185,6 +276,19 @@ fn main() {
     let json = serde_json::json!({
         "bench": "stall",
         "verdict_ms": { "seed_rule_interval10_retry10": seed, "kernel_evidence_window2s": kernel },
+        "under_load": {
+            "stuck": stuck.iter().map(|(c, ms)| serde_json::json!({
+                "case": c.name(), "verdict_ms": ms, "goal_ms": VERDICT_GOAL_MS,
+                "met": ms.last().is_some_and(|m| *m <= VERDICT_GOAL_MS),
+            })).collect::<Vec<_>>(),
+            "busy": busy.iter().map(|(c, r)| serde_json::json!({
+                "case": c.name(), "seconds": BUSY_SECS, "verdicts": r.verdicts.len(),
+                "queue_full_samples": r.waiting.queue_full, "samples": r.waiting.samples,
+                "withheld": r.withheld.len(), "pcheck_cpu_pct": r.pcheck_cpu_pct,
+                "met": r.verdicts.is_empty() && r.waiting.queue_full > 0,
+            })).collect::<Vec<_>>(),
+            "sampling_cpu_pct": sampling_cpu, "sampling_cpu_goal_pct": CPU_GOAL_PCT,
+        },
         "probe_cost": rates.iter().map(|(name, n, c, w)| serde_json::json!({
             "probe": name, "probes": n, "per_cpu_second": c, "per_second": w
         })).collect::<Vec<_>>(),

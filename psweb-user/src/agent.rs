@@ -10,6 +10,7 @@ use crate::core::{
     Action, DeathKind, Entry, EventKind, EventSource, Evidence, Level, ProcSts, Source, Tag,
     WatchId,
 };
+use crate::fleet::Fleet;
 use crate::pfile::{
     EvidenceMode, Pfile, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
 };
@@ -148,12 +149,20 @@ fn log_action(log: &Logger, level: Level, msg: &str, tag: Option<Tag>, cfg: Opti
 /// WATCHDOG from the main loop, and STOPPING at the end.
 pub async fn run(opts: Options) -> Result<u8, String> {
     let notifier = Notifier::from_env();
-    let r = run_inner(opts, &notifier).await;
+    let fleet = Fleet::start(&opts.pfile, &opts.log);
+    let r = run_inner(opts, &notifier, fleet.as_ref()).await;
+    if let Some(f) = fleet {
+        f.stop().await;
+    }
     notifier.send("STOPPING=1");
     r
 }
 
-async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
+async fn run_inner(
+    opts: Options,
+    notifier: &Notifier,
+    fleet: Option<&Fleet>,
+) -> Result<u8, String> {
     let log = Arc::clone(&opts.log);
     let pfile = opts.pfile;
     let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
@@ -186,6 +195,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
         }
         None => None,
     };
+    if let (Some(f), Some(m)) = (fleet, &metrics) {
+        f.set_metrics(Arc::clone(m));
+    }
     let hooks = webhook::start(
         &pfile.globals.webhooks,
         pfile.globals.webhook_format,
@@ -417,16 +429,23 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                 // From the main loop: a hung loop stops the pings and systemd acts.
                 notifier.send("WATCHDOG=1");
             }
-            _ = tick.tick(), if ctx.guard.policy.enabled || !ready => {
-                if !ctx.guard.policy.enabled {
-                    continue;
-                }
+            _ = tick.tick(), if ctx.guard.policy.enabled || !ready || fleet.is_some() => {
                 let now = Instant::now();
-                let worst = slots
+                let mut worst = slots
                     .iter()
                     .filter(|s| s.core.monitor_on)
                     .filter_map(|s| s.core.down_for(now).map(|d| (s.cfg.pent_id, d)))
                     .max_by_key(|(_, d)| *d);
+                if let Some(f) = fleet {
+                    // The fleet's health, and its reboot slot before a reboot.
+                    let health = slots.iter().map(|s| {
+                        (s.cfg.pent_id, s.core.monitor_on && s.core.down_for(now).is_some(), s.core.proc_sts)
+                    });
+                    worst = f.gate(&ctx.guard, health, worst);
+                }
+                if !ctx.guard.policy.enabled {
+                    continue;
+                }
                 for a in ctx.guard.on_tick(now, worst) {
                     match a {
                         Action::Log(level, msg, tag) => log_action(&log, level, &msg, tag, None),
@@ -450,6 +469,10 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                                     ),
                                     EventInfo::new(EventKind::RebootThreshold),
                                 );
+                                // The fleet's slot was taken before the count: it goes back.
+                                if let Some(f) = fleet {
+                                    f.give_back();
+                                }
                             }
                         }
                         _ => {}
@@ -558,6 +581,9 @@ async fn run_inner(opts: Options, notifier: &Notifier) -> Result<u8, String> {
                         log.info(&format!("load balancer drain of pent_id= {pent_id} {} by padmin", if drain { "set" } else { "undone" }));
                         sync_metrics(&ctx, &slots);
                         let _ = reply.send(Response::message(format!("pent_id {pent_id}: the load balancer is told {}", if drain { "drain" } else { "ready (when healthy)" })));
+                    }
+                    Request::ShowFleet | Request::FleetHold { .. } | Request::FleetResume | Request::FleetRelease { .. } => {
+                        crate::fleet::serve(fleet, req, reply);
                     }
                     Request::Shutdown => {
                         log.event(Level::Info, "pcheck shutdown: requested by padmin", EventInfo::new(EventKind::PcheckStop));
@@ -816,7 +842,7 @@ fn feed(
                 }
                 slot.watcher = Some(spawn_watcher(idx, watch, service, ctx));
             }
-            Action::StallWatch { watch, .. } => {
+            Action::StallWatch { watch, pid } => {
                 let (Some(sc), Some(prober)) = (slot.cfg.stall.as_ref(), slot.prober.as_ref())
                 else {
                     continue;
@@ -838,7 +864,7 @@ fn feed(
                     slot.stall_tasks.push(spawn_queue_watch(
                         idx,
                         watch,
-                        sc.port,
+                        (sc.port, pid),
                         sc.kernel_window,
                         ctx,
                     ));
@@ -1137,12 +1163,18 @@ fn spawn_probe_loop(
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
+    let wake = Arc::clone(&ctx.queue_wake);
     ctx.shutdown.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let started = tick.tick().await.into_std();
             let outcome = prober.run().await;
+            if crate::sense::progress::waiting_work_sign(&outcome) {
+                if let Some(w) = wake.get(&prober.target().port) {
+                    w.send_replace(());
+                }
+            }
             if let Some((m, l)) = &observe {
                 m.observe_probe(l, outcome.elapsed);
             }
@@ -1189,9 +1221,6 @@ const LOOK: Duration = Duration::from_millis(250);
 /// watchers at once: the look is then only a safety net for a lost event. A dump walks
 /// the kernel's whole listener hash table (cold, ~0.2 ms), so it is kept rare.
 const LOOK_EBPF: Duration = Duration::from_secs(5);
-/// How often a watcher looks while its queue is full (and at the accepted connections).
-const FULL_LOOK: Duration = Duration::from_millis(100);
-
 type QueueWake = Arc<HashMap<u16, tokio::sync::watch::Sender<()>>>;
 
 /// One sock_diag dump of every TCP listener every `every`, for all kernel-evidence
@@ -1218,66 +1247,33 @@ fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake, sd: &S
     });
 }
 
-/// Kernel evidence for one watch. Idle, it sleeps until its port's queue may be full:
-/// woken by the eBPF program's overflow event for the port, or by the shared look at
-/// the listeners (every 250 ms; every 5 s where the eBPF program serves). Once the
-/// queue is full (depth > limit, the kernel's own test) it looks every 100 ms at the
-/// queue and at the connections the server has accepted (sock_diag). When the
-/// queue stays full and no new connection is accepted for `window`, the process is
-/// stuck. A server that accepts anything in the window - however slowly - restarts
-/// the window, so a busy-but-draining server is never reported.
+/// Kernel evidence for one watch: `sense::progress` samples the port while there are
+/// signs of waiting work; a window with work waiting and no progress by the server
+/// is reported to the core, which judges (`core::progress`).
 fn spawn_queue_watch(
     idx: usize,
     watch: WatchId,
-    port: u16,
+    (port, pid): (u16, i32),
     window: Duration,
     ctx: &Ctx,
 ) -> JoinHandle<()> {
     let tx = ctx.tx.clone();
+    let log = Arc::clone(&ctx.log);
     let woken = ctx.queue_wake.get(&port).map(|w| w.subscribe());
     ctx.shutdown.spawn(async move {
-        let Some(mut woken) = woken else { return };
-        // (since, accepted inodes at that moment)
-        let mut full_since: Option<(Instant, std::collections::HashSet<u32>)> = None;
-        loop {
-            if full_since.is_none() {
-                if woken.changed().await.is_err() {
-                    return;
-                }
-            } else {
-                tokio::time::sleep(FULL_LOOK).await;
+        let Some(woken) = woken else { return };
+        crate::sense::progress::sample_port(port, pid, window, woken, |out| match out {
+            crate::sense::progress::Outcome::Stuck(figures) => tx
+                .send(Msg::Evidence(idx, Evidence::NoProgress { watch, figures }))
+                .is_ok(),
+            crate::sense::progress::Outcome::Withheld(figures, why) => {
+                log.warn(&format!(
+                    "kernel evidence does not judge pid= {pid} port= {port}: {figures}; {why}"
+                ));
+                true
             }
-            let Ok(snap) = crate::sense::sockdiag::port_snapshot(port) else {
-                continue;
-            };
-            let Some((depth, limit)) = snap.queue.filter(|(d, l)| d > l) else {
-                full_since = None;
-                continue;
-            };
-            let now = Instant::now();
-            let accepted: std::collections::HashSet<u32> = snap.accepted.into_iter().collect();
-            match &full_since {
-                Some((_, base)) if accepted.iter().any(|i| !base.contains(i)) => {
-                    full_since = Some((now, accepted)); // it accepted: draining
-                }
-                Some((since, _)) if now.saturating_duration_since(*since) >= window => {
-                    let for_ms = u64::try_from(now.saturating_duration_since(*since).as_millis())
-                        .unwrap_or(u64::MAX);
-                    let ev = Evidence::QueueStuck {
-                        watch,
-                        depth,
-                        limit,
-                        for_ms,
-                    };
-                    if tx.send(Msg::Evidence(idx, ev)).is_err() {
-                        return;
-                    }
-                    full_since = Some((now, accepted));
-                }
-                Some(_) => {}
-                None => full_since = Some((now, accepted)),
-            }
-        }
+        })
+        .await;
     })
 }
 

@@ -58,7 +58,7 @@ pub struct PadminArgs {
     /// The pfile pcheck was started with.
     #[arg(short = 'f', long = "file", value_name = "PFILE")]
     pub pfile: PathBuf,
-    /// The command: "show pent", "show kernel", "show lb", "events", "shutdown", "stop", "start", "drain" or "ready" (the last four with -n).
+    /// The command: "show pent", "show kernel", "show lb", "show fleet", "events", "shutdown", "stop", "start", "drain" or "ready" (the last four with -n), "fleet hold", "fleet resume" or "fleet release" (with --host).
     #[arg(short = 'c', long = "command", num_args = 1.., value_name = "COMMAND", required = true)]
     pub command: Vec<String>,
     /// With -c events: keep printing events as they happen (as does -c "events --follow").
@@ -70,6 +70,9 @@ pub struct PadminArgs {
     /// Print JSON instead of the seed's text.
     #[arg(long)]
     pub json: bool,
+    /// With -c "fleet release": the host whose reboot slot is freed.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

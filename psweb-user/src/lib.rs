@@ -10,6 +10,7 @@ pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod core;
+pub mod fleet;
 pub mod gate;
 pub mod lb;
 pub mod pfile;

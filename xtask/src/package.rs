@@ -113,6 +113,7 @@ pub fn build() -> Result<PathBuf, String> {
         ));
     }
     ensure_tools()?;
+    crate::util::ensure_build_packages()?;
     let t0 = Instant::now();
     crate::ebpf::build(true)?;
 

@@ -50,11 +50,42 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "prometheus-alertmanager",
     ),
     ("/usr/bin/groff", "groff"),
+    // The fleet tests start their own etcd (Debian's etcd 3.4).
+    ("/usr/bin/etcd", "etcd-server"),
+    ("/usr/bin/wrk", "wrk"),
+    (
+        "/usr/lib/nginx/modules/ngx_http_perl_module.so",
+        "libnginx-mod-http-perl",
+    ),
+    (
+        "/usr/lib/nginx/modules/ngx_http_js_module.so",
+        "libnginx-mod-http-js",
+    ),
 ];
+
+/// What building psweb needs beyond Rust: `protoc` and the well-known protobuf types
+/// (etcd-client generates its gRPC code at build time).
+const BUILD_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/protoc", "protobuf-compiler"),
+    (
+        "/usr/include/google/protobuf/descriptor.proto",
+        "libprotobuf-dev",
+    ),
+];
+
+/// Installs what the build needs when it is missing (as root, with apt-get).
+pub fn ensure_build_packages() -> Result<(), String> {
+    install_missing(BUILD_PACKAGES, "the build tools")
+}
 
 /// Installs the test servers and tools that are missing (as root, with apt-get).
 pub fn ensure_test_packages() -> Result<(), String> {
-    let mut missing: Vec<&str> = TEST_PACKAGES
+    ensure_build_packages()?;
+    install_missing(TEST_PACKAGES, "the test servers and tools")
+}
+
+fn install_missing(packages: &[(&str, &str)], what: &str) -> Result<(), String> {
+    let mut missing: Vec<&str> = packages
         .iter()
         .filter(|(f, _)| !Path::new(f).exists())
         .map(|(_, p)| *p)
@@ -64,10 +95,10 @@ pub fn ensure_test_packages() -> Result<(), String> {
         return Ok(());
     }
     if !is_root() {
-        eprintln!("xtask: not root, so {missing:?} cannot be installed; the tests that need them say SKIPPED");
+        eprintln!("xtask: not root, so {what} {missing:?} cannot be installed (install them with apt-get; tests that need a missing one say SKIPPED)");
         return Ok(());
     }
-    eprintln!("xtask: installing the test servers and tools: {missing:?}");
+    eprintln!("xtask: installing {what}: {missing:?}");
     apt_install(&missing)
 }
 
@@ -109,6 +140,7 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
             "xtask: the eBPF object could not be built ({e}); pcheck will say what it uses instead"
         );
     }
+    ensure_build_packages()?;
     sh(cargo().args(["build", "-p", "psweb", "--bins"]))?;
     let root = root();
     let bin = root.join("target/debug");
@@ -175,7 +207,7 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// (vs_lb, about 4 minutes).
 pub fn bench(args: &[String]) -> Result<(), String> {
     let benches: &[&str] = match args {
-        [] => &["death", "stall", "kernel", "events"],
+        [] => &["death", "stall", "kernel", "events", "fleet"],
         [flag, tool] if flag == "--vs" && tool == "monit" => &["vs_monit"],
         [flag, tool] if flag == "--vs" && tool == "lb" => &["vs_lb"],
         _ => {

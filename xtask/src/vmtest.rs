@@ -177,6 +177,7 @@ pub fn results(args: &[String]) -> Result<Vec<Row>, String> {
 
     // Build what goes into the VMs.
     let obj = crate::ebpf::build(false)?;
+    crate::util::ensure_build_packages()?;
     sh(cargo().args(["build", "-p", "psweb", "--bins"]))?;
     let e2e = test_binary("e2e_ebpf");
     if let Err(e) = &e2e {

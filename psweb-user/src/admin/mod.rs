@@ -36,6 +36,17 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// The fleet as etcd holds it (members, reboot slots, holds).
+    ShowFleet,
+    /// Hold automatic reboots fleet-wide (`who`: the operator, for the log).
+    FleetHold {
+        who: String,
+    },
+    FleetResume,
+    /// Free the reboot slot a host holds.
+    FleetRelease {
+        host: String,
+    },
 }
 
 impl Request {
@@ -62,6 +73,9 @@ pub struct Response {
     /// `show lb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<Vec<crate::lb::LbEntryView>>,
+    /// `show fleet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<serde_json::Value>,
 }
 
 /// `show lb` as text: one block per entry, like `show pent`.
@@ -87,6 +101,50 @@ pub fn lb_text(views: &[crate::lb::LbEntryView]) -> String {
         })
         .collect();
     blocks.join("\n")
+}
+
+/// `show fleet` as text.
+pub fn fleet_text(v: &serde_json::Value) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<21}= {v}\n"));
+    let str_of = |x: &serde_json::Value| match x {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Null => "-----".to_string(),
+        other => other.to_string(),
+    };
+    line("fleet", &str_of(&v["fleet"]));
+    line("host", &str_of(&v["host"]));
+    line(
+        "unhealthy",
+        &format!("{}/{}", str_of(&v["unhealthy"]), str_of(&v["hosts"])),
+    );
+    line("outage_hold", &str_of(&v["outage_hold"]));
+    line("operator_hold", &str_of(&v["operator_hold"]));
+    line("max_rebooting", &str_of(&v["max_rebooting"]));
+    for m in v["members"].as_array().into_iter().flatten() {
+        line(
+            "member",
+            &format!(
+                "{} {} {} (updated {})",
+                str_of(&m["host"]),
+                str_of(&m["pfile"]),
+                str_of(&m["health"]),
+                str_of(&m["updated"])
+            ),
+        );
+    }
+    for sl in v["slots"].as_array().into_iter().flatten() {
+        line(
+            "reboot_slot",
+            &format!(
+                "{} held by {} (expires in {} s)",
+                str_of(&sl["slot"]),
+                str_of(&sl["host"]),
+                str_of(&sl["expires_in_s"])
+            ),
+        );
+    }
+    s
 }
 
 /// `show kernel`: where evidence comes from, and what the kernel said of each

@@ -38,7 +38,7 @@ const STALL_ENDS: &[EventKind] = &[
     EventKind::ProcessAdopt,
 ];
 
-pub const PROBLEMS: [Problem; 8] = [
+pub const PROBLEMS: [Problem; 11] = [
     Problem {
         kind: EventKind::ProcessDown,
         severity: "warning",
@@ -87,6 +87,26 @@ pub const PROBLEMS: [Problem; 8] = [
         severity: "warning",
         scope: Scope::Host,
         resolved_by: &[],
+    },
+    // The fleet: a due reboot waits (until it gets its slot, or pcheck starts again).
+    Problem {
+        kind: EventKind::RebootHeld,
+        severity: "warning",
+        scope: Scope::Host,
+        resolved_by: &[EventKind::FleetSlot, EventKind::PcheckStart],
+    },
+    // An outage is suspected, or an operator holds the fleet's reboots.
+    Problem {
+        kind: EventKind::FleetHold,
+        severity: "critical",
+        scope: Scope::Host,
+        resolved_by: &[EventKind::FleetResume, EventKind::PcheckStart],
+    },
+    Problem {
+        kind: EventKind::FleetEtcdLost,
+        severity: "warning",
+        scope: Scope::Host,
+        resolved_by: &[EventKind::FleetEtcdBack, EventKind::PcheckStart],
     },
 ];
 
@@ -138,7 +158,17 @@ mod tests {
     fn every_kind_has_its_role() {
         use EventKind::*;
         let table: &[(EventKind, &str, &[&str])] = &[
-            (PcheckStart, "resolve", &["reboot", "evidence_mode"]),
+            (
+                PcheckStart,
+                "resolve",
+                &[
+                    "reboot",
+                    "evidence_mode",
+                    "reboot_held",
+                    "fleet_hold",
+                    "fleet_etcd_lost",
+                ],
+            ),
             (PcheckStop, "none", &[]),
             (
                 ProcessStart,
@@ -181,6 +211,8 @@ mod tests {
                 "resolve",
                 &["stall_detected", "kill_failed"],
             ),
+            (StallEvidence, "none", &[]),
+            (StallSuspected, "none", &[]),
             (Kill, "none", &[]),
             (KillFailed, "fire", &["kill_failed"]),
             (Reboot, "fire", &["reboot"]),
@@ -191,6 +223,12 @@ mod tests {
             (MonitorOn, "none", &[]),
             (MonitorOff, "none", &[]),
             (LbState, "none", &[]),
+            (RebootHeld, "fire", &["reboot_held"]),
+            (FleetHold, "fire", &["fleet_hold"]),
+            (FleetResume, "resolve", &["fleet_hold"]),
+            (FleetSlot, "resolve", &["reboot_held"]),
+            (FleetEtcdLost, "fire", &["fleet_etcd_lost"]),
+            (FleetEtcdBack, "resolve", &["fleet_etcd_lost"]),
         ];
         assert_eq!(table.len(), EventKind::ALL.len());
         for (kind, role, problems) in table {
@@ -208,7 +246,14 @@ mod tests {
     fn a_resolution_has_the_scope_of_its_problem() {
         for p in PROBLEMS {
             for r in p.resolved_by {
-                let host_wide = matches!(r, EventKind::PcheckStart | EventKind::RebootReset);
+                let host_wide = matches!(
+                    r,
+                    EventKind::PcheckStart
+                        | EventKind::RebootReset
+                        | EventKind::FleetResume
+                        | EventKind::FleetSlot
+                        | EventKind::FleetEtcdBack
+                );
                 assert_eq!(host_wide, p.scope == Scope::Host, "{} by {r}", p.kind);
             }
         }

@@ -224,8 +224,8 @@ mod tests {
     use super::*;
     use crate::core::{DeathKind, Evidence, Source};
     use crate::pfile::{
-        EntrySettings, ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind,
-        TlsVerifyCfg,
+        EntrySettings, KernelAction, ProcEntry, RetryOverAction, StallCheck, StallEvidence,
+        StallKind, TlsVerifyCfg,
     };
 
     fn inputs(proc: ProcSts) -> LbInputs {
@@ -485,6 +485,7 @@ mod tests {
                 retry_over_on_kill_failure: false,
                 evidence: StallEvidence::Probe,
                 kernel_window: Duration::from_secs(2),
+                kernel_action: KernelAction::Kill,
                 tls_verify: TlsVerifyCfg::System,
                 status_classes: None,
             }),

@@ -5,14 +5,16 @@
 //! any rule here, and every rule is tested in microseconds (see `tests.rs`).
 
 use crate::pfile::{
-    ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
+    KernelAction, ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 pub mod alerts;
+pub mod fleet;
 pub mod lb;
+pub mod progress;
 pub mod reboot;
 
 /// `proc_sts` in `show pent`.
@@ -140,13 +142,11 @@ pub enum Evidence {
         reason: String,
         started: Instant,
     },
-    /// Kernel evidence: the watched port's accept queue stayed full and nothing was
-    /// accepted for the check's window.
-    QueueStuck {
+    /// Kernel evidence: work waited for the server for the check's window and the
+    /// server made no progress (`progress::Progress`, `progress::judge`).
+    NoProgress {
         watch: WatchId,
-        depth: u32,
-        limit: u32,
-        for_ms: u64,
+        figures: progress::Figures,
     },
     /// The outcome of a forced kill of a stalled process.
     KillResult {
@@ -219,6 +219,10 @@ pub enum EventKind {
     RetryOver,
     ProbeFailed,
     StallDetected,
+    /// The figures that decided a stall verdict (`stall evidence (probe|kernel): ...`).
+    StallEvidence,
+    /// Kernel evidence of a stall with `kernel_action = observe`: logged, not acted on.
+    StallSuspected,
     StallRecovered,
     Kill,
     KillFailed,
@@ -231,10 +235,22 @@ pub enum EventKind {
     MonitorOff,
     /// What the load balancer is told changed (up, drain, down).
     LbState,
+    /// A due automatic reboot waits for the fleet (no slot, a hold, etcd away).
+    RebootHeld,
+    /// The fleet holds automatic reboots (outage suspected, or an operator).
+    FleetHold,
+    /// The fleet's hold is over.
+    FleetResume,
+    /// A reboot slot was taken or given back.
+    FleetSlot,
+    /// etcd went away.
+    FleetEtcdLost,
+    /// etcd answers again.
+    FleetEtcdBack,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 30] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -246,6 +262,8 @@ impl EventKind {
         Self::RetryOver,
         Self::ProbeFailed,
         Self::StallDetected,
+        Self::StallEvidence,
+        Self::StallSuspected,
         Self::StallRecovered,
         Self::Kill,
         Self::KillFailed,
@@ -257,6 +275,12 @@ impl EventKind {
         Self::MonitorOn,
         Self::MonitorOff,
         Self::LbState,
+        Self::RebootHeld,
+        Self::FleetHold,
+        Self::FleetResume,
+        Self::FleetSlot,
+        Self::FleetEtcdLost,
+        Self::FleetEtcdBack,
     ];
 
     /// The JSON name: `process_down`.
@@ -273,6 +297,8 @@ impl EventKind {
             Self::RetryOver => "retry_over",
             Self::ProbeFailed => "probe_failed",
             Self::StallDetected => "stall_detected",
+            Self::StallEvidence => "stall_evidence",
+            Self::StallSuspected => "stall_suspected",
             Self::StallRecovered => "stall_recovered",
             Self::Kill => "kill",
             Self::KillFailed => "kill_failed",
@@ -284,6 +310,12 @@ impl EventKind {
             Self::MonitorOn => "monitor_on",
             Self::MonitorOff => "monitor_off",
             Self::LbState => "lb_state",
+            Self::RebootHeld => "reboot_held",
+            Self::FleetHold => "fleet_hold",
+            Self::FleetResume => "fleet_resume",
+            Self::FleetSlot => "fleet_slot",
+            Self::FleetEtcdLost => "fleet_etcd_lost",
+            Self::FleetEtcdBack => "fleet_etcd_back",
         }
     }
 }
@@ -401,6 +433,8 @@ pub struct StallWatch {
     pub stop_after_detect: bool,
     pub retry_over_on_kill_failure: bool,
     pub kernel: bool,
+    /// A kernel-evidence verdict only logs (`kernel_action = observe`).
+    pub kernel_observe: bool,
     pub sts: StallSts,
     /// False once stall watching stopped for good (EXEC error 1 after a detection, or
     /// a failed kill). Death watching is not affected.
@@ -422,6 +456,7 @@ impl StallWatch {
             stop_after_detect: c.stop_after_detect,
             retry_over_on_kill_failure: c.retry_over_on_kill_failure,
             kernel: c.evidence == StallEvidence::Kernel,
+            kernel_observe: c.kernel_action == KernelAction::Observe,
             sts: StallSts::Init,
             enabled: true,
             detections: 0,
@@ -684,27 +719,32 @@ impl Entry {
                     self.stall_verdict(watch, pid, why, EventSource::Probe, now, &mut out);
                 }
             }
-            Evidence::QueueStuck {
-                watch,
-                depth,
-                limit,
-                for_ms,
-            } => {
+            Evidence::NoProgress { watch, figures } => {
                 if self.watch != Some(watch) || !self.monitor_on {
                     return out;
                 }
                 let Some(pid) = self.pid else { return out };
-                if !self
+                let Some(sw) = self
                     .stall
                     .as_ref()
-                    .is_some_and(|s| s.enabled && s.kernel && s.judged != Some(watch))
-                {
+                    .filter(|s| s.enabled && s.kernel && s.judged != Some(watch))
+                else {
+                    return out;
+                };
+                let why = format!(
+                    "stall evidence (kernel): pent_id= {} pid= {pid} port= {}: {figures}",
+                    self.pent_id, sw.port
+                );
+                if sw.kernel_observe {
+                    out.push(event(
+                        Level::Warning,
+                        format!("Stall Suspected (observe only): {why}"),
+                        Tag::new(EventKind::StallSuspected)
+                            .pid(pid)
+                            .evidence(EventSource::Kernel),
+                    ));
                     return out;
                 }
-                let why = format!(
-                    "stall evidence (kernel): pent_id= {} accept queue full ({depth}/{limit}) and nothing accepted for {for_ms} ms",
-                    self.pent_id
-                );
                 self.stall_verdict(watch, pid, why, EventSource::Kernel, now, &mut out);
             }
             Evidence::KillResult { watch, pid, result } => {
@@ -804,7 +844,11 @@ impl Entry {
             sw.find_line(pid),
             Tag::new(EventKind::StallDetected).pid(pid).evidence(source),
         ));
-        out.push(log(Level::Error, why));
+        out.push(event(
+            Level::Error,
+            why,
+            Tag::new(EventKind::StallEvidence).pid(pid).evidence(source),
+        ));
         if sw.stop_after_detect {
             // EXEC error 1: no more stall watching; death watching goes on.
             sw.enabled = false;

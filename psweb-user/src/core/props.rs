@@ -6,7 +6,9 @@
 //! now and then by hours (a suspended host).
 
 use super::*;
-use crate::pfile::{EntrySettings, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg};
+use crate::pfile::{
+    EntrySettings, KernelAction, ProcEntry, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
+};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -120,6 +122,7 @@ fn entry(c: &Config) -> Entry {
                     StallEvidence::Probe
                 },
                 kernel_window: Duration::from_secs(2),
+                kernel_action: KernelAction::Kill,
                 tls_verify: TlsVerifyCfg::System,
                 status_classes: None,
             }),
@@ -329,11 +332,15 @@ fn check(c: &Config, steps: &[Step]) -> Result<Vec<Instant>, TestCaseError> {
                 reason: "timeout".into(),
                 started: now,
             }),
-            Step::QueueStuck => watch.map(|w| Evidence::QueueStuck {
+            Step::QueueStuck => watch.map(|w| Evidence::NoProgress {
                 watch: w,
-                depth: 17,
-                limit: 16,
-                for_ms: 2000,
+                figures: progress::Figures {
+                    window_ms: 2000,
+                    depth: 17,
+                    limit: 16,
+                    samples: 20,
+                    ..progress::Figures::default()
+                },
             }),
             Step::KillOk | Step::KillFails => {
                 kill_pending.take().map(|(w, pid)| Evidence::KillResult {

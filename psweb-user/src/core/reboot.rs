@@ -33,6 +33,11 @@ impl RebootGuard {
         }
     }
 
+    /// Whether this pcheck has run the reboot command.
+    pub fn fired(&self) -> bool {
+        self.fired
+    }
+
     /// Whether the limit stops further reboots.
     pub fn at_limit(&self) -> bool {
         self.count >= self.policy.limit

@@ -333,7 +333,7 @@ fn log_lines_name_the_entry_and_evidence() {
 
 mod stall {
     use super::*;
-    use crate::pfile::{StallCheck, StallEvidence, StallKind, TlsVerifyCfg};
+    use crate::pfile::{KernelAction, StallCheck, StallEvidence, StallKind, TlsVerifyCfg};
 
     fn with_stall(
         stop_after_detect: bool,
@@ -355,6 +355,7 @@ mod stall {
             retry_over_on_kill_failure: kill_fail_retry_over,
             evidence: StallEvidence::Probe,
             kernel_window: Duration::from_secs(2),
+            kernel_action: KernelAction::Kill,
             tls_verify: TlsVerifyCfg::System,
             status_classes: None,
         });
@@ -584,11 +585,14 @@ mod stall {
         let t0 = Instant::now();
         let mut e = with_stall(false, false, RetryOverAction::Continue);
         let w = running(&mut e, 5, t0);
-        let q = Evidence::QueueStuck {
+        let q = Evidence::NoProgress {
             watch: w,
-            depth: 17,
-            limit: 16,
-            for_ms: 2000,
+            figures: progress::Figures {
+                window_ms: 2000,
+                depth: 17,
+                limit: 16,
+                ..progress::Figures::default()
+            },
         };
         assert!(
             e.on(q.clone(), t0).is_empty(),
@@ -602,9 +606,42 @@ mod stall {
             non_log(&acts),
             vec![Action::KillStalled { watch: w, pid: 5 }]
         );
-        assert!(acts
-            .iter()
-            .any(|a| matches!(a, Action::Log(_, m, _) if m.contains("stall evidence (kernel)"))));
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Log(_, m, Some(t))
+                if m.contains("stall evidence (kernel)") && m.contains("accept queue 17/16")
+                    && t.kind == EventKind::StallEvidence)),
+            "the figures that decided it are an event: {acts:?}"
+        );
+    }
+
+    #[test]
+    fn kernel_action_observe_logs_the_suspicion_and_does_not_kill() {
+        let t0 = Instant::now();
+        let mut e = with_stall(false, false, RetryOverAction::Continue);
+        if let Some(sw) = e.stall.as_mut() {
+            sw.kernel = true;
+            sw.kernel_observe = true;
+        }
+        let w = running(&mut e, 5, t0);
+        let figures = progress::Figures {
+            window_ms: 2100,
+            depth: 17,
+            limit: 16,
+            ..progress::Figures::default()
+        };
+        let acts = e.on(Evidence::NoProgress { watch: w, figures }, t0);
+        assert!(non_log(&acts).is_empty(), "nothing is killed: {acts:?}");
+        let [Action::Log(Level::Warning, m, Some(tag))] = acts.as_slice() else {
+            panic!("one warning event: {acts:?}")
+        };
+        assert_eq!(tag.kind, EventKind::StallSuspected);
+        assert!(
+            m.starts_with("Stall Suspected (observe only): stall evidence (kernel): pent_id= 1")
+                && m.contains("accept queue 17/16")
+                && m.contains("no progress for 2100 ms"),
+            "{m}"
+        );
+        assert_ne!(e.stall.as_ref().map(|s| s.sts), Some(StallSts::Detect));
     }
 
     #[test]
@@ -648,6 +685,7 @@ mod stall {
                 retry_over_on_kill_failure: false,
                 evidence: StallEvidence::Probe,
                 kernel_window: s(2),
+                kernel_action: KernelAction::Kill,
                 tls_verify: TlsVerifyCfg::System,
                 status_classes: None,
             });

@@ -97,6 +97,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
     let lines = logical_lines(text);
     let mut globals = Globals::default();
     let mut seen_globals: HashMap<&'static str, Pos> = HashMap::new();
+    let mut fleet: Option<FleetCfg> = None;
+    let mut fleet_pos: Option<Pos> = None;
     let mut raw_entries: Vec<RawEntry> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -251,6 +253,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
                         cx.err(value.pos, format!("expected a reboot limit from 0 to 100, found {:?}", value.text))
                     })?
                 }
+                n if n.starts_with("fleet_") => {
+                    fleet_pos.get_or_insert(key.pos);
+                    parse_fleet(&cx, fleet.get_or_insert_with(FleetCfg::default), n, value)?;
+                }
                 "reboot_command" => {
                     let words: Vec<String> = value.text.split_whitespace().map(str::to_string).collect();
                     if words.first().is_none_or(|w| !w.starts_with('/')) {
@@ -339,6 +345,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
         }
     }
     check_lb(&mut cx, &globals, &entries)?;
+    if let (Some(f), Some(pos)) = (&fleet, fleet_pos) {
+        if f.endpoints.is_empty() || f.name.is_empty() {
+            return Err(cx.err(
+                pos,
+                "a fleet needs fleet_etcd (its etcd endpoints) and fleet_name",
+            ));
+        }
+        if f.tls_cert.is_some() != f.tls_key.is_some() {
+            return Err(cx.err(pos, "fleet_tls_cert and fleet_tls_key go together"));
+        }
+    }
+    globals.fleet = fleet;
     if entries.is_empty() {
         cx.warn(
             Pos { line: 1, col: 1 },
@@ -594,6 +612,19 @@ const GLOBAL_KEYS: &[&str] = &[
     "lb_health_listen",
     "lb_allow",
     "lb_haproxy_socket",
+    "fleet_etcd",
+    "fleet_tls_ca",
+    "fleet_tls_cert",
+    "fleet_tls_key",
+    "fleet_user",
+    "fleet_password_file",
+    "fleet_name",
+    "fleet_host",
+    "fleet_lease_ttl",
+    "fleet_max_rebooting",
+    "fleet_reboot_ttl",
+    "fleet_hold_ratio",
+    "fleet_unreachable",
 ];
 const ENTRY_KEYS: &[&str] = &[
     "pidfile",
@@ -861,6 +892,109 @@ fn check_lb(cx: &mut Ctx, g: &Globals, entries: &[(Pos, ProcEntry)]) -> Result<(
                 format!("the load-balancer listener {a} of {who} is not on loopback and lb_allow is not set: anyone who can reach it may ask (it has no authentication); set lb_allow = CIDR[,...] or firewall it"),
             );
         }
+    }
+    Ok(())
+}
+
+/// One `fleet_*` setting.
+fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(), Diagnostic> {
+    let word = |what: &str| -> Result<String, Diagnostic> {
+        let ok = !value.text.is_empty()
+            && value
+                .text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(value.text.clone())
+        } else {
+            Err(cx.err(
+                value.pos,
+                format!(
+                    "expected {what} (letters, digits, '-', '_', '.'), found {:?}",
+                    value.text
+                ),
+            ))
+        }
+    };
+    match name {
+        "fleet_etcd" => {
+            for url in value.text.split(',').map(str::trim) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 9 {
+                    return Err(cx.err(
+                        value.pos,
+                        format!("expected etcd endpoints such as http://10.0.0.1:2379,https://etcd2:2379, found {url:?}"),
+                    ));
+                }
+                f.endpoints.push(url.to_string());
+            }
+        }
+        "fleet_tls_ca" => f.tls_ca = Some(abs_path(cx, value)?),
+        "fleet_tls_cert" => f.tls_cert = Some(abs_path(cx, value)?),
+        "fleet_tls_key" => f.tls_key = Some(abs_path(cx, value)?),
+        "fleet_user" => f.user = Some(word("an etcd user name")?),
+        "fleet_password_file" => f.password_file = Some(abs_path(cx, value)?),
+        "fleet_name" => f.name = word("a fleet name")?,
+        "fleet_host" => f.host = Some(word("a host name")?),
+        "fleet_lease_ttl" => {
+            f.lease_ttl = parse_duration(cx, &value, name)?;
+            if f.lease_ttl < Duration::from_secs(2) {
+                return Err(cx.err(
+                    value.pos,
+                    "fleet_lease_ttl must be at least 2s (etcd leases count in seconds)",
+                ));
+            }
+        }
+        "fleet_reboot_ttl" => {
+            f.reboot_ttl = parse_duration(cx, &value, name)?;
+            if f.reboot_ttl < Duration::from_secs(2) {
+                return Err(cx.err(
+                    value.pos,
+                    "fleet_reboot_ttl must be at least 2s (etcd leases count in seconds)",
+                ));
+            }
+        }
+        "fleet_max_rebooting" => {
+            f.max_rebooting = value
+                .text
+                .parse()
+                .ok()
+                .filter(|n| *n <= 10_000)
+                .ok_or_else(|| {
+                    cx.err(
+                        value.pos,
+                        format!(
+                            "expected a number of hosts from 0 to 10000, found {:?}",
+                            value.text
+                        ),
+                    )
+                })?;
+        }
+        "fleet_hold_ratio" => {
+            f.hold_ratio = value
+                .text
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| {
+                    cx.err(
+                        value.pos,
+                        format!(
+                            "expected a ratio such as 0.5 (above 1: never hold), found {:?}",
+                            value.text
+                        ),
+                    )
+                })?;
+        }
+        "fleet_unreachable" => {
+            f.unreachable = match value.text.as_str() {
+                "hold" => FleetUnreachable::Hold,
+                "proceed" => FleetUnreachable::Proceed,
+                v => {
+                    return Err(cx.err(value.pos, format!("expected hold or proceed, found {v:?}")))
+                }
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

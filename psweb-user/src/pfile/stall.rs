@@ -11,7 +11,9 @@
 //! way, with a warning that says which value was taken.
 
 use super::lex::{split_fields, split_tokens, LogicalLine, Token};
-use super::{Ctx, Diagnostic, Pos, StallCheck, StallEvidence, StallKind, TlsVerifyCfg};
+use super::{
+    Ctx, Diagnostic, KernelAction, Pos, StallCheck, StallEvidence, StallKind, TlsVerifyCfg,
+};
 use std::time::Duration;
 
 const LIBS: &[&str] = &[
@@ -200,6 +202,7 @@ pub fn parse_block(
             retry_over_on_kill_failure,
             evidence: ext.evidence,
             kernel_window: ext.kernel_window,
+            kernel_action: ext.kernel_action,
             tls_verify: ext.tls_verify,
             status_classes: ext.status_classes,
         },
@@ -543,6 +546,7 @@ fn num_or(cx: &Ctx, t: &Token, default: u64, what: &str) -> Result<u64, Diagnost
 struct Extensions {
     evidence: StallEvidence,
     kernel_window: Duration,
+    kernel_action: KernelAction,
     probe_timeout: Option<(Pos, Duration)>,
     tls_verify: TlsVerifyCfg,
     status_classes: Option<Vec<u8>>,
@@ -554,6 +558,7 @@ impl Default for Extensions {
         Self {
             evidence: StallEvidence::Probe,
             kernel_window: Duration::from_secs(2),
+            kernel_action: KernelAction::Kill,
             probe_timeout: None,
             tls_verify: TlsVerifyCfg::System,
             status_classes: None,
@@ -565,6 +570,7 @@ impl Default for Extensions {
 const BLOCK_KEYS: &[&str] = &[
     "evidence",
     "kernel_window",
+    "kernel_action",
     "probe_timeout",
     "tls_verify",
     "status",
@@ -615,6 +621,17 @@ impl Extensions {
                         )
                     })?;
                 self.kernel_window = d;
+            }
+            "kernel_action" => {
+                self.kernel_action = match v {
+                    "kill" => KernelAction::Kill,
+                    "observe" => KernelAction::Observe,
+                    _ => {
+                        return Err(
+                            cx.err(value.pos, format!("expected kill or observe, found {v:?}"))
+                        )
+                    }
+                }
             }
             "probe_timeout" => {
                 let d = super::parse_duration_text(v)

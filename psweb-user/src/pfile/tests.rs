@@ -197,12 +197,13 @@ fn durations() {
 #[test]
 fn psweb_settings_inside_a_block() {
     let text = format!(
-        "{ENTRY}_bi_webservs{{\n  PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:10:-:2:60:443\n  PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:-:1:0\n  evidence = kernel\n  kernel_window = 1500ms\n  tls_verify = /etc/pki/ca.pem\n  status = 2xx,3xx\n  probe_timeout = 3s\n}}\n"
+        "{ENTRY}_bi_webservs{{\n  PS_EXEC    DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:10:-:2:60:443\n  PS_ACTION  DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:-:1:0\n  evidence = kernel\n  kernel_window = 1500ms\n  kernel_action = observe\n  tls_verify = /etc/pki/ca.pem\n  status = 2xx,3xx\n  probe_timeout = 3s\n}}\n"
     );
     let pf = p(&text).expect("parses");
     let s = pf.entries[0].stall.as_ref().expect("stall");
     assert_eq!(s.evidence, StallEvidence::Kernel);
     assert_eq!(s.kernel_window, Duration::from_millis(1500));
+    assert_eq!(s.kernel_action, KernelAction::Observe);
     assert_eq!(
         s.tls_verify,
         TlsVerifyCfg::CaFile(PathBuf::from("/etc/pki/ca.pem"))
@@ -216,8 +217,12 @@ fn psweb_settings_inside_a_block() {
     .expect("parses");
     let s = plain.entries[0].stall.as_ref().expect("stall");
     assert_eq!(
-        (s.evidence, s.effective_probe_timeout()),
-        (StallEvidence::Probe, Duration::from_secs(10))
+        (s.evidence, s.effective_probe_timeout(), s.kernel_action),
+        (
+            StallEvidence::Probe,
+            Duration::from_secs(10),
+            KernelAction::Kill
+        )
     );
 }
 
@@ -268,6 +273,16 @@ fn bad_psweb_settings_in_a_block() {
             5,
             18,
             "from 500ms",
+        ),
+        (
+            block(
+                "_bi_webservs",
+                "lib_bi_webservs.so",
+                " kernel_action = stop",
+            ),
+            5,
+            18,
+            "expected kill or observe",
         ),
     ];
     for (text, line, col, needle) in &cases {
@@ -357,5 +372,70 @@ fn short_ps_action_lines_are_diagnosed_not_panicked_on() {
     ] {
         let (line, _, msg) = err_at(&block(&action));
         assert_eq!(line, 5, "{action}: {msg}");
+    }
+}
+
+#[test]
+fn fleet_keys() {
+    let f = p(
+        "fleet_etcd = http://10.0.0.1:2379,https://etcd2:2379\nfleet_name = web\n\
+               fleet_host = web-3\nfleet_lease_ttl = 9s\nfleet_max_rebooting = 2\n\
+               fleet_reboot_ttl = 20m\nfleet_hold_ratio = 0.25\nfleet_unreachable = proceed\n\
+               fleet_user = psweb\nfleet_password_file = /etc/psweb/pw\n",
+    )
+    .expect("parses")
+    .globals
+    .fleet
+    .expect("a fleet");
+    assert_eq!(f.endpoints, ["http://10.0.0.1:2379", "https://etcd2:2379"]);
+    assert_eq!(f.name, "web");
+    assert_eq!(f.host.as_deref(), Some("web-3"));
+    assert_eq!(f.lease_ttl, Duration::from_secs(9));
+    assert_eq!(f.max_rebooting, 2);
+    assert_eq!(f.reboot_ttl, Duration::from_secs(1200));
+    assert!((f.hold_ratio - 0.25).abs() < f64::EPSILON);
+    assert_eq!(f.unreachable, FleetUnreachable::Proceed);
+    assert_eq!(f.user.as_deref(), Some("psweb"));
+    // Defaults.
+    let d = p("fleet_etcd = http://e:2379\nfleet_name = web\n")
+        .expect("parses")
+        .globals
+        .fleet
+        .expect("a fleet");
+    assert_eq!(d.lease_ttl, Duration::from_secs(30));
+    assert_eq!(d.max_rebooting, 1);
+    assert_eq!(d.reboot_ttl, Duration::from_secs(900));
+    assert_eq!(d.unreachable, FleetUnreachable::Hold);
+    assert!(p("").expect("parses").globals.fleet.is_none());
+    // Errors name the line.
+    for (text, want) in [
+        ("fleet_name = web\n", "needs fleet_etcd"),
+        (
+            "fleet_etcd = etcd:2379\nfleet_name = web\n",
+            "expected etcd endpoints",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w/b\n",
+            "expected a fleet name",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_hold_ratio = x\n",
+            "expected a ratio",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_lease_ttl = 1s\n",
+            "at least 2s",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_unreachable = maybe\n",
+            "hold or proceed",
+        ),
+        (
+            "fleet_etcd = http://e:2379\nfleet_name = w\nfleet_tls_cert = /c.pem\n",
+            "go together",
+        ),
+    ] {
+        let e = p(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
     }
 }

@@ -46,6 +46,9 @@ pub struct Globals {
     pub shutdown_flush: Option<Duration>,
     /// Load-balancer listeners shared by every entry.
     pub lb: LbGlobals,
+    /// `fleet_*`: coordination with the other hosts of the fleet through etcd (off
+    /// when `fleet_etcd` is unset).
+    pub fleet: Option<FleetCfg>,
 }
 
 /// `lb_agent_listen`, `lb_health_listen`, `lb_allow` as global keys.
@@ -134,6 +137,62 @@ impl Cidr {
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
+        }
+    }
+}
+
+/// What pcheck does about automatic reboots while etcd cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FleetUnreachable {
+    /// Hold them until etcd answers again.
+    #[default]
+    Hold,
+    /// Reboot as a lone host would.
+    Proceed,
+}
+
+/// The fleet settings of a pfile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetCfg {
+    /// `fleet_etcd`: http:// or https:// endpoints.
+    pub endpoints: Vec<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// `fleet_name`: the fleet's key prefix.
+    pub name: String,
+    /// `fleet_host`: this host's member name (default: the host name).
+    pub host: Option<String>,
+    /// `fleet_lease_ttl`: the member key lives this long after pcheck stops refreshing it.
+    pub lease_ttl: Duration,
+    /// `fleet_max_rebooting`: hosts rebooting at once (the first host's value is stored).
+    pub max_rebooting: u32,
+    /// `fleet_reboot_ttl`: a reboot slot is freed this long after it was taken, should
+    /// its host never come back.
+    pub reboot_ttl: Duration,
+    /// `fleet_hold_ratio`: more than this share of unhealthy hosts holds reboots.
+    pub hold_ratio: f64,
+    pub unreachable: FleetUnreachable,
+}
+
+impl Default for FleetCfg {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            user: None,
+            password_file: None,
+            name: String::new(),
+            host: None,
+            lease_ttl: Duration::from_secs(30),
+            max_rebooting: 1,
+            reboot_ttl: Duration::from_secs(15 * 60),
+            hold_ratio: 0.5,
+            unreachable: FleetUnreachable::Hold,
         }
     }
 }
@@ -471,9 +530,11 @@ pub struct StallCheck {
     pub retry_over_on_kill_failure: bool,
     /// psweb: what may judge a stall (`evidence = probe | kernel`).
     pub evidence: StallEvidence,
-    /// psweb: with kernel evidence, how long the accept queue must stay full with
-    /// nothing accepted before the process is judged stalled (default 2 s).
+    /// psweb: with kernel evidence, how long work must wait with no progress by the
+    /// server before it is judged stalled (default 2 s).
     pub kernel_window: Duration,
+    /// psweb: what a kernel-evidence verdict does (`kernel_action = kill | observe`).
+    pub kernel_action: KernelAction,
     /// psweb: how the HTTPS check verifies the server certificate.
     pub tls_verify: TlsVerifyCfg,
     /// psweb: status classes that count as alive (None: any status line).
@@ -494,8 +555,18 @@ impl StallCheck {
 pub enum StallEvidence {
     /// The seed's rule only: probes failing for the retry-over time.
     Probe,
-    /// Also: the accept queue stays full while nothing is accepted for `kernel_window`.
+    /// Also: work waits and the server makes no progress for `kernel_window`.
     Kernel,
+}
+
+/// What a kernel-evidence stall verdict does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelAction {
+    /// Judge the stall: the seed's line and the forced kill.
+    Kill,
+    /// Only log and emit `Stall Suspected (observe only): ...`; the probe rule acts.
+    Observe,
 }
 
 /// Certificate verification of the HTTPS check.

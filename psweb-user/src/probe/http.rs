@@ -242,6 +242,8 @@ mod tests {
             matches!(o.result, Err(ProbeError::Timeout(d)) if d == t.timeout),
             "{o:?}"
         );
+        let why = o.result.unwrap_err().to_string();
+        assert!(why.starts_with("connected, but no answer within"), "{why}");
         assert!(o.elapsed >= t.timeout, "{:?}", o.elapsed);
         assert!(
             o.elapsed < t.timeout + Duration::from_millis(200),

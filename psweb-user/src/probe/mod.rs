@@ -171,9 +171,14 @@ pub enum ProbeError {
     /// No address accepted the connection; the message lists every address tried.
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
-    /// The whole probe did not finish within this (the configured) timeout.
-    #[error("no answer within {0:?}")]
+    /// Connected, but the whole probe did not finish within this (the configured)
+    /// timeout: the server accepted and did not answer in time.
+    #[error("connected, but no answer within {0:?}")]
     Timeout(Duration),
+    /// The connection was not established within the timeout: no SYN-ACK came (a
+    /// full accept queue drops the SYN), or the name did not resolve in time.
+    #[error("connect timed out after {0:?} (no SYN-ACK: the accept queue may be full)")]
+    ConnectTimeout(Duration),
     /// TLS handshake or certificate verification failed.
     #[error("TLS: {0}")]
     Tls(String),
@@ -274,6 +279,17 @@ pub async fn probe(kind: Kind, target: &Target) -> Outcome {
     .await
 }
 
+tokio::task_local! {
+    /// Set when the probe's TCP connection is established: a timeout after it is
+    /// "no answer", one before it is "connect timed out".
+    static CONNECTED: std::cell::Cell<bool>;
+}
+
+/// Notes that the current probe's connection is established.
+pub(crate) fn mark_connected() {
+    let _ = CONNECTED.try_with(|c| c.set(true));
+}
+
 /// Runs `f(deadline)` under a hard timeout and measures it on the monotonic clock.
 async fn timed<F, Fut>(kind: Kind, timeout: Duration, f: F) -> Outcome
 where
@@ -285,9 +301,16 @@ where
     let deadline = start
         .checked_add(timeout)
         .unwrap_or_else(|| start + Duration::from_secs(86400 * 365 * 30));
-    let result = match tokio::time::timeout_at(deadline, f(deadline)).await {
+    let (result, connected) = CONNECTED
+        .scope(std::cell::Cell::new(false), async {
+            let r = tokio::time::timeout_at(deadline, f(deadline)).await;
+            (r, CONNECTED.with(|c| c.get()))
+        })
+        .await;
+    let result = match result {
         Ok(r) => r,
-        Err(_) => Err(ProbeError::Timeout(timeout)),
+        Err(_) if connected => Err(ProbeError::Timeout(timeout)),
+        Err(_) => Err(ProbeError::ConnectTimeout(timeout)),
     };
     Outcome {
         kind,
@@ -390,8 +413,14 @@ mod tests {
         t.timeout = Duration::ZERO;
         let o = probe(Kind::Http, &t).await;
         // Either the connect completed synchronously and the read timed out, or the
-        // connect itself timed out: both are Timeout.
-        assert!(matches!(o.result, Err(ProbeError::Timeout(_))), "{o:?}");
+        // connect itself timed out.
+        assert!(
+            matches!(
+                o.result,
+                Err(ProbeError::Timeout(_) | ProbeError::ConnectTimeout(_))
+            ),
+            "{o:?}"
+        );
     }
 
     #[tokio::test]

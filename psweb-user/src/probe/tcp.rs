@@ -65,7 +65,10 @@ pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, ProbeErro
     let mut last_kind = io::ErrorKind::Other;
     for &addr in addrs {
         match TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                super::mark_connected();
+                return Ok(s);
+            }
             Err(e) => {
                 last_kind = e.kind();
                 failures.push(format!("{addr}: {e}"));
@@ -163,6 +166,28 @@ mod tests {
         }
     }
 
+    /// A listener whose accept queue is full drops the probe's SYN: the failure
+    /// says the connect timed out, not that the server did not answer.
+    #[tokio::test]
+    async fn a_full_accept_queue_is_a_connect_timeout() {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = sock.listen(0).unwrap();
+        let addr = l.local_addr().unwrap();
+        // Backlog 0 holds one connection; wait until the kernel has queued it.
+        let _first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut t = Target::new("127.0.0.1", addr.port());
+        t.timeout = Duration::from_millis(500);
+        let o = probe(Kind::Tcp, &t).await;
+        assert!(
+            matches!(o.result, Err(ProbeError::ConnectTimeout(d)) if d == t.timeout),
+            "{o:?}"
+        );
+        let why = o.result.unwrap_err().to_string();
+        assert!(why.starts_with("connect timed out after 500ms"), "{why}");
+        drop(l);
+    }
+
     #[tokio::test]
     async fn unresolvable_name_fails_without_hanging() {
         // `.invalid` never resolves (RFC 6761). Without a reachable resolver the lookup
@@ -173,7 +198,7 @@ mod tests {
         assert!(
             matches!(
                 o.result,
-                Err(ProbeError::Resolve(_) | ProbeError::Timeout(_))
+                Err(ProbeError::Resolve(_) | ProbeError::ConnectTimeout(_))
             ),
             "{o:?}"
         );
@@ -204,7 +229,7 @@ mod tests {
         assert!(
             matches!(
                 o.result,
-                Err(ProbeError::Resolve(_) | ProbeError::Timeout(_))
+                Err(ProbeError::Resolve(_) | ProbeError::ConnectTimeout(_))
             ),
             "expired addresses are resolved again: {o:?}"
         );

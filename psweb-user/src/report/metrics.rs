@@ -75,6 +75,8 @@ pub struct Metrics {
     reboots: Gauge,
     events: Family<KindLabels, Counter>,
     webhook_dropped: Family<DropLabels, Counter>,
+    fleet_hold: Gauge,
+    reboot_held: Counter,
 }
 
 pub const PROC_STATES: [&str; 4] = ["INIT", "AVAIL", "RESTART", "UNAVAIL"];
@@ -104,6 +106,8 @@ impl Metrics {
             reboots: Gauge::default(),
             events: Family::default(),
             webhook_dropped: Family::default(),
+            fleet_hold: Gauge::default(),
+            reboot_held: Counter::default(),
         };
         registry.register(
             "psweb_up",
@@ -173,6 +177,16 @@ impl Metrics {
                 kind: k.as_str().to_string(),
             });
         }
+        registry.register(
+            "psweb_fleet_hold",
+            "1 while the fleet holds automatic reboots (outage suspected, or an operator's hold)",
+            m.fleet_hold.clone(),
+        );
+        registry.register(
+            "psweb_fleet_reboot_held",
+            "Times a due automatic reboot was held by the fleet (no slot, a hold, etcd away)",
+            m.reboot_held.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -259,6 +273,10 @@ impl Metrics {
         }
     }
 
+    pub fn set_fleet_hold(&self, on: bool) {
+        self.fleet_hold.set(i64::from(on));
+    }
+
     pub fn set_reboots(&self, n: u32) {
         self.reboots.set(i64::from(n));
     }
@@ -307,6 +325,9 @@ impl Metrics {
                 kind: ev.kind.as_str().to_string(),
             })
             .inc();
+        if ev.kind == EventKind::RebootHeld {
+            self.reboot_held.inc();
+        }
         if ev.kind == EventKind::RestartOk {
             if let (Some(id), Some(p)) = (ev.pent_id, ev.pname.as_deref()) {
                 self.restarts

@@ -10,4 +10,5 @@ pub mod ebpf;
 mod perf_events;
 pub mod pidfd;
 pub mod procfs;
+pub mod progress;
 pub mod sockdiag;

@@ -67,6 +67,8 @@ pub fn print(args: &Args, resp: &Response) -> Result<ExitCode, String> {
         );
     } else if let Some(lb) = &resp.lb {
         print!("{}", psweb::admin::lb_text(lb));
+    } else if let Some(f) = &resp.fleet {
+        print!("{}", psweb::admin::fleet_text(f));
     } else if let Some(k) = &resp.kernel {
         print!("{}", k.to_text());
     } else if let Some(m) = &resp.message {

@@ -3,6 +3,7 @@
 
 mod client;
 mod events;
+mod fleet;
 mod lb;
 mod show;
 mod shutdown;
@@ -39,11 +40,16 @@ fn dispatch(args: &Args) -> Result<ExitCode, String> {
         ["show", "lb"] => lb::show(args),
         ["drain"] => lb::drain(args),
         ["ready"] => lb::ready(args),
+        ["show", "fleet"] => fleet::show(args),
+        ["fleet", "hold"] => fleet::hold(args),
+        ["fleet", "resume"] => fleet::resume(args),
+        ["fleet", "release"] => fleet::release(args, None),
+        ["fleet", "release", "--host", host] => fleet::release(args, Some(host)),
         ["shutdown"] => shutdown::run(args),
         ["stop"] => stop::run(args),
         ["start"] => start::run(args),
         _ => Err(format!(
-            "unknown command {:?}; expected \"show pent\", \"show kernel\", \"show lb\", events, shutdown, stop, start, drain or ready",
+            "unknown command {:?}; expected \"show pent\", \"show kernel\", \"show lb\", \"show fleet\", events, shutdown, stop, start, drain, ready, \"fleet hold\", \"fleet resume\" or \"fleet release\"",
             words.join(" ")
         )),
     }

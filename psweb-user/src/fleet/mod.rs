@@ -1,0 +1,773 @@
+//! The fleet: this pcheck as one member of a fleet of hosts that coordinate their
+//! automatic reboots through etcd (`fleet_*` pfile keys).
+//!
+//! One task owns the etcd connection. The agent tells it the health of its entries and
+//! whether a reboot is due ([`Fleet::gate`], once a tick, never waiting); the task keeps
+//! the member key, takes, keeps and gives back the reboot slot, and answers `granted`
+//! through a watch channel. Monitoring and restarts never wait for etcd: while it
+//! cannot be reached, only reboots are affected (`fleet_unreachable`).
+
+pub mod etcd;
+
+use crate::core::fleet::{self as rules, Health, Held, RebootDecision};
+use crate::core::reboot::RebootGuard;
+use crate::core::{EventKind, Level, ProcSts};
+use crate::pfile::{FleetCfg, FleetUnreachable, Pfile};
+use crate::report::events::EventInfo;
+use crate::report::metrics::Metrics;
+use crate::report::Logger;
+use etcd::{Conn, MemberRecord};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// What the agent tells the fleet task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Local {
+    entries: Vec<(u32, Health)>,
+    /// A reboot is due (fatal fault, under the limit): take or keep a slot.
+    want_reboot: bool,
+    /// The reboot limit is reached: the host stays up; its slot goes back.
+    at_limit: bool,
+}
+
+/// Operator requests (padmin), answered with a message or an error.
+pub enum Cmd {
+    Show(oneshot::Sender<Result<serde_json::Value, String>>),
+    Hold(String, oneshot::Sender<Result<String, String>>),
+    Resume(oneshot::Sender<Result<String, String>>),
+    Release(String, oneshot::Sender<Result<String, String>>),
+    /// The reboot count could not be written: the slot goes back, there is no reboot.
+    GiveBack,
+}
+
+/// How often a pending reboot looks at the fleet again, and a slot holder checks
+/// whether its host is healthy again.
+const EVAL: Duration = Duration::from_secs(1);
+
+/// The longest a lease keep-alive waits for etcd's answer.
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(3);
+
+pub struct Fleet {
+    local: watch::Sender<Local>,
+    granted: watch::Receiver<bool>,
+    cmds: mpsc::Sender<Cmd>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
+}
+
+/// This pfile's sub-key under its host: the pfile's path without the leading '/'.
+fn pfile_key(p: &Pfile) -> String {
+    p.path
+        .display()
+        .to_string()
+        .trim_start_matches('/')
+        .to_string()
+}
+
+fn host_name(cfg: &FleetCfg, log: &Logger) -> String {
+    cfg.host
+        .clone()
+        .unwrap_or_else(|| log.hostname().to_string())
+}
+
+impl Fleet {
+    /// Starts the fleet task when the pfile names a fleet.
+    pub fn start(pfile: &Pfile, log: &Arc<Logger>) -> Option<Self> {
+        let cfg = pfile.globals.fleet.clone()?;
+        let host = host_name(&cfg, log);
+        log.info(&format!(
+            "fleet: {} as host {host} (etcd {}; at most {} rebooting, hold above {} unhealthy, reboots {} while etcd is unreachable)",
+            cfg.name,
+            cfg.endpoints.join(","),
+            cfg.max_rebooting,
+            cfg.hold_ratio,
+            match cfg.unreachable {
+                FleetUnreachable::Hold => "held",
+                FleetUnreachable::Proceed => "go on",
+            }
+        ));
+        let (local, local_rx) = watch::channel(Local::default());
+        let (granted_tx, granted) = watch::channel(false);
+        let (cmds, cmd_rx) = mpsc::channel(8);
+        let (stop, stop_rx) = oneshot::channel();
+        let metrics = Arc::new(OnceLock::new());
+        let task = Task {
+            cfg,
+            host,
+            pfile: pfile_key(pfile),
+            log: Arc::clone(log),
+            metrics: Arc::clone(&metrics),
+            granted: granted_tx,
+            held: None,
+            reachable: None,
+            budget_logged: false,
+            established: false,
+            due_since: None,
+            gave_back: false,
+        };
+        let task = tokio::spawn(task.run(local_rx, cmd_rx, stop_rx));
+        Some(Self {
+            local,
+            granted,
+            cmds,
+            stop: Some(stop),
+            task,
+            metrics,
+        })
+    }
+
+    pub fn set_metrics(&self, m: Arc<Metrics>) {
+        m.set_fleet_hold(false);
+        let _ = self.metrics.set(m);
+    }
+
+    /// Called once a tick with every entry (pent_id, down, proc_sts) and the reboot
+    /// rule's `worst`; returns the `worst` the reboot rule may see: while the fleet has
+    /// not granted a slot, a due reboot is not yet due.
+    pub fn gate(
+        &self,
+        guard: &RebootGuard,
+        entries: impl Iterator<Item = (u32, bool, ProcSts)>,
+        worst: Option<(u32, Duration)>,
+    ) -> Option<(u32, Duration)> {
+        let rebooting = guard.fired();
+        let entries: Vec<(u32, Health)> = entries
+            .map(|(id, down, sts)| (id, rules::entry_health(down, sts, rebooting)))
+            .collect();
+        let due = guard.policy.enabled
+            && !rebooting
+            && !guard.at_limit()
+            && worst.is_some_and(|(_, d)| d >= guard.policy.after);
+        let at_limit = guard.policy.enabled && guard.at_limit() && worst.is_some();
+        self.local.send_if_modified(|l| {
+            let new = Local {
+                entries,
+                want_reboot: due,
+                at_limit,
+            };
+            let changed = *l != new;
+            *l = new;
+            changed
+        });
+        if due && !*self.granted.borrow() {
+            return worst.map(|(id, _)| (id, Duration::ZERO));
+        }
+        worst
+    }
+
+    /// An operator request; the answer comes on the request's channel.
+    pub fn request(&self, cmd: Cmd) {
+        if self.cmds.try_send(cmd).is_err() {
+            // The task is busy or gone; the request's channel closes, which padmin
+            // reports.
+        }
+    }
+
+    /// The reboot count could not be written: give the slot back.
+    pub fn give_back(&self) {
+        self.request(Cmd::GiveBack);
+    }
+
+    /// A clean stop: the member lease is revoked (the slot is not: it must outlive
+    /// this pcheck across a reboot).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+struct Task {
+    cfg: FleetCfg,
+    host: String,
+    pfile: String,
+    log: Arc<Logger>,
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
+    granted: watch::Sender<bool>,
+    /// Why the due reboot waits, as last logged.
+    held: Option<Held>,
+    reachable: Option<bool>,
+    budget_logged: bool,
+    /// The last session got as far as its member key.
+    established: bool,
+    /// When the pending reboot fell due (for the grant's log line).
+    due_since: Option<Instant>,
+    /// The slot was given back (no durable count): no new one until the agent says
+    /// the reboot is no longer due.
+    gave_back: bool,
+}
+
+/// How a session with etcd ended.
+enum End {
+    Stop,
+    Lost(etcd::Error),
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut local: watch::Receiver<Local>,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        // An expired auth token ends a working session: connect (and authenticate)
+        // again at once, once; etcd only counts as away when that fails too.
+        let mut reauth = false;
+        loop {
+            let connected = tokio::select! {
+                c = Conn::connect(&self.cfg) => c,
+                _ = &mut stop => return,
+            };
+            let err = match connected {
+                Ok(conn) => match self.session(conn, &mut local, &mut cmds, &mut stop).await {
+                    End::Stop => return,
+                    End::Lost(e) => e,
+                },
+                Err(e) => e,
+            };
+            let established = std::mem::take(&mut self.established);
+            if err.unauthenticated && (established || !reauth) {
+                reauth = true;
+                continue;
+            }
+            reauth = false;
+            self.unreachable(&err, &local.borrow().clone());
+            // Until the next try: answer padmin, follow fleet_unreachable for reboots.
+            let retry = tokio::time::sleep(EVAL);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    () = &mut retry => break,
+                    _ = &mut stop => return,
+                    r = local.changed() => {
+                        if r.is_err() { return; }
+                        let l = local.borrow_and_update().clone();
+                        self.unreachable(&err, &l);
+                    }
+                    Some(cmd) = cmds.recv() => reply_err(cmd, &format!("etcd cannot be reached: {err}")),
+                }
+            }
+        }
+    }
+
+    fn event(&self, level: Level, msg: &str, kind: EventKind) {
+        self.log.event(level, msg, EventInfo::new(kind));
+    }
+
+    /// etcd is away: one line when it goes, and reboots per `fleet_unreachable`.
+    fn unreachable(&mut self, err: &etcd::Error, l: &Local) {
+        if self.reachable != Some(false) {
+            self.reachable = Some(false);
+            let what = match self.cfg.unreachable {
+                FleetUnreachable::Hold => "held",
+                FleetUnreachable::Proceed => "go on as on a lone host",
+            };
+            self.event(
+                Level::Warning,
+                &format!(
+                    "Fleet etcd unreachable: fleet= {} etcd= {}: {err}; monitoring and restarts go on, automatic reboots are {what} (fleet_unreachable)",
+                    self.cfg.name,
+                    self.cfg.endpoints.join(",")
+                ),
+                EventKind::FleetEtcdLost,
+            );
+        }
+        if !l.want_reboot {
+            self.granted.send_replace(false);
+            return;
+        }
+        match self.cfg.unreachable {
+            FleetUnreachable::Proceed => {
+                self.granted.send_replace(true);
+            }
+            FleetUnreachable::Hold => self.held(Held::Unreachable),
+        }
+    }
+
+    fn held(&mut self, why: Held) {
+        self.granted.send_replace(false);
+        if self.held.as_ref().is_some_and(|h| h.same_kind(&why)) {
+            return;
+        }
+        if let Some(m) = self.metrics.get() {
+            m.set_fleet_hold(matches!(why, Held::Outage { .. } | Held::Operator(_)));
+        }
+        let fleet = &self.cfg.name;
+        if let Held::Outage { unhealthy, of } = &why {
+            self.event(
+                Level::Error,
+                &format!("Fleet Outage Suspected: fleet= {fleet} unhealthy= {unhealthy}/{of}"),
+                EventKind::FleetHold,
+            );
+        }
+        let reason = match &why {
+            Held::Operator(who) => format!("held fleet-wide by an operator ({who})"),
+            Held::Outage { unhealthy, of } => format!(
+                "{unhealthy} of {of} hosts are unhealthy (more than fleet_hold_ratio {}): a shared cause is suspected",
+                self.cfg.hold_ratio
+            ),
+            Held::NoSlot(holders) => format!(
+                "every reboot slot is taken (by {})",
+                if holders.is_empty() {
+                    "nobody: fleet_max_rebooting is 0".to_string()
+                } else {
+                    holders.join(", ")
+                }
+            ),
+            Held::Unreachable => "etcd cannot be reached (fleet_unreachable = hold)".to_string(),
+        };
+        self.event(
+            Level::Warning,
+            &format!(
+                "Auto Reboot held: fleet= {fleet} host= {}: {reason}; retrying",
+                self.host
+            ),
+            EventKind::RebootHeld,
+        );
+        self.held = Some(why);
+    }
+
+    /// A grant ends any hold.
+    fn not_held(&mut self) {
+        if let Some(m) = self.metrics.get() {
+            m.set_fleet_hold(false);
+        }
+        self.held = None;
+    }
+
+    /// The outage hold ends when the share of unhealthy hosts falls.
+    fn outage_over(&mut self, view: &rules::View) {
+        if !matches!(self.held, Some(Held::Outage { .. }))
+            || rules::outage(view, self.cfg.hold_ratio).is_some()
+        {
+            return;
+        }
+        let (k, n) = view.unhealthy();
+        self.not_held();
+        self.event(
+            Level::Info,
+            &format!(
+                "Fleet outage over: fleet= {} unhealthy= {k}/{n}: automatic reboots go on",
+                self.cfg.name
+            ),
+            EventKind::FleetResume,
+        );
+    }
+
+    async fn session(
+        &mut self,
+        mut conn: Conn,
+        local: &mut watch::Receiver<Local>,
+        cmds: &mut mpsc::Receiver<Cmd>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> End {
+        let budget = match conn.budget(self.cfg.max_rebooting).await {
+            Ok(b) => b,
+            Err(e) => return End::Lost(e),
+        };
+        if !self.budget_logged {
+            self.budget_logged = true;
+            if let Some(msg) =
+                rules::budget_mismatch(&self.cfg.name, self.cfg.max_rebooting, budget)
+            {
+                self.log.warn(&msg);
+            }
+        }
+        let lease = match conn.grant(self.cfg.lease_ttl).await {
+            Ok(l) => l,
+            Err(e) => return End::Lost(e),
+        };
+        let (mut keeper, mut kept) = match conn.client.lease_keep_alive(lease).await {
+            Ok(k) => k,
+            Err(e) => return End::Lost(e.into()),
+        };
+        let mut watch = match conn
+            .client
+            .watch(
+                conn.prefix.clone(),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => return End::Lost(e.into()),
+        };
+        if self.reachable == Some(false) {
+            self.event(
+                Level::Info,
+                &format!(
+                    "Fleet etcd reachable again: fleet= {} etcd= {}",
+                    self.cfg.name,
+                    self.cfg.endpoints.join(",")
+                ),
+                EventKind::FleetEtcdBack,
+            );
+            if matches!(self.held, Some(Held::Unreachable)) {
+                self.held = None;
+            }
+        }
+        self.reachable = Some(true);
+        self.established = true;
+        let mut last: Option<Vec<(u32, Health)>> = None;
+        let mut ka = tokio::time::interval(self.cfg.lease_ttl / 3);
+        ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ka.tick().await;
+        let mut eval = tokio::time::interval(EVAL);
+        eval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether this host may hold a slot (learnt at the first look).
+        let mut holding = true;
+        local.mark_changed();
+        let r: etcd::Result<End> = async {
+            loop {
+                let l = local.borrow().clone();
+                let look = holding || (l.want_reboot && !*self.granted.borrow());
+                tokio::select! {
+                    _ = &mut *stop => {
+                        let _ = conn.revoke(lease).await;
+                        return Ok(End::Stop);
+                    }
+                    _ = ka.tick() => {
+                        // A stream has no request timeout: bound the wait for the answer.
+                        let answer = tokio::time::timeout(KEEPALIVE_WAIT, async {
+                            keeper.keep_alive().await?;
+                            kept.message().await
+                        })
+                        .await
+                        .map_err(|_| etcd::Error::from("no answer to the member lease keep-alive".to_string()))??;
+                        if answer.is_none_or(|r| r.ttl() <= 0) {
+                            return Err(etcd::Error::from("the member lease expired".to_string()));
+                        }
+                    }
+                    r = local.changed() => {
+                        if r.is_err() {
+                            let _ = conn.revoke(lease).await;
+                            return Ok(End::Stop);
+                        }
+                        let l = local.borrow_and_update().clone();
+                        if !l.want_reboot {
+                            self.due_since = None;
+                            self.gave_back = false;
+                        } else if self.due_since.is_none() {
+                            self.due_since = Some(Instant::now());
+                        }
+                        if last.as_ref() != Some(&l.entries) {
+                            let health = l.entries.iter().map(|(_, h)| *h)
+                                .find(|h| *h != Health::Up).unwrap_or(Health::Up);
+                            let rec = MemberRecord { health, entries: l.entries.clone(), updated: etcd::unix_now() };
+                            conn.put_member(&self.host, &self.pfile, &rec, lease).await?;
+                            last = Some(l.entries.clone());
+                        }
+                        if !l.want_reboot {
+                            self.granted.send_replace(false);
+                        }
+                        if (l.want_reboot && !*self.granted.borrow()) || holding {
+                            holding = self.look(&mut conn, budget, &l).await?;
+                        }
+                    }
+                    _ = eval.tick(), if look => {
+                        holding = self.look(&mut conn, budget, &l).await?;
+                    }
+                    w = watch.message() => {
+                        let Some(w) = w? else {
+                            return Err(etcd::Error::from("etcd ended the watch".to_string()));
+                        };
+                        self.watched(&conn.prefix, &w);
+                        if look {
+                            holding = self.look(&mut conn, budget, &l).await?;
+                        }
+                    }
+                    Some(cmd) = cmds.recv() => self.command(&mut conn, budget, cmd).await?,
+                }
+            }
+        }
+        .await;
+        match r {
+            Ok(end) => end,
+            Err(e) => {
+                if e.unauthenticated {
+                    self.log.warn(&format!(
+                        "fleet: etcd refused the authentication token ({e}); connecting again"
+                    ));
+                }
+                End::Lost(e)
+            }
+        }
+    }
+
+    /// Logs, on every member, what operators did to the fleet.
+    fn watched(&mut self, prefix: &str, w: &etcd_client::WatchResponse) {
+        let fleet = self.cfg.name.clone();
+        for ev in w.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else {
+                continue;
+            };
+            let value = kv.value_str().unwrap_or("");
+            match (ev.event_type(), rest) {
+                (etcd_client::EventType::Put, "hold") => {
+                    self.event(
+                        Level::Warning,
+                        &format!("Fleet hold: fleet= {fleet}: automatic reboots held fleet-wide by {value}"),
+                        EventKind::FleetHold,
+                    );
+                    if let Some(m) = self.metrics.get() {
+                        m.set_fleet_hold(true);
+                    }
+                }
+                (etcd_client::EventType::Delete, "hold") => {
+                    self.event(
+                        Level::Info,
+                        &format!("Fleet resume: fleet= {fleet}: the operator's hold is lifted"),
+                        EventKind::FleetResume,
+                    );
+                    if let Some(m) = self.metrics.get() {
+                        m.set_fleet_hold(false);
+                    }
+                }
+                (etcd_client::EventType::Put, r) => {
+                    if let Some(host) = r.strip_prefix("released/") {
+                        self.event(
+                            Level::Warning,
+                            &format!("Fleet reboot slot released: fleet= {fleet} host= {host}: by an operator ({value})"),
+                            EventKind::FleetSlot,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One look at the fleet: gives the slot back when due, and decides a due reboot.
+    /// Returns whether this host (still) holds a slot.
+    async fn look(&mut self, conn: &mut Conn, budget: u32, l: &Local) -> etcd::Result<bool> {
+        let started = Instant::now();
+        let view = conn.view(budget).await?;
+        if let Some(i) = rules::release_slot(&view, &self.host, l.at_limit && !l.want_reboot) {
+            if conn.release_slot(i, Some(&self.host)).await? {
+                let why = if view.host_up(&self.host) {
+                    "the host is healthy again"
+                } else {
+                    "the host reached reboot_limit and stays up"
+                };
+                self.event(
+                    Level::Info,
+                    &format!(
+                        "Fleet reboot slot released: fleet= {} host= {} slot= {i}: {why}",
+                        self.cfg.name, self.host
+                    ),
+                    EventKind::FleetSlot,
+                );
+            }
+            return Ok(false);
+        }
+        self.outage_over(&view);
+        let holding = view.slot_of(&self.host).is_some();
+        if !l.want_reboot || *self.granted.borrow() || self.gave_back {
+            return Ok(holding);
+        }
+        match rules::decide_reboot(&view, &self.host, self.cfg.hold_ratio) {
+            RebootDecision::Keep(i) => {
+                if conn.refresh_slot(i, &self.host).await? {
+                    self.grant(i, &view, "kept from the last reboot", started);
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            RebootDecision::Take(free) => {
+                match conn
+                    .take_slot(&self.host, &free, self.cfg.reboot_ttl)
+                    .await?
+                {
+                    Some(i) => {
+                        self.grant(i, &view, "taken", started);
+                        Ok(true)
+                    }
+                    None => {
+                        let again = conn.view(budget).await?;
+                        self.held(Held::NoSlot(again.slots.values().cloned().collect()));
+                        Ok(false)
+                    }
+                }
+            }
+            RebootDecision::Held(why) => {
+                self.held(why);
+                Ok(holding)
+            }
+        }
+    }
+
+    fn grant(&mut self, i: u32, view: &rules::View, how: &str, started: Instant) {
+        self.not_held();
+        let started = self.due_since.unwrap_or(started);
+        self.event(
+            Level::Warning,
+            &format!(
+                "Fleet reboot slot granted: fleet= {} host= {} slot= {i}/{} ({how}, {} ms after the reboot fell due; freed when the host is healthy again, or after fleet_reboot_ttl {} s)",
+                self.cfg.name,
+                self.host,
+                view.max_rebooting,
+                started.elapsed().as_millis(),
+                self.cfg.reboot_ttl.as_secs()
+            ),
+            EventKind::FleetSlot,
+        );
+        self.granted.send_replace(true);
+    }
+
+    async fn command(&mut self, conn: &mut Conn, budget: u32, cmd: Cmd) -> etcd::Result<()> {
+        match cmd {
+            Cmd::Show(reply) => {
+                let v = show(conn, budget, &self.cfg, &self.host).await?;
+                let _ = reply.send(Ok(v));
+            }
+            Cmd::Hold(who, reply) => {
+                conn.set_hold(&who).await?;
+                let _ = reply.send(Ok(format!(
+                    "fleet {}: automatic reboots are held fleet-wide until \"fleet resume\"",
+                    self.cfg.name
+                )));
+            }
+            Cmd::Resume(reply) => {
+                let was = conn.clear_hold().await?;
+                let _ = reply.send(Ok(if was {
+                    format!("fleet {}: the operator's hold is lifted", self.cfg.name)
+                } else {
+                    format!("fleet {}: there was no operator hold", self.cfg.name)
+                }));
+            }
+            Cmd::Release(host, reply) => {
+                let view = conn.view(budget).await?;
+                let Some(i) = view.slot_of(&host) else {
+                    let _ = reply.send(Err(format!(
+                        "host {host} holds no reboot slot of fleet {}",
+                        self.cfg.name
+                    )));
+                    return Ok(());
+                };
+                conn.release_slot(i, Some(&host)).await?;
+                conn.note_release(&host, &format!("padmin on {}", self.host))
+                    .await?;
+                let _ = reply.send(Ok(format!(
+                    "fleet {}: reboot slot {i} of host {host} is free",
+                    self.cfg.name
+                )));
+            }
+            Cmd::GiveBack => {
+                let view = conn.view(budget).await?;
+                if let Some(i) = view.slot_of(&self.host) {
+                    conn.release_slot(i, Some(&self.host)).await?;
+                    self.event(
+                        Level::Error,
+                        &format!(
+                            "Fleet reboot slot released: fleet= {} host= {} slot= {i}: the reboot count could not be written, so there is no reboot",
+                            self.cfg.name, self.host
+                        ),
+                        EventKind::FleetSlot,
+                    );
+                }
+                self.granted.send_replace(false);
+                self.gave_back = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A padmin request about the fleet: answered from a task of its own, so the agent's
+/// loop never waits for etcd.
+pub fn serve(
+    fleet: Option<&Fleet>,
+    req: crate::admin::Request,
+    reply: oneshot::Sender<crate::admin::Response>,
+) {
+    use crate::admin::{Request, Response};
+    let Some(f) = fleet else {
+        let _ = reply.send(Response::error(
+            "this pfile names no fleet (fleet_etcd, fleet_name)",
+        ));
+        return;
+    };
+    let (tx, rx) = oneshot::channel();
+    let (show_tx, show_rx) = oneshot::channel();
+    let show = matches!(req, Request::ShowFleet);
+    match req {
+        Request::ShowFleet => f.request(Cmd::Show(show_tx)),
+        Request::FleetHold { who } => f.request(Cmd::Hold(who, tx)),
+        Request::FleetResume => f.request(Cmd::Resume(tx)),
+        Request::FleetRelease { host } => f.request(Cmd::Release(host, tx)),
+        _ => return,
+    }
+    tokio::spawn(async move {
+        let wait = Duration::from_secs(10);
+        let answer = if show {
+            match tokio::time::timeout(wait, show_rx).await {
+                Ok(Ok(Ok(v))) => Response {
+                    ok: true,
+                    fleet: Some(v),
+                    ..Response::default()
+                },
+                Ok(Ok(Err(e))) => Response::error(e),
+                _ => Response::error("the fleet did not answer (etcd busy or away)"),
+            }
+        } else {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(Ok(m))) => Response::message(m),
+                Ok(Ok(Err(e))) => Response::error(e),
+                _ => Response::error("the fleet did not answer (etcd busy or away)"),
+            }
+        };
+        let _ = reply.send(answer);
+    });
+}
+
+fn reply_err(cmd: Cmd, why: &str) {
+    match cmd {
+        Cmd::Show(r) => {
+            let _ = r.send(Err(why.to_string()));
+        }
+        Cmd::Hold(_, r) | Cmd::Resume(r) | Cmd::Release(_, r) => {
+            let _ = r.send(Err(why.to_string()));
+        }
+        Cmd::GiveBack => {}
+    }
+}
+
+/// `padmin -c show fleet`: members with their health and last update, slot holders
+/// with their expiry, the hold state.
+async fn show(
+    conn: &mut Conn,
+    budget: u32,
+    cfg: &FleetCfg,
+    me: &str,
+) -> etcd::Result<serde_json::Value> {
+    let view = conn.view(budget).await?;
+    let records = conn.members().await?;
+    let mut slots = Vec::new();
+    for (i, host) in &view.slots {
+        let ttl = conn.slot_ttl(*i).await?;
+        slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
+    }
+    let (k, n) = view.unhealthy();
+    Ok(serde_json::json!({
+        "fleet": cfg.name,
+        "host": me,
+        "max_rebooting": budget,
+        "hold_ratio": cfg.hold_ratio,
+        "members": records.iter().map(|(host, pfile, rec)| serde_json::json!({
+            "host": host, "pfile": format!("/{pfile}"), "health": rec.health,
+            "entries": rec.entries.iter().map(|(id, h)| serde_json::json!({"pent_id": id, "health": h})).collect::<Vec<_>>(),
+            "updated": crate::report::format_local(rec.updated, "%Y/%m/%d %H:%M:%S"),
+        })).collect::<Vec<_>>(),
+        "slots": slots,
+        "unhealthy": k,
+        "hosts": n,
+        "outage_hold": rules::outage(&view, cfg.hold_ratio).is_some(),
+        "operator_hold": view.operator_hold,
+    }))
+}

@@ -1,0 +1,300 @@
+//! Samples a watched port for the progress rule (`core::progress`) while there are
+//! signs of waiting work, and asks the server's threads before a verdict.
+//!
+//! Idle, the sampler sleeps until something wakes it: an overflow event of the eBPF
+//! program, a full queue seen by the shared look at the listeners, or a failed or
+//! slow probe. Then it samples the port every [`SAMPLE_EVERY`] (sock_diag, with each
+//! connection's tcp_info) until no work waits any more.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::core::progress::{judge, progressed, state_counts, Figures, Progress, Step, Thread};
+use crate::sense::{procfs, sockdiag};
+
+/// How often a port is sampled while work waits: the known connections one by one
+/// (cheap), and every [`FULL_EVERY`] and at the end of a window all of them (the
+/// kernel walks its connection hash table for that: about a millisecond).
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+pub const FULL_EVERY: Duration = Duration::from_secs(1);
+
+/// A probe this slow is a sign of waiting work (a localhost answer takes
+/// milliseconds).
+pub const SLOW_PROBE: Duration = Duration::from_millis(500);
+
+/// Whether a probe's outcome is a sign that work may wait for the server (it
+/// failed, or it was slow): the port is then sampled.
+pub fn waiting_work_sign(o: &crate::probe::Outcome) -> bool {
+    !o.is_alive() || o.elapsed >= SLOW_PROBE
+}
+
+/// What the sampler found at the end of a window with no progress.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The server is stuck: judge it.
+    Stuck(Figures),
+    /// No progress, but the server's threads wait on something psweb cannot tell
+    /// from a stall: kernel evidence does not judge. Reported once per episode.
+    Withheld(Figures, &'static str),
+}
+
+/// Samples `port` of the server `pid` whenever `woken` fires, until the task is
+/// dropped. `report` gets each outcome; returning false ends the sampler.
+pub async fn sample_port(
+    port: u16,
+    pid: i32,
+    window: Duration,
+    mut woken: tokio::sync::watch::Receiver<()>,
+    mut report: impl FnMut(Outcome) -> bool,
+) {
+    let mut rule = Progress::new(window);
+    let mut sampling = false;
+    let mut withheld_told = false;
+    // The connections of the last complete sample, and when it was taken.
+    let mut known = Vec::new();
+    let mut last_full: Option<Instant> = None;
+    let mut decide_now = false;
+    // A complete look at the next sample: the queue changed or a known connection
+    // closed since the last one, so a worker may have accepted (also a worker that
+    // was in accept() when it was stopped: the kernel completes that accept).
+    let mut full_next = false;
+    let mut last_depth = 0;
+    loop {
+        if !sampling {
+            if woken.changed().await.is_err() {
+                return;
+            }
+            rule.reset();
+            last_full = None;
+        } else if !decide_now {
+            tokio::time::sleep(SAMPLE_EVERY).await;
+        }
+        let now = Instant::now();
+        let full = decide_now
+            || full_next
+            || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
+        decide_now = false;
+        let sample = if full {
+            match sockdiag::progress_sample(port, now) {
+                Ok((s, ids)) => {
+                    known = ids;
+                    last_full = Some(now);
+                    s
+                }
+                Err(_) => continue,
+            }
+        } else {
+            match sockdiag::progress_sample_known(port, now, &known) {
+                Ok(s) => s,
+                Err(_) => continue,
+            }
+        };
+        let depth = sample.queue.map_or(0, |(d, _)| d);
+        full_next = !full && (depth != last_depth || sample.conns.len() < known.len());
+        last_depth = depth;
+        match rule.observe(&sample) {
+            Step::NoWork => {
+                sampling = false;
+                withheld_told = false;
+            }
+            Step::Watching => {
+                sampling = true;
+                // The window is over: a complete look decides, at once.
+                decide_now = !sample.complete && rule.due(sample.at);
+            }
+            Step::NoProgress(mut fig) => {
+                sampling = true;
+                let held: HashMap<u32, bool> = sample
+                    .conns
+                    .iter()
+                    .map(|c| (c.inode, c.owes_answer))
+                    .collect();
+                let threads = threads_of(pid, port, &held);
+                // Read between two samples: a worker that accepted meanwhile would be
+                // misread, and that accept is progress.
+                let Ok((after, ids)) = sockdiag::progress_sample(port, Instant::now()) else {
+                    continue;
+                };
+                if progressed(&sample, &after) {
+                    known = ids;
+                    last_full = Some(after.at);
+                    rule.observe(&after);
+                    continue;
+                }
+                fig.states = state_counts(&threads);
+                let out = match judge(&threads) {
+                    Ok(()) => Outcome::Stuck(fig),
+                    Err(_) if withheld_told => continue,
+                    Err(why) => {
+                        withheld_told = true;
+                        Outcome::Withheld(fig, why)
+                    }
+                };
+                if !report(out) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The threads of the server (`pid` and its descendants): state, the system call
+/// each sleeps in, whether its process holds connections of `port` (`held`: inode
+/// -> owes an answer), owes an answer on one, and holds TCP connections to other
+/// servers.
+pub fn threads_of<S: std::hash::BuildHasher>(
+    pid: i32,
+    port: u16,
+    held: &HashMap<u32, bool, S>,
+) -> Vec<Thread> {
+    let conn_ports = sockdiag::connection_ports().unwrap_or_default();
+    let listening: HashSet<u16> = sockdiag::listeners()
+        .map(|ls| ls.into_iter().map(|l| l.port).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for p in tree(pid) {
+        let socks = socket_inodes(p);
+        let holds_port = socks.iter().any(|i| held.contains_key(i));
+        let owes_answer = socks.iter().any(|i| held.get(i) == Some(&true));
+        let outbound = socks.iter().any(|i| {
+            conn_ports
+                .get(i)
+                .is_some_and(|lp| *lp != port && !listening.contains(lp))
+        });
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.filter_map(|t| t.ok()) {
+            let dir = t.path();
+            let Some(state) = std::fs::read_to_string(dir.join("stat"))
+                .ok()
+                .and_then(|s| procfs::parse_stat(&s))
+                .map(|s| s.state)
+            else {
+                continue;
+            };
+            let syscall = std::fs::read_to_string(dir.join("syscall"))
+                .ok()
+                .and_then(|s| parse_syscall(&s));
+            out.push(Thread {
+                state,
+                syscall,
+                holds_port,
+                owes_answer,
+                outbound,
+            });
+        }
+    }
+    out
+}
+
+/// The system call number of /proc/PID/task/TID/syscall ("running" and "-1 ..."
+/// (not in a system call) give None).
+fn parse_syscall(text: &str) -> Option<i64> {
+    text.split_whitespace()
+        .next()?
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+}
+
+/// `pid` and all its descendants.
+fn tree(pid: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procfs::pids() {
+        if let Ok(st) = procfs::stat(p) {
+            children.entry(st.ppid).or_default().push(p);
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = out.get(i) {
+        if let Some(c) = children.get(&p) {
+            out.extend(c.iter().copied().filter(|c| *c != pid));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The inodes of the sockets a process holds open.
+fn socket_inodes(pid: i32) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| {
+        let link = std::fs::read_link(fd.ok()?.path()).ok()?;
+        link.to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0x7ffd 0x55\n"), None);
+        assert_eq!(
+            parse_syscall("202 0x1 0x2 0x3 0x4 0x5 0x6 0x7 0x8\n"),
+            Some(202)
+        );
+    }
+
+    /// A real server thread blocked reading a connection it accepted, holding a
+    /// connection to another server: seen as holding the port and outbound.
+    #[test]
+    fn a_thread_waiting_on_an_upstream_is_seen_as_such() {
+        use std::io::{Read, Write};
+        let front = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = front.local_addr().expect("addr").port();
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let up = upstream.local_addr().expect("addr");
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (mut held, _) = front.accept().expect("accept");
+        let mut out = std::net::TcpStream::connect(up).expect("upstream");
+        let t = std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            let _ = out.read(&mut b); // the upstream never answers
+        });
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+        let mut req = [0u8; 18];
+        held.read_exact(&mut req).expect("read");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let me = std::process::id() as i32;
+        loop {
+            let (sample, _) = sockdiag::progress_sample(port, Instant::now()).expect("sock_diag");
+            let inodes: HashMap<u32, bool> = sample
+                .conns
+                .iter()
+                .map(|c| (c.inode, c.owes_answer))
+                .collect();
+            assert_eq!(sample.conns.len(), 1, "{sample:?}");
+            assert_eq!(sample.conns[0].read, 18, "what the server read: {sample:?}");
+            assert!(
+                sample.conns[0].owes_answer,
+                "a request, no answer: {sample:?}"
+            );
+            let threads = threads_of(me, port, &inodes);
+            if threads.iter().any(|t| {
+                t.holds_port
+                    && t.owes_answer
+                    && t.outbound
+                    && t.state == 'S'
+                    && t.syscall.is_some_and(|n| n != libc::SYS_futex)
+            }) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{threads:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(upstream);
+        let _ = t.join();
+    }
+}

@@ -1,0 +1,706 @@
+//! The fleet against a real etcd (Debian's etcd 3.4, started on loopback with a
+//! temporary data dir): pchecks as "hosts" (distinct fleet_host, own state dirs),
+//! each watching its own demo server. The reboot command is harmless: it records the
+//! time and ends that pcheck; the test then starts it again as the rebooted host.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
+use common::*;
+use etcd::{etcd_or_skip, Etcd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+const T: Duration = Duration::from_secs(60);
+
+/// One "host": its sandbox (state dir, control socket), demo server and pcheck.
+struct Host {
+    sb: Sandbox,
+    name: String,
+    port: u16,
+    pfile: PathBuf,
+    pc: Option<Pcheck>,
+    /// Reboots the harmless reboot command recorded (ns since the epoch).
+    seen_reboots: usize,
+}
+
+impl Host {
+    fn new(name: &str, etcd: &Etcd, fleet: &str, extra: &str) -> Self {
+        let sb = Sandbox::new();
+        let port = free_port();
+        let pidfile = sb.file("web.pid");
+        let script = sb.script(
+            "web.rc",
+            &format!(
+                "[ -e {broken} ] && exit 1\nexec {DEMO} --port {port} --workers 0 --pidfile {pid} --daemon",
+                broken = sb.file("broken").display(),
+                pid = pidfile.display()
+            ),
+        );
+        let reboot = sb.script(
+            "reboot.sh",
+            &format!(
+                "date +%s%N >> {}\nkill -TERM $PPID",
+                sb.file("rebooted").display()
+            ),
+        );
+        let after = if extra.contains("reboot_after") {
+            ""
+        } else {
+            "reboot_after = 1s\n"
+        };
+        let pfile = sb.pfile(&format!(
+            "auto_reboot = on\n{after}reboot_limit = 10\nreboot_command = {reboot}\nretry_delay = 300ms\n\
+             fleet_etcd = {url}\nfleet_name = {fleet}\nfleet_host = {name}\nfleet_lease_ttl = 3s\n{extra}\n\
+             {DEMO} {script} 1000 pidfile={pid} retry_over_action=continue\n",
+            reboot = reboot.display(),
+            url = etcd.url(),
+            script = script.display(),
+            pid = pidfile.display()
+        ));
+        Self {
+            sb,
+            name: name.to_string(),
+            port,
+            pfile,
+            pc: None,
+            seen_reboots: 0,
+        }
+    }
+
+    fn start(&mut self) {
+        let mut pc = Pcheck::start(&self.sb, &self.pfile, &["--evidence", "pidfd"]);
+        pc.wait_for("Started Process", T);
+        self.pc = Some(pc);
+    }
+
+    fn pc(&mut self) -> &mut Pcheck {
+        self.pc.as_mut().expect("pcheck runs")
+    }
+
+    /// Breaks the server: its restarts fail until `fix`.
+    fn break_server(&mut self) {
+        std::fs::write(self.sb.file("broken"), "").expect("touch");
+        for p in demo_pids(&self.sb) {
+            kill(p, libc::SIGKILL);
+        }
+    }
+
+    fn fix(&self) {
+        let _ = std::fs::remove_file(self.sb.file("broken"));
+    }
+
+    fn reboots(&self) -> Vec<u128> {
+        std::fs::read_to_string(self.sb.file("rebooted"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+/// The metrics page of a pcheck (classic text format).
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+fn fleet_name(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
+
+/// Waits for the next host (of `hosts`) to run its reboot command; returns its index.
+fn next_reboot(hosts: &mut [Host], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if h.reboots().len() > h.seen_reboots {
+                h.seen_reboots += 1;
+                return i;
+            }
+            if let Some(pc) = h.pc.as_mut() {
+                pc.drain();
+            }
+        }
+        assert!(Instant::now() < deadline, "no reboot within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reboots one host after another, as the fleet lets them: each "reboot" ends that
+/// pcheck; a while later the host comes back fixed. Asserts that no other host
+/// reboots while one is down, and that the next reboot comes only after the last
+/// rebooted host was started again and gave its slot back.
+fn reboot_one_by_one(hosts: &mut [Host], which: &[usize]) {
+    let mut back_at: Option<u128> = None;
+    let mut done = Vec::new();
+    while done.len() < which.len() {
+        let i = next_reboot(hosts, T);
+        assert!(
+            which.contains(&i) && !done.contains(&i),
+            "host {i} rebooted: expected one of {which:?} once"
+        );
+        let t = *hosts[i].reboots().last().expect("a reboot time");
+        if let Some(b) = back_at {
+            assert!(
+                t > b,
+                "host {} rebooted before the last rebooted host was back",
+                hosts[i].name
+            );
+        }
+        hosts[i].pc().wait_exit(T);
+        hosts[i].pc = None;
+        // The host is "down" a while: its slot holds, nobody else reboots.
+        let before: Vec<usize> = hosts.iter().map(|h| h.reboots().len()).collect();
+        std::thread::sleep(Duration::from_millis(2500));
+        let after: Vec<usize> = hosts.iter().map(|h| h.reboots().len()).collect();
+        assert_eq!(
+            before, after,
+            "no reboot while host {} is rebooting",
+            hosts[i].name
+        );
+        hosts[i].fix();
+        back_at = Some(now_ns());
+        hosts[i].start();
+        let released = hosts[i].pc().wait_for("Fleet reboot slot released", T);
+        assert!(released.contains("healthy again"), "{released}");
+        assert!(
+            http_ok(hosts[i].port),
+            "host {} serves again",
+            hosts[i].name
+        );
+        done.push(i);
+    }
+}
+
+#[test]
+fn four_hosts_fatal_at_once_reboot_one_at_a_time() {
+    if !root_or_skip("fleet_one_at_a_time") || !etcd_or_skip("fleet_one_at_a_time") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("serial");
+    let mut hosts: Vec<Host> = (0..4)
+        .map(|i| {
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                "fleet_max_rebooting = 1\nfleet_hold_ratio = 2",
+            )
+        })
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &mut hosts {
+        h.break_server();
+    }
+    reboot_one_by_one(&mut hosts, &[0, 1, 2, 3]);
+    for h in &mut hosts {
+        assert_eq!(h.reboots().len(), 1, "host {} rebooted once", h.name);
+        assert!(http_ok(h.port));
+        h.pc().drain();
+        assert!(!h
+            .pc()
+            .seen
+            .iter()
+            .any(|l| l.contains("Fleet Outage Suspected")));
+    }
+}
+
+#[test]
+fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
+    if !root_or_skip("fleet_outage_hold") || !etcd_or_skip("fleet_outage_hold") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("outage");
+    // reboot_after 3s: every host has reported its failure before any reboot is due.
+    // h0 serves metrics: the hold is a gauge and the held reboots a counter.
+    let metrics = free_port();
+    let mut hosts: Vec<Host> = (0..4)
+        .map(|i| {
+            let m = if i == 0 {
+                format!("\nmetrics_listen = 127.0.0.1:{metrics}")
+            } else {
+                String::new()
+            };
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                &format!("reboot_after = 3s{m}"),
+            )
+        })
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &mut hosts {
+        h.break_server();
+    }
+    for h in &mut hosts {
+        let line = h.pc().wait_for("Fleet Outage Suspected", T);
+        assert!(
+            line.contains(&format!("fleet= {fleet} unhealthy= ")),
+            "{line}"
+        );
+        let k: usize = line
+            .split("unhealthy= ")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.parse().ok())
+            .expect("k/n");
+        assert!(k > 2, "{line}");
+        h.pc().seen_or_wait("Auto Reboot held", T);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        hosts.iter().all(|h| h.reboots().is_empty()),
+        "no reboot while held"
+    );
+    let scrape = metrics_text(metrics);
+    assert!(scrape.contains("\npsweb_fleet_hold 1"), "{scrape}");
+    assert!(
+        scrape.contains("\npsweb_fleet_reboot_held_total 1"),
+        "{scrape}"
+    );
+    // Two hosts recover: 2 of 4 is not more than half: the other two reboot, one by one.
+    hosts[2].fix();
+    hosts[3].fix();
+    hosts[0].pc().wait_for("Fleet outage over", T);
+    assert!(metrics_text(metrics).contains("\npsweb_fleet_hold 0"));
+    reboot_one_by_one(&mut hosts, &[0, 1]);
+    for h in &mut hosts {
+        assert!(http_ok(h.port), "host {} serves", h.name);
+    }
+    assert!(hosts[2].reboots().is_empty() && hosts[3].reboots().is_empty());
+}
+
+#[test]
+fn a_slot_whose_host_never_comes_back_expires() {
+    if !root_or_skip("fleet_slot_expiry") || !etcd_or_skip("fleet_slot_expiry") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("expiry");
+    let mut hosts: Vec<Host> = (0..2)
+        .map(|i| {
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                "fleet_hold_ratio = 2\nfleet_reboot_ttl = 4s",
+            )
+        })
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &mut hosts {
+        h.break_server();
+    }
+    let first = next_reboot(&mut hosts, T);
+    let t0 = Instant::now();
+    hosts[first].pc().wait_exit(T);
+    hosts[first].pc = None;
+    // It never comes back; the other host waits for the slot to expire.
+    let other = 1 - first;
+    hosts[other].pc().seen_or_wait("Auto Reboot held", T);
+    let second = next_reboot(&mut hosts, T);
+    let waited = t0.elapsed();
+    assert_eq!(second, other);
+    assert!(
+        waited >= Duration::from_secs(3),
+        "the slot held until fleet_reboot_ttl (4 s): {waited:?}"
+    );
+    eprintln!("slot expired and the next host rebooted after {waited:?}");
+}
+
+#[test]
+fn etcd_away_holds_reboots_but_never_monitoring() {
+    if !root_or_skip("fleet_etcd_away") || !etcd_or_skip("fleet_etcd_away") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let mut etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("away");
+    let mut h = Host::new("h0", &etcd, &fleet, "fleet_hold_ratio = 2");
+    h.start();
+    etcd.stop();
+    h.pc().wait_for("Fleet etcd unreachable", T);
+    // Monitoring and death restarts go on.
+    let pid = demo_pids(&h.sb)[0];
+    kill(pid, libc::SIGKILL);
+    h.pc().wait_for("Restarted Process", T);
+    assert!(http_ok(h.port));
+    // A fatal fault: the reboot waits for etcd (fleet_unreachable = hold).
+    h.break_server();
+    let held = h.pc().wait_for("Auto Reboot held", T);
+    assert!(held.contains("etcd cannot be reached"), "{held}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(h.reboots().is_empty(), "no reboot while etcd is away");
+    etcd.run();
+    h.pc().wait_for("Fleet etcd reachable again", T);
+    h.pc().wait_for("Fleet reboot slot granted", T);
+    next_reboot(std::slice::from_mut(&mut h), T);
+    h.pc().wait_exit(T);
+    let pc = h.pc.take().expect("pcheck");
+    let count = |s: &str| pc.seen.iter().filter(|l| l.contains(s)).count();
+    assert_eq!(
+        count("Fleet etcd unreachable"),
+        1,
+        "one line when etcd goes"
+    );
+    assert_eq!(
+        count("Fleet etcd reachable again"),
+        1,
+        "one line when it is back"
+    );
+}
+
+#[test]
+fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
+    if !etcd_or_skip("fleet_race") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let cfg = psweb::pfile::FleetCfg {
+        endpoints: vec![etcd.url()],
+        name: fleet_name("race"),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut a = psweb::fleet::etcd::Conn::connect(&cfg)
+            .await
+            .expect("connect");
+        let mut b = psweb::fleet::etcd::Conn::connect(&cfg)
+            .await
+            .expect("connect");
+        let ttl = Duration::from_secs(60);
+        for round in 0..100 {
+            let (ra, rb) = tokio::join!(a.take_slot("a", &[0], ttl), b.take_slot("b", &[0], ttl));
+            let (ra, rb) = (ra.expect("txn a"), rb.expect("txn b"));
+            assert!(
+                ra.is_some() != rb.is_some(),
+                "round {round}: exactly one host gets the last slot ({ra:?}, {rb:?})"
+            );
+            let view = a.view(1).await.expect("view");
+            assert_eq!(view.slots.len(), 1, "round {round}: {view:?}");
+            assert!(a.release_slot(0, None).await.expect("release"));
+        }
+    });
+}
+
+#[test]
+fn operators_hold_resume_and_free_slots_from_padmin() {
+    if !root_or_skip("fleet_padmin") || !etcd_or_skip("fleet_padmin") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("padmin");
+    // The second host asks for another budget: the fleet's stored one wins.
+    let mut hosts: Vec<Host> = (0..2)
+        .map(|i| {
+            let budget = if i == 0 {
+                ""
+            } else {
+                "\nfleet_max_rebooting = 2"
+            };
+            Host::new(
+                &format!("h{i}"),
+                &etcd,
+                &fleet,
+                &format!("fleet_hold_ratio = 2{budget}"),
+            )
+        })
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let mismatch = hosts[1]
+        .pc()
+        .seen_or_wait("fleet_max_rebooting = 2 here", T);
+    assert!(mismatch.contains("using 1"), "{mismatch}");
+    let show = |h: &mut Host| -> serde_json::Value {
+        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["fleet"].clone()
+    };
+    // Both members up (their health reaches etcd within a tick).
+    let deadline = Instant::now() + T;
+    loop {
+        let v = show(&mut hosts[0]);
+        let members = v["members"].as_array().cloned().unwrap_or_default();
+        if members.len() == 2 && members.iter().all(|m| m["health"] == "up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two members up: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = hosts[0].pc().padmin(&["-c", "show fleet"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("member") && text.contains("h1"), "{text}");
+
+    // A hold from one host is logged on every member and holds reboots.
+    let out = hosts[0].pc().padmin(&["-c", "fleet hold"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for h in &mut hosts {
+        h.pc().wait_for("Fleet hold: fleet=", T);
+    }
+    hosts[1].break_server();
+    let held = hosts[1].pc().wait_for("Auto Reboot held", T);
+    assert!(held.contains("by an operator"), "{held}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(hosts[1].reboots().is_empty());
+    let out = hosts[0].pc().padmin(&["-c", "fleet resume"]);
+    assert!(out.status.success());
+    for h in &mut hosts {
+        h.pc().wait_for("Fleet resume: fleet=", T);
+    }
+    // The reboot goes on; the host never comes back; an operator frees its slot.
+    next_reboot(&mut hosts[1..], T);
+    hosts[1].pc().wait_exit(T);
+    hosts[1].pc = None;
+    let v = show(&mut hosts[0]);
+    assert_eq!(v["max_rebooting"], 1, "{v}");
+    assert_eq!(v["slots"][0]["host"], "h1", "{v}");
+    assert!(
+        v["slots"][0]["expires_in_s"]
+            .as_i64()
+            .is_some_and(|s| s > 0),
+        "{v}"
+    );
+    let out = hosts[0]
+        .pc()
+        .padmin(&["-c", "fleet", "release", "--host", "h1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = hosts[0].pc().wait_for("Fleet reboot slot released", T);
+    assert!(
+        line.contains("host= h1") && line.contains("by an operator"),
+        "{line}"
+    );
+    let v = show(&mut hosts[0]);
+    assert_eq!(v["slots"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn an_expired_auth_token_is_renewed_by_connecting_again() {
+    if !root_or_skip("fleet_auth") || !etcd_or_skip("fleet_auth") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &["--auth-token-ttl", "2"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.url()], None)
+            .await
+            .expect("connect");
+        c.user_add("root", "s3cret", None).await.expect("user");
+        c.role_add("root").await.expect("role");
+        c.user_grant_role("root", "root").await.expect("grant");
+        c.auth_enable().await.expect("auth on");
+    });
+    let fleet = fleet_name("auth");
+    let pw = esb.file("etcd-password");
+    std::fs::write(&pw, "s3cret\n").expect("password file");
+    // A secret is read only from a file of root's own (mode 600).
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let mut h = Host::new(
+        "h0",
+        &etcd,
+        &fleet,
+        &format!("fleet_user = root\nfleet_password_file = {}", pw.display()),
+    );
+    h.start();
+    let health = |h: &mut Host| -> String {
+        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["fleet"]["members"][0]["health"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let wait_health = |h: &mut Host, want: &str| {
+        let deadline = Instant::now() + T;
+        while health(h) != want {
+            assert!(Instant::now() < deadline, "member health {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_health(&mut h, "up");
+    // Idle longer than the token's TTL (lease keep-alives do not renew it): the next
+    // change finds the token expired; pcheck connects (and authenticates) again.
+    std::thread::sleep(Duration::from_secs(4));
+    kill(demo_pids(&h.sb)[0], libc::SIGKILL);
+    h.pc().wait_for("Restarted Process", T);
+    std::thread::sleep(Duration::from_secs(4));
+    h.break_server();
+    wait_health(&mut h, "restarting");
+    h.pc().drain();
+    let refused = h
+        .pc()
+        .seen
+        .iter()
+        .filter(|l| l.contains("refused the authentication token"))
+        .count();
+    eprintln!("token refusals seen: {refused}");
+    assert!(refused >= 1, "the expired token was met and renewed");
+    assert!(
+        !h.pc()
+            .seen
+            .iter()
+            .any(|l| l.contains("Fleet etcd unreachable")),
+        "a renewed token is not an unreachable etcd"
+    );
+}
+
+#[test]
+fn without_a_durable_reboot_count_the_slot_goes_back() {
+    if !root_or_skip("fleet_give_back") || !etcd_or_skip("fleet_give_back") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("giveback");
+    let mut h = Host::new("h0", &etcd, &fleet, "fleet_hold_ratio = 2");
+    // A directory where the state file belongs: no count can be written.
+    let store = psweb::state::Store::new(&h.sb.file("state"), &h.pfile);
+    std::fs::create_dir_all(store.path()).expect("a directory in the state file's place");
+    h.start();
+    h.break_server();
+    h.pc().wait_for("Fleet reboot slot granted", T);
+    let back = h.pc().wait_for("Fleet reboot slot released", T);
+    assert!(back.contains("could not be written"), "{back}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(h.reboots().is_empty(), "no reboot without a durable count");
+    h.pc().drain();
+    let granted = h
+        .pc()
+        .seen
+        .iter()
+        .filter(|l| l.contains("slot granted"))
+        .count();
+    assert_eq!(granted, 1, "the slot is not taken again");
+}
+
+/// A CA, and certificates it signs: (CA PEM path, (cert, key) paths) written to `dir`.
+fn tls_files(
+    sb: &Sandbox,
+    name: &str,
+    sans: &[&str],
+    ca: &(rcgen::Certificate, rcgen::KeyPair),
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
+            .expect("params");
+    let cert = params.signed_by(&key, &ca.0, &ca.1).expect("sign");
+    let (c, k) = (
+        sb.file(&format!("{name}.pem")),
+        sb.file(&format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).expect("cert");
+    std::fs::write(&k, key.serialize_pem()).expect("key");
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    (c, k)
+}
+
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    if !root_or_skip("fleet_tls") || !etcd_or_skip("fleet_tls") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "psweb test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let ca_path = esb.file("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("ca pem");
+    let ca = (ca_cert, ca_key);
+    let server = tls_files(&esb, "server", &["127.0.0.1", "localhost"], &ca);
+    let client = tls_files(&esb, "client", &["psweb"], &ca);
+    let etcd = Etcd::start_tls(
+        &esb,
+        &ca_path,
+        (&server.0, &server.1),
+        (
+            std::fs::read_to_string(&client.0).expect("client cert"),
+            std::fs::read_to_string(&client.1).expect("client key"),
+        ),
+    );
+    assert!(etcd.url().starts_with("https://"));
+    let fleet = fleet_name("tls");
+    let mut h = Host::new(
+        "h0",
+        &etcd,
+        &fleet,
+        &format!(
+            "fleet_tls_ca = {}\nfleet_tls_cert = {}\nfleet_tls_key = {}",
+            ca_path.display(),
+            client.0.display(),
+            client.1.display()
+        ),
+    );
+    h.start();
+    let deadline = Instant::now() + T;
+    loop {
+        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["fleet"]["members"][0]["health"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a member over TLS: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h.pc().drain();
+    assert!(!h
+        .pc()
+        .seen
+        .iter()
+        .any(|l| l.contains("Fleet etcd unreachable")));
+}
