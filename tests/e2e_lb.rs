@@ -577,3 +577,60 @@ fn real_haproxy_runtime_push() {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }
+
+/// Kernel evidence drains before it kills: every Apache process stopped while clients
+/// wait. Half the window with no progress (and stopped threads) makes the agent answer
+/// `drain #stall suspected`, and only the verdict at the whole window makes it `down`.
+#[test]
+fn kernel_evidence_drains_before_the_verdict() {
+    let name = "kernel_evidence_drains_before_the_verdict";
+    if !root_or_skip(name) || !apache_or_skip(name) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let entry = free_port();
+    let (script, pidfile) = apache_instance(&sb, port, None, 16);
+    let pfile = sb.pfile(&format!(
+        "{APACHE} {} 3 pidfile={} lb_agent_listen=127.0.0.1:{entry}\n{}",
+        script.display(),
+        pidfile.display(),
+        stall_block(
+            "_bi_webserv",
+            &format!("10:0:2:600:{port}"),
+            1,
+            "    evidence = kernel\n    kernel_window = 6s\n",
+        ),
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    pc.wait_for("stall_chk (web) of pent_id= 1", T);
+    pc.seen_or_wait("pent_id= 1: down -> up (ready)", T);
+    assert!(agent(entry, None).starts_with("up"));
+    stop_all(&sb, APACHE, 3);
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let clients: Vec<TcpStream> = (0..40)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok())
+        .collect();
+    assert!(!clients.is_empty(), "no client connected");
+    // The agent's answers in order, each once, until the verdict's `down`.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.last().is_some_and(|a| a.starts_with("down")) {
+        assert!(Instant::now() < deadline, "no verdict; answers: {seen:?}");
+        let a = agent(entry, None);
+        if seen.last() != Some(&a) {
+            seen.push(a);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.iter().any(|a| a == "drain #stall suspected"),
+        "drained before the verdict: {seen:?}"
+    );
+    let drain_line = pc.wait_for("pent_id= 1: up -> drain (stall suspected)", T);
+    let find = pc.seen_or_wait("Find Web Server Stall", T);
+    assert!(find.contains(&format!("port = {port}")), "{find}");
+    println!("{name}: answers {seen:?}; {drain_line}");
+    drop(clients);
+    pc.wait_for("Restarted Process", T);
+}

@@ -1266,6 +1266,9 @@ fn spawn_queue_watch(
             crate::sense::progress::Outcome::Stuck(figures) => tx
                 .send(Msg::Evidence(idx, Evidence::NoProgress { watch, figures }))
                 .is_ok(),
+            crate::sense::progress::Outcome::Suspected(on) => tx
+                .send(Msg::Evidence(idx, Evidence::ProgressSuspect { watch, on }))
+                .is_ok(),
             crate::sense::progress::Outcome::Withheld(figures, why) => {
                 log.warn(&format!(
                     "kernel evidence does not judge pid= {pid} port= {port}: {figures}; {why}"

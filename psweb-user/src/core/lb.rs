@@ -74,7 +74,7 @@ impl LbInputs {
             suspected: e
                 .stall
                 .as_ref()
-                .is_some_and(|s| s.enabled && s.failing_since.is_some()),
+                .is_some_and(|s| s.enabled && (s.failing_since.is_some() || s.progress_suspected)),
             operator_drain,
             monitor_off: !e.monitor_on,
         }
@@ -591,6 +591,65 @@ mod tests {
             later,
         );
         assert_eq!(state(&e), (Down, "retry over"));
+    }
+
+    /// Kernel evidence's suspicion (half a window with no progress) drains the entry
+    /// until the server progresses again; one about an older process is ignored.
+    #[test]
+    fn progress_suspicion_drains_until_progress() {
+        use LbState::*;
+        let t = Instant::now();
+        let mut e = entry(true, 1);
+        e.on(
+            Evidence::Running {
+                pid: 10,
+                adopted: true,
+            },
+            t,
+        );
+        let w = watch_of(&e);
+        e.on(
+            Evidence::ProgressSuspect {
+                watch: w + 1,
+                on: true,
+            },
+            t,
+        );
+        assert_eq!(state(&e), (Up, "ready"), "another watch's suspicion");
+        e.on(Evidence::ProgressSuspect { watch: w, on: true }, t);
+        assert_eq!(state(&e), (Drain, "stall suspected"));
+        e.on(
+            Evidence::ProgressSuspect {
+                watch: w,
+                on: false,
+            },
+            t,
+        );
+        assert_eq!(state(&e), (Up, "ready"));
+        e.on(Evidence::ProgressSuspect { watch: w, on: true }, t);
+        e.on(Evidence::MonitorOff, t);
+        e.on(Evidence::MonitorOn, t);
+        assert_eq!(state(&e), (Up, "ready"), "monitoring off ends a suspicion");
+        e.on(Evidence::ProgressSuspect { watch: w, on: true }, t);
+        e.on(
+            Evidence::Died {
+                watch: w,
+                pid: 10,
+                how: DeathKind::Signaled(9),
+                source: Source::Pidfd,
+            },
+            t,
+        );
+        e.on(
+            Evidence::Running {
+                pid: 11,
+                adopted: false,
+            },
+            t,
+        );
+        let w2 = watch_of(&e);
+        e.on(Evidence::ProbeOk { watch: w2 }, t);
+        assert_eq!(state(&e), (Up, "ready"), "a new process starts unsuspected");
     }
 
     #[test]

@@ -148,6 +148,10 @@ pub enum Evidence {
         watch: WatchId,
         figures: progress::Figures,
     },
+    /// Kernel evidence: work has waited with no progress for half of the window
+    /// (`on`), or the server progressed again or no work waits any more (`!on`).
+    /// A suspicion only, for the load balancer (drain); never a verdict.
+    ProgressSuspect { watch: WatchId, on: bool },
     /// The outcome of a forced kill of a stalled process.
     KillResult {
         watch: WatchId,
@@ -442,6 +446,8 @@ pub struct StallWatch {
     pub detections: u32,
     /// The first failure of the current run of failed probes.
     failing_since: Option<Instant>,
+    /// Work waits with no progress for half of the kernel window (kernel evidence).
+    progress_suspected: bool,
     /// The watch already judged stalled: one verdict per watch (its forced kill ends
     /// it), however much stall evidence follows.
     judged: Option<WatchId>,
@@ -461,6 +467,7 @@ impl StallWatch {
             enabled: true,
             detections: 0,
             failing_since: None,
+            progress_suspected: false,
             judged: None,
         }
     }
@@ -547,6 +554,7 @@ impl Entry {
                 out.push(Action::Watch { watch, pid });
                 if let Some(sw) = self.stall.as_mut() {
                     sw.failing_since = None;
+                    sw.progress_suspected = false;
                     if sw.sts != StallSts::Detect {
                         sw.sts = StallSts::Init;
                     }
@@ -602,6 +610,7 @@ impl Entry {
                 out.push(Action::Persist);
                 if let Some(sw) = self.stall.as_mut() {
                     sw.failing_since = None;
+                    sw.progress_suspected = false;
                     if sw.enabled && sw.sts != StallSts::Detect {
                         sw.sts = StallSts::Unknown;
                     }
@@ -719,6 +728,13 @@ impl Entry {
                     self.stall_verdict(watch, pid, why, EventSource::Probe, now, &mut out);
                 }
             }
+            Evidence::ProgressSuspect { watch, on } => {
+                if self.watch == Some(watch) {
+                    if let Some(sw) = self.stall.as_mut() {
+                        sw.progress_suspected = on && sw.enabled && self.monitor_on;
+                    }
+                }
+            }
             Evidence::NoProgress { watch, figures } => {
                 if self.watch != Some(watch) || !self.monitor_on {
                     return out;
@@ -789,6 +805,7 @@ impl Entry {
                 self.monitor_on = false;
                 if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
                     sw.failing_since = None;
+                    sw.progress_suspected = false;
                     sw.sts = StallSts::Unknown;
                 }
                 out.push(event(
@@ -839,6 +856,7 @@ impl Entry {
         sw.judged = Some(watch);
         sw.detections += 1;
         sw.failing_since = None;
+        sw.progress_suspected = false;
         out.push(event(
             Level::Error,
             sw.find_line(pid),

@@ -153,6 +153,14 @@ impl Progress {
             .is_some_and(|(since, _)| at.saturating_duration_since(*since) >= self.window)
     }
 
+    /// Whether work has waited with no progress for half of the window at `at`: the
+    /// load balancer's sign to drain before the verdict can come.
+    pub fn suspected(&self, at: Instant) -> bool {
+        self.since
+            .as_ref()
+            .is_some_and(|(since, _)| at.saturating_duration_since(*since) >= self.window / 2)
+    }
+
     pub fn observe(&mut self, s: &Sample) -> Step {
         let first = self.prev.is_empty() && self.since.is_none();
         let mut progressed = false;
@@ -325,6 +333,32 @@ mod tests {
                 Step::NoProgress(_) => 'V',
             };
             assert_eq!(got, *want, "step {i} at {at} ms");
+        }
+    }
+
+    /// Half a window with no progress is a suspicion (the balancer drains), before the
+    /// verdict; progress or no waiting work ends it.
+    #[test]
+    fn suspicion_at_half_the_window() {
+        let t0 = Instant::now();
+        let full = Some((17, 16));
+        let stuck = [conn(1, 100, 50, 0)];
+        let mut p = Progress::new(ms(2000));
+        let rows: [(u64, Option<(u32, u32)>, &[Conn], bool); 7] = [
+            (0, full, &stuck, false),
+            (900, full, &stuck, false),
+            (1000, full, &stuck, true),
+            // The server wrote: progress, the suspicion is over.
+            (1100, full, &[conn(1, 200, 50, 0)], false),
+            (2100, full, &[conn(1, 200, 50, 0)], true),
+            // No work waits any more.
+            (2200, Some((0, 16)), &[conn(1, 200, 50, 0)], false),
+            (3300, Some((0, 16)), &[conn(1, 200, 50, 0)], false),
+        ];
+        for (at, q, conns, want) in rows {
+            let s = sample(t0, at, q, conns);
+            p.observe(&s);
+            assert_eq!(p.suspected(s.at), want, "at {at} ms");
         }
     }
 

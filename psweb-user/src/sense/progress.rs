@@ -36,6 +36,10 @@ pub enum Outcome {
     /// No progress, but the server's threads wait on something psweb cannot tell
     /// from a stall: kernel evidence does not judge. Reported once per episode.
     Withheld(Figures, &'static str),
+    /// Work has waited with no progress for half of the window and the server's
+    /// threads look stuck (`true`), or that is over (`false`): the load balancer's
+    /// sign to drain. Reported on each change.
+    Suspected(bool),
 }
 
 /// Samples `port` of the server `pid` whenever `woken` fires, until the task is
@@ -59,6 +63,9 @@ pub async fn sample_port(
     // was in accept() when it was stopped: the kernel completes that accept).
     let mut full_next = false;
     let mut last_depth = 0;
+    // Half a window with no progress (the rule's view), and what was last reported.
+    let mut half_window = false;
+    let mut suspected = false;
     loop {
         if !sampling {
             if woken.changed().await.is_err() {
@@ -92,7 +99,31 @@ pub async fn sample_port(
         let depth = sample.queue.map_or(0, |(d, _)| d);
         full_next = !full && (depth != last_depth || sample.conns.len() < known.len());
         last_depth = depth;
-        match rule.observe(&sample) {
+        let step = rule.observe(&sample);
+        if !matches!(step, Step::NoProgress(_)) {
+            let half = matches!(step, Step::Watching) && rule.suspected(sample.at);
+            if half != half_window {
+                half_window = half;
+                // The threads are read once, when half a window has passed: a server
+                // that waits on something psweb cannot tell from a stall is not
+                // drained either.
+                let on = half && {
+                    let held: HashMap<u32, bool> = sample
+                        .conns
+                        .iter()
+                        .map(|c| (c.inode, c.owes_answer))
+                        .collect();
+                    judge(&threads_of(pid, port, &held)).is_ok()
+                };
+                if on != suspected {
+                    suspected = on;
+                    if !report(Outcome::Suspected(on)) {
+                        return;
+                    }
+                }
+            }
+        }
+        match step {
             Step::NoWork => {
                 sampling = false;
                 withheld_told = false;
