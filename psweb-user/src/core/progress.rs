@@ -47,6 +47,13 @@ pub struct Sample {
     /// an earlier complete sample, so a new accept is not seen). Only a complete
     /// sample can end a window in a verdict.
     pub complete: bool,
+    /// Connections held by a process that was stopped (every thread in state T) when
+    /// the sample was taken. One of them first seen now is not an accept by the
+    /// server: a stop that interrupts a worker asleep in accept() while a connection
+    /// is queued still completes that accept in the kernel, and the worker stops on
+    /// its way back, before its code sees the connection. The sampler fills this only
+    /// for the connections [`Progress::accepted_only`] names.
+    pub held_by_stopped: Vec<u32>,
 }
 
 impl Sample {
@@ -161,6 +168,26 @@ impl Progress {
             .is_some_and(|(since, _)| at.saturating_duration_since(*since) >= self.window / 2)
     }
 
+    /// The connections of `s` that the previous sample did not show, when they are
+    /// all the progress `s` would show (no byte moved on any connection): whether
+    /// their holders are stopped decides whether the server progressed. Empty when
+    /// something else shows progress, or for the first sample.
+    pub fn accepted_only(&self, s: &Sample) -> Vec<u32> {
+        if self.prev.is_empty() && self.since.is_none() {
+            return Vec::new();
+        }
+        let mut new = Vec::new();
+        for c in &s.conns {
+            match self.prev.get(&c.inode) {
+                Some(&(w, r, _)) if c.written > w || c.read > r => return Vec::new(),
+                Some(_) => {}
+                None if c.written > 0 || c.read > 0 => return Vec::new(),
+                None => new.push(c.inode),
+            }
+        }
+        new
+    }
+
     pub fn observe(&mut self, s: &Sample) -> Step {
         let first = self.prev.is_empty() && self.since.is_none();
         let mut progressed = false;
@@ -173,8 +200,9 @@ impl Progress {
                     }
                     acked += c.acked.saturating_sub(a);
                 }
-                // A connection the previous sample did not show: the server accepted it.
-                None if !first => progressed = true,
+                // A connection the previous sample did not show: the server accepted it
+                // (unless a stopped process holds it).
+                None if !first && !s.held_by_stopped.contains(&c.inode) => progressed = true,
                 None => {}
             }
         }
@@ -231,7 +259,7 @@ pub fn progressed(before: &Sample, after: &Sample) -> bool {
         .collect();
     after.conns.iter().any(|c| match was.get(&c.inode) {
         Some(&(w, r)) => c.written > w || c.read > r,
-        None => after.complete,
+        None => after.complete && !after.held_by_stopped.contains(&c.inode),
     })
 }
 
@@ -317,11 +345,17 @@ mod tests {
             queue,
             conns: conns.to_vec(),
             complete: true,
+            held_by_stopped: Vec::new(),
         }
     }
 
     /// (at ms, queue, connections, expected step kind: N(o work), W(atching), V(erdict)).
     type Row = (u64, Option<(u32, u32)>, Vec<Conn>, char);
+
+    /// (at ms, queue, connections, suspected).
+    type HalfRow<'a> = (u64, Option<(u32, u32)>, &'a [Conn], bool);
+    /// (at ms, connections, held by a stopped process, accepted_only, step).
+    type StopRow<'a> = (u64, &'a [Conn], &'a [u32], &'a [u32], char);
 
     fn run(window_ms: u64, steps: &[Row]) {
         let t0 = Instant::now();
@@ -344,7 +378,7 @@ mod tests {
         let full = Some((17, 16));
         let stuck = [conn(1, 100, 50, 0)];
         let mut p = Progress::new(ms(2000));
-        let rows: [(u64, Option<(u32, u32)>, &[Conn], bool); 7] = [
+        let rows: [HalfRow; 7] = [
             (0, full, &stuck, false),
             (900, full, &stuck, false),
             (1000, full, &stuck, true),
@@ -458,6 +492,68 @@ mod tests {
                 (2000, full, vec![conn(1, 0, 0, 0)], 'V'),
             ],
         );
+    }
+
+    /// A worker stopped while asleep in accept() with a connection queued: the kernel
+    /// completes that accept and the worker stops before its code runs. The new
+    /// connection held by the stopped process is not progress; one accepted by a
+    /// running process is, and so is any byte moved.
+    #[test]
+    fn a_connection_accepted_into_a_stopped_process_is_not_progress() {
+        let t0 = Instant::now();
+        let full = Some((17, 16));
+        let mut p = Progress::new(ms(2000));
+        assert_eq!(p.observe(&sample(t0, 0, full, &[])), Step::Watching);
+        let rows: [StopRow; 4] = [
+            (1000, &[conn(1, 0, 0, 0)], &[1], &[1], 'W'),
+            (2000, &[conn(1, 0, 0, 0)], &[1], &[], 'V'),
+            // A running process accepted: progress, the window restarts.
+            (2500, &[conn(1, 0, 0, 0), conn(2, 0, 0, 0)], &[1], &[2], 'W'),
+            (4000, &[conn(1, 0, 0, 0), conn(2, 0, 0, 0)], &[1], &[], 'W'),
+        ];
+        for (at, conns, stopped, only, want) in rows {
+            let mut s = sample(t0, at, full, conns);
+            assert_eq!(p.accepted_only(&s), only, "at {at} ms");
+            s.held_by_stopped = stopped.to_vec();
+            let got = match p.observe(&s) {
+                Step::NoWork => 'N',
+                Step::Watching => 'W',
+                Step::NoProgress(_) => 'V',
+            };
+            assert_eq!(got, want, "at {at} ms");
+        }
+        assert!(matches!(
+            p.observe(&sample(
+                t0,
+                4500,
+                full,
+                &[conn(1, 0, 0, 0), conn(2, 0, 0, 0)]
+            )),
+            Step::NoProgress(_)
+        ));
+        // A new connection the server already read from, or any byte moved, is
+        // progress whoever holds it: nothing to ask.
+        let known = [conn(1, 0, 0, 0), conn(2, 0, 0, 0)];
+        let read_new = sample(
+            t0,
+            5000,
+            full,
+            &[conn(1, 0, 0, 0), conn(2, 0, 0, 0), conn(3, 0, 18, 0)],
+        );
+        assert!(p.accepted_only(&read_new).is_empty());
+        let wrote = sample(
+            t0,
+            5000,
+            full,
+            &[conn(1, 9, 0, 0), conn(2, 0, 0, 0), conn(4, 0, 0, 0)],
+        );
+        assert!(p.accepted_only(&wrote).is_empty());
+        let mut before = sample(t0, 5000, full, &known[..1]);
+        before.complete = true;
+        let mut after = sample(t0, 5050, full, &known);
+        assert!(progressed(&before, &after));
+        after.held_by_stopped = vec![2];
+        assert!(!progressed(&before, &after));
     }
 
     /// A sample of the known connections only cannot end a window: an accept it

@@ -81,7 +81,7 @@ pub async fn sample_port(
             || full_next
             || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
         decide_now = false;
-        let sample = if full {
+        let mut sample = if full {
             match sockdiag::progress_sample(port, now) {
                 Ok((s, ids)) => {
                     known = ids;
@@ -99,6 +99,14 @@ pub async fn sample_port(
         let depth = sample.queue.map_or(0, |(d, _)| d);
         full_next = !full && (depth != last_depth || sample.conns.len() < known.len());
         last_depth = depth;
+        // Connections that appeared with nothing else moving: accepted by the server,
+        // or completed by the kernel into a worker that a stop interrupted in accept().
+        if sample.complete {
+            let new = rule.accepted_only(&sample);
+            if !new.is_empty() {
+                sample.held_by_stopped = held_by_stopped(pid, &new);
+            }
+        }
         let step = rule.observe(&sample);
         if !matches!(step, Step::NoProgress(_)) {
             let half = matches!(step, Step::Watching) && rule.suspected(sample.at);
@@ -217,6 +225,41 @@ pub fn threads_of<S: std::hash::BuildHasher>(
         }
     }
     out
+}
+
+/// Which of `inodes` a stopped process of the server (`pid` and its descendants,
+/// every thread in state T or t) holds.
+fn held_by_stopped(pid: i32, inodes: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for p in tree(pid) {
+        let held: Vec<u32> = socket_inodes(p)
+            .into_iter()
+            .filter(|i| inodes.contains(i))
+            .collect();
+        if !held.is_empty() && stopped(p) {
+            out.extend(held);
+        }
+    }
+    out
+}
+
+/// Whether every thread of `pid` is stopped (false when it cannot be read).
+fn stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for t in tasks.filter_map(|t| t.ok()) {
+        let state = std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| procfs::parse_stat(&s))
+            .map(|s| s.state);
+        if !matches!(state, Some('T' | 't')) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// The system call number of /proc/PID/task/TID/syscall ("running" and "-1 ..."

@@ -104,6 +104,7 @@ pub fn progress_sample(port: u16, at: std::time::Instant) -> io::Result<(Sample,
         queue: None,
         conns: Vec::new(),
         complete: true,
+        held_by_stopped: Vec::new(),
     };
     let mut ids = Vec::new();
     let mut families = Vec::new();
@@ -142,6 +143,7 @@ pub fn progress_sample_known(
         queue: None,
         conns: Vec::new(),
         complete: false,
+        held_by_stopped: Vec::new(),
     };
     for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         for s in dump(fam, 1 << TCP_LISTEN, port, false)? {
