@@ -344,7 +344,9 @@ mod tests {
         let full = Some((17, 16));
         let stuck = [conn(1, 100, 50, 0)];
         let mut p = Progress::new(ms(2000));
-        let rows: [(u64, Option<(u32, u32)>, &[Conn], bool); 7] = [
+        // (ms after t0, accept queue, connections held, suspected)
+        type Row<'a> = (u64, Option<(u32, u32)>, &'a [Conn], bool);
+        let rows: [Row; 7] = [
             (0, full, &stuck, false),
             (900, full, &stuck, false),
             (1000, full, &stuck, true),
