@@ -204,7 +204,7 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// under target/bench/. `cargo xtask bench --vs monit`: only the side-by-side with
 /// monit (vs_monit, about 12 minutes; it installs Debian's monit if missing).
 /// `cargo xtask bench --vs lb`: HAProxy in front of two Apache backends under pcheck
-/// (vs_lb, about 4 minutes).
+/// (vs_lb, about 6 minutes).
 pub fn bench(args: &[String]) -> Result<(), String> {
     let benches: &[&str] = match args {
         [] => &["death", "stall", "kernel", "events", "fleet"],
