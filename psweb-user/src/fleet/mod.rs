@@ -9,7 +9,7 @@
 
 pub mod etcd;
 
-use crate::core::fleet::{self as rules, Health, Held, RebootDecision};
+use crate::core::fleet::{self as rules, Health, Held, RebootDecision, RestartDecision};
 use crate::core::reboot::RebootGuard;
 use crate::core::{EventKind, Level, ProcSts};
 use crate::pfile::{FleetCfg, FleetUnreachable, Pfile};
@@ -30,6 +30,8 @@ struct Local {
     want_reboot: bool,
     /// The reboot limit is reached: the host stays up; its slot goes back.
     at_limit: bool,
+    /// A stall kill waits for a restart slot (`fleet_max_restarting`).
+    want_restart: bool,
 }
 
 /// Operator requests (padmin), answered with a message or an error.
@@ -52,6 +54,11 @@ const KEEPALIVE_WAIT: Duration = Duration::from_secs(3);
 pub struct Fleet {
     local: watch::Sender<Local>,
     granted: watch::Receiver<bool>,
+    /// A held stall kill may go ahead (it holds a restart slot, or etcd is away and
+    /// `fleet_unreachable = proceed`).
+    restart_granted: watch::Receiver<bool>,
+    /// `fleet_max_restarting` is set: stall kills wait for a restart slot.
+    restart_budget: bool,
     cmds: mpsc::Sender<Cmd>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -91,6 +98,8 @@ impl Fleet {
         ));
         let (local, local_rx) = watch::channel(Local::default());
         let (granted_tx, granted) = watch::channel(false);
+        let (restart_granted_tx, restart_granted) = watch::channel(false);
+        let restart_budget = cfg.max_restarting.is_some();
         let (cmds, cmd_rx) = mpsc::channel(8);
         let (stop, stop_rx) = oneshot::channel();
         let metrics = Arc::new(OnceLock::new());
@@ -101,6 +110,9 @@ impl Fleet {
             log: Arc::clone(log),
             metrics: Arc::clone(&metrics),
             granted: granted_tx,
+            restart_granted: restart_granted_tx,
+            restart_budget: 0,
+            restart_held: None,
             held: None,
             reachable: None,
             budget_logged: false,
@@ -112,6 +124,8 @@ impl Fleet {
         Some(Self {
             local,
             granted,
+            restart_granted,
+            restart_budget,
             cmds,
             stop: Some(stop),
             task,
@@ -132,6 +146,7 @@ impl Fleet {
         guard: &RebootGuard,
         entries: impl Iterator<Item = (u32, bool, ProcSts)>,
         worst: Option<(u32, Duration)>,
+        want_restart: bool,
     ) -> Option<(u32, Duration)> {
         let rebooting = guard.fired();
         let entries: Vec<(u32, Health)> = entries
@@ -147,6 +162,7 @@ impl Fleet {
                 entries,
                 want_reboot: due,
                 at_limit,
+                want_restart: want_restart && self.restart_budget,
             };
             let changed = *l != new;
             *l = new;
@@ -156,6 +172,19 @@ impl Fleet {
             return worst.map(|(id, _)| (id, Duration::ZERO));
         }
         worst
+    }
+
+    /// `fleet_max_restarting` is set: stall kills are held until the fleet grants a
+    /// restart slot ([`Fleet::stall_kill_may`]).
+    pub fn restart_budget(&self) -> bool {
+        self.restart_budget
+    }
+
+    /// Whether a stall kill may go ahead now: always without a restart budget; with
+    /// one, once this host holds a restart slot (asked for through [`Fleet::gate`]).
+    /// Death restarts never ask.
+    pub fn stall_kill_may(&self) -> bool {
+        !self.restart_budget || *self.restart_granted.borrow()
     }
 
     /// An operator request; the answer comes on the request's channel.
@@ -189,6 +218,11 @@ struct Task {
     log: Arc<Logger>,
     metrics: Arc<OnceLock<Arc<Metrics>>>,
     granted: watch::Sender<bool>,
+    restart_granted: watch::Sender<bool>,
+    /// The fleet's restart budget as stored (0 until known, or without one).
+    restart_budget: u32,
+    /// Why the held stall kill waits, as last logged.
+    restart_held: Option<Held>,
     /// Why the due reboot waits, as last logged.
     held: Option<Held>,
     reachable: Option<bool>,
@@ -277,6 +311,16 @@ impl Task {
                 EventKind::FleetEtcdLost,
             );
         }
+        if !l.want_restart {
+            self.restart_granted.send_replace(false);
+        } else {
+            match self.cfg.unreachable {
+                FleetUnreachable::Proceed => {
+                    self.restart_granted.send_replace(true);
+                }
+                FleetUnreachable::Hold => self.restart_held(Held::Unreachable),
+            }
+        }
         if !l.want_reboot {
             self.granted.send_replace(false);
             return;
@@ -332,6 +376,43 @@ impl Task {
         self.held = Some(why);
     }
 
+    /// A held stall kill waits: one line per kind of reason.
+    fn restart_held(&mut self, why: Held) {
+        self.restart_granted.send_replace(false);
+        if self
+            .restart_held
+            .as_ref()
+            .is_some_and(|h| h.same_kind(&why))
+        {
+            return;
+        }
+        let reason = match &why {
+            Held::Operator(who) => format!("held fleet-wide by an operator ({who})"),
+            Held::Outage { unhealthy, of } => format!(
+                "{unhealthy} of {of} hosts are unhealthy (more than fleet_hold_ratio {}): a shared cause is suspected",
+                self.cfg.hold_ratio
+            ),
+            Held::NoSlot(holders) => format!(
+                "every restart slot is taken (by {})",
+                if holders.is_empty() {
+                    "nobody: fleet_max_restarting is 0".to_string()
+                } else {
+                    holders.join(", ")
+                }
+            ),
+            Held::Unreachable => "etcd cannot be reached (fleet_unreachable = hold)".to_string(),
+        };
+        self.event(
+            Level::Warning,
+            &format!(
+                "Stall Restart held: fleet= {} host= {}: {reason}; the stalled server is killed once a slot is free; retrying",
+                self.cfg.name, self.host
+            ),
+            EventKind::RestartHeld,
+        );
+        self.restart_held = Some(why);
+    }
+
     /// A grant ends any hold.
     fn not_held(&mut self) {
         if let Some(m) = self.metrics.get() {
@@ -366,16 +447,38 @@ impl Task {
         cmds: &mut mpsc::Receiver<Cmd>,
         stop: &mut oneshot::Receiver<()>,
     ) -> End {
-        let budget = match conn.budget(self.cfg.max_rebooting).await {
+        let budget = match conn.budget("max_rebooting", self.cfg.max_rebooting).await {
             Ok(b) => b,
             Err(e) => return End::Lost(e),
         };
+        let restart_budget = match self.cfg.max_restarting {
+            Some(n) => match conn.budget("max_restarting", n).await {
+                Ok(b) => Some(b),
+                Err(e) => return End::Lost(e),
+            },
+            None => None,
+        };
+        self.restart_budget = restart_budget.unwrap_or(0);
         if !self.budget_logged {
             self.budget_logged = true;
-            if let Some(msg) =
-                rules::budget_mismatch(&self.cfg.name, self.cfg.max_rebooting, budget)
-            {
-                self.log.warn(&msg);
+            let mismatches = [
+                (
+                    "fleet_max_rebooting",
+                    Some(self.cfg.max_rebooting),
+                    Some(budget),
+                ),
+                (
+                    "fleet_max_restarting",
+                    self.cfg.max_restarting,
+                    restart_budget,
+                ),
+            ];
+            for (key, configured, stored) in mismatches {
+                if let (Some(c), Some(s)) = (configured, stored) {
+                    if let Some(msg) = rules::budget_mismatch(&self.cfg.name, key, c, s) {
+                        self.log.warn(&msg);
+                    }
+                }
             }
         }
         let lease = match conn.grant(self.cfg.lease_ttl).await {
@@ -410,6 +513,11 @@ impl Task {
             if matches!(self.held, Some(Held::Unreachable)) {
                 self.held = None;
             }
+            if matches!(self.restart_held, Some(Held::Unreachable)) {
+                self.restart_held = None;
+            }
+            // A stall kill let go while etcd was away asks for a slot again.
+            self.restart_granted.send_replace(false);
         }
         self.reachable = Some(true);
         self.established = true;
@@ -425,7 +533,9 @@ impl Task {
         let r: etcd::Result<End> = async {
             loop {
                 let l = local.borrow().clone();
-                let look = holding || (l.want_reboot && !*self.granted.borrow());
+                let look = holding
+                    || (l.want_reboot && !*self.granted.borrow())
+                    || (l.want_restart && !*self.restart_granted.borrow());
                 tokio::select! {
                     _ = &mut *stop => {
                         let _ = conn.revoke(lease).await;
@@ -465,7 +575,13 @@ impl Task {
                         if !l.want_reboot {
                             self.granted.send_replace(false);
                         }
-                        if (l.want_reboot && !*self.granted.borrow()) || holding {
+                        if !l.want_restart {
+                            self.restart_granted.send_replace(false);
+                        }
+                        if (l.want_reboot && !*self.granted.borrow())
+                            || (l.want_restart && !*self.restart_granted.borrow())
+                            || holding
+                        {
                             holding = self.look(&mut conn, budget, &l).await?;
                         }
                     }
@@ -543,13 +659,95 @@ impl Task {
         }
     }
 
-    /// One look at the fleet: gives the slot back when due, and decides a due reboot.
-    /// Returns whether this host (still) holds a slot.
+    /// One look at the fleet: gives slots back when due, and decides a due reboot and a
+    /// held stall kill. Returns whether this host (still) holds a slot.
     async fn look(&mut self, conn: &mut Conn, budget: u32, l: &Local) -> etcd::Result<bool> {
         let started = Instant::now();
-        let view = conn.view(budget).await?;
-        if let Some(i) = rules::release_slot(&view, &self.host, l.at_limit && !l.want_reboot) {
-            if conn.release_slot(i, Some(&self.host)).await? {
+        let mut view = conn.view(budget).await?;
+        view.max_restarting = self.restart_budget;
+        let restarting = self.look_restart(conn, &view, l).await?;
+        let rebooting = self.look_reboot(conn, budget, l, &view, started).await?;
+        Ok(restarting || rebooting)
+    }
+
+    /// The restart budget's part of a look: returns whether this host holds a restart
+    /// slot afterwards.
+    async fn look_restart(
+        &mut self,
+        conn: &mut Conn,
+        view: &rules::View,
+        l: &Local,
+    ) -> etcd::Result<bool> {
+        if let Some(i) = rules::release_restart_slot(view, &self.host, l.want_restart) {
+            if conn.release_slot("restart", i, Some(&self.host)).await? {
+                self.event(
+                    Level::Info,
+                    &format!(
+                        "Fleet restart slot released: fleet= {} host= {} slot= {i}: the restarted server is healthy again",
+                        self.cfg.name, self.host
+                    ),
+                    EventKind::FleetSlot,
+                );
+            }
+            return Ok(false);
+        }
+        let holding = view.restart_slots.values().any(|h| *h == self.host);
+        if !l.want_restart || *self.restart_granted.borrow() {
+            return Ok(holding);
+        }
+        let granted = match rules::decide_restart(view, &self.host, self.cfg.hold_ratio) {
+            RestartDecision::Keep(i) => Some(i),
+            RestartDecision::Take(free) => {
+                match conn
+                    .take_slot("restart", &self.host, &free, self.cfg.reboot_ttl)
+                    .await?
+                {
+                    Some(i) => Some(i),
+                    None => {
+                        let again = conn.view(view.max_rebooting).await?;
+                        self.restart_held(Held::NoSlot(
+                            again.restart_slots.values().cloned().collect(),
+                        ));
+                        None
+                    }
+                }
+            }
+            RestartDecision::Held(why) => {
+                self.restart_held(why);
+                None
+            }
+        };
+        let Some(i) = granted else {
+            return Ok(holding);
+        };
+        self.restart_held = None;
+        self.event(
+            Level::Warning,
+            &format!(
+                "Fleet restart slot granted: fleet= {} host= {} slot= {i}/{}: the stalled server is killed and restarted (freed when it is healthy again, or after fleet_reboot_ttl {} s)",
+                self.cfg.name,
+                self.host,
+                view.max_restarting,
+                self.cfg.reboot_ttl.as_secs()
+            ),
+            EventKind::FleetSlot,
+        );
+        self.restart_granted.send_replace(true);
+        Ok(true)
+    }
+
+    /// The reboot budget's part of a look: returns whether this host holds a reboot
+    /// slot afterwards.
+    async fn look_reboot(
+        &mut self,
+        conn: &mut Conn,
+        budget: u32,
+        l: &Local,
+        view: &rules::View,
+        started: Instant,
+    ) -> etcd::Result<bool> {
+        if let Some(i) = rules::release_slot(view, &self.host, l.at_limit && !l.want_reboot) {
+            if conn.release_slot("reboot", i, Some(&self.host)).await? {
                 let why = if view.host_up(&self.host) {
                     "the host is healthy again"
                 } else {
@@ -566,26 +764,26 @@ impl Task {
             }
             return Ok(false);
         }
-        self.outage_over(&view);
+        self.outage_over(view);
         let holding = view.slot_of(&self.host).is_some();
         if !l.want_reboot || *self.granted.borrow() || self.gave_back {
             return Ok(holding);
         }
-        match rules::decide_reboot(&view, &self.host, self.cfg.hold_ratio) {
+        match rules::decide_reboot(view, &self.host, self.cfg.hold_ratio) {
             RebootDecision::Keep(i) => {
-                if conn.refresh_slot(i, &self.host).await? {
-                    self.grant(i, &view, "kept from the last reboot", started);
+                if conn.refresh_slot("reboot", i, &self.host).await? {
+                    self.grant(i, view, "kept from the last reboot", started);
                     return Ok(true);
                 }
                 Ok(false)
             }
             RebootDecision::Take(free) => {
                 match conn
-                    .take_slot(&self.host, &free, self.cfg.reboot_ttl)
+                    .take_slot("reboot", &self.host, &free, self.cfg.reboot_ttl)
                     .await?
                 {
                     Some(i) => {
-                        self.grant(i, &view, "taken", started);
+                        self.grant(i, view, "taken", started);
                         Ok(true)
                     }
                     None => {
@@ -650,7 +848,7 @@ impl Task {
                     )));
                     return Ok(());
                 };
-                conn.release_slot(i, Some(&host)).await?;
+                conn.release_slot("reboot", i, Some(&host)).await?;
                 conn.note_release(&host, &format!("padmin on {}", self.host))
                     .await?;
                 let _ = reply.send(Ok(format!(
@@ -661,7 +859,7 @@ impl Task {
             Cmd::GiveBack => {
                 let view = conn.view(budget).await?;
                 if let Some(i) = view.slot_of(&self.host) {
-                    conn.release_slot(i, Some(&self.host)).await?;
+                    conn.release_slot("reboot", i, Some(&self.host)).await?;
                     self.event(
                         Level::Error,
                         &format!(
