@@ -311,15 +311,15 @@ impl Task {
                 EventKind::FleetEtcdLost,
             );
         }
-        if !l.want_restart {
-            self.restart_granted.send_replace(false);
-        } else {
+        if l.want_restart {
             match self.cfg.unreachable {
                 FleetUnreachable::Proceed => {
                     self.restart_granted.send_replace(true);
                 }
                 FleetUnreachable::Hold => self.restart_held(Held::Unreachable),
             }
+        } else {
+            self.restart_granted.send_replace(false);
         }
         if !l.want_reboot {
             self.granted.send_replace(false);
