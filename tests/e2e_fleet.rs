@@ -826,6 +826,16 @@ fn a_death_is_restarted_at_once_while_the_restart_budget_is_full() {
         .wait_for("Stall Restart held", Duration::from_secs(120));
     assert!(held.contains("fleet_max_restarting is 0"), "{held}");
     assert!(alive(pid), "the stalled server is held, not killed");
+    let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["fleet"]["max_restarting"], 0, "{v}");
+    assert_eq!(v["fleet"]["restart_slots"], serde_json::json!([]), "{v}");
+    let text = String::from_utf8_lossy(&h.pc().padmin(&["-c", "show fleet"]).stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("max_restarting") && l.ends_with("= 0")),
+        "{text}"
+    );
     let t = Instant::now();
     kill(pid, libc::SIGKILL);
     h.pc().wait_for("Restarted Process", T);

@@ -389,8 +389,8 @@ impl Conn {
     }
 
     /// Seconds left on a slot's lease (for `show fleet`).
-    pub async fn slot_ttl(&mut self, i: u32) -> Result<Option<i64>> {
-        let Some(rec) = self.slot("reboot", i).await? else {
+    pub async fn slot_ttl(&mut self, kind: &str, i: u32) -> Result<Option<i64>> {
+        let Some(rec) = self.slot(kind, i).await? else {
             return Ok(None);
         };
         let r = self.client.lease_time_to_live(rec.lease, None).await?;

@@ -821,7 +821,8 @@ impl Task {
     async fn command(&mut self, conn: &mut Conn, budget: u32, cmd: Cmd) -> etcd::Result<()> {
         match cmd {
             Cmd::Show(reply) => {
-                let v = show(conn, budget, &self.cfg, &self.host).await?;
+                let restart_budget = self.cfg.max_restarting.map(|_| self.restart_budget);
+                let v = show(conn, (budget, restart_budget), &self.cfg, &self.host).await?;
                 let _ = reply.send(Ok(v));
             }
             Cmd::Hold(who, reply) => {
@@ -938,9 +939,10 @@ fn reply_err(cmd: Cmd, why: &str) {
 
 /// `padmin -c show fleet`: members with their health and last update, slot holders
 /// with their expiry, the hold state.
+/// `budgets`: the reboot budget, and the restart budget when this host has one.
 async fn show(
     conn: &mut Conn,
-    budget: u32,
+    (budget, restart_budget): (u32, Option<u32>),
     cfg: &FleetCfg,
     me: &str,
 ) -> etcd::Result<serde_json::Value> {
@@ -948,8 +950,13 @@ async fn show(
     let records = conn.members().await?;
     let mut slots = Vec::new();
     for (i, host) in &view.slots {
-        let ttl = conn.slot_ttl(*i).await?;
+        let ttl = conn.slot_ttl("reboot", *i).await?;
         slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
+    }
+    let mut restart_slots = Vec::new();
+    for (i, host) in &view.restart_slots {
+        let ttl = conn.slot_ttl("restart", *i).await?;
+        restart_slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
     }
     let (k, n) = view.unhealthy();
     Ok(serde_json::json!({
@@ -963,6 +970,8 @@ async fn show(
             "updated": crate::report::format_local(rec.updated, "%Y/%m/%d %H:%M:%S"),
         })).collect::<Vec<_>>(),
         "slots": slots,
+        "max_restarting": restart_budget,
+        "restart_slots": restart_slots,
         "unhealthy": k,
         "hosts": n,
         "outage_hold": rules::outage(&view, cfg.hold_ratio).is_some(),
