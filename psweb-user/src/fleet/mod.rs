@@ -4,8 +4,10 @@
 //! One task owns the etcd connection. The agent tells it the health of its entries and
 //! whether a reboot is due ([`Fleet::gate`], once a tick, never waiting); the task keeps
 //! the member key, takes, keeps and gives back the reboot slot, and answers `granted`
-//! through a watch channel. Monitoring and restarts never wait for etcd: while it
-//! cannot be reached, only reboots are affected (`fleet_unreachable`).
+//! through a watch channel. With `fleet_max_restarting` it does the same for a held
+//! stall kill with a restart slot ([`Fleet::stall_kill_may`]). Monitoring and death
+//! restarts never wait for etcd: while it cannot be reached, only reboots (and, with
+//! a restart budget, stall kills) are affected (`fleet_unreachable`).
 
 pub mod etcd;
 
