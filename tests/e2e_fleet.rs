@@ -27,6 +27,11 @@ struct Host {
 
 impl Host {
     fn new(name: &str, etcd: &Etcd, fleet: &str, extra: &str) -> Self {
+        Self::with_block(name, etcd, fleet, extra, "")
+    }
+
+    /// A host whose entry has `block` (a stall check; PORT: its server's port) after it.
+    fn with_block(name: &str, etcd: &Etcd, fleet: &str, extra: &str, block: &str) -> Self {
         let sb = Sandbox::new();
         let port = free_port();
         let pidfile = sb.file("web.pid");
@@ -53,7 +58,8 @@ impl Host {
         let pfile = sb.pfile(&format!(
             "auto_reboot = on\n{after}reboot_limit = 10\nreboot_command = {reboot}\nretry_delay = 300ms\n\
              fleet_etcd = {url}\nfleet_name = {fleet}\nfleet_host = {name}\nfleet_lease_ttl = 3s\n{extra}\n\
-             {DEMO} {script} 1000 pidfile={pid} retry_over_action=continue\n",
+             {DEMO} {script} 1000 pidfile={pid} retry_over_action=continue\n{block}",
+            block = block.replace("PORT", &port.to_string()),
             reboot = reboot.display(),
             url = etcd.url(),
             script = script.display(),
@@ -401,7 +407,10 @@ fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
             .expect("connect");
         let ttl = Duration::from_secs(60);
         for round in 0..100 {
-            let (ra, rb) = tokio::join!(a.take_slot("a", &[0], ttl), b.take_slot("b", &[0], ttl));
+            let (ra, rb) = tokio::join!(
+                a.take_slot("reboot", "a", &[0], ttl),
+                b.take_slot("reboot", "b", &[0], ttl)
+            );
             let (ra, rb) = (ra.expect("txn a"), rb.expect("txn b"));
             assert!(
                 ra.is_some() != rb.is_some(),
@@ -409,7 +418,7 @@ fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
             );
             let view = a.view(1).await.expect("view");
             assert_eq!(view.slots.len(), 1, "round {round}: {view:?}");
-            assert!(a.release_slot(0, None).await.expect("release"));
+            assert!(a.release_slot("reboot", 0, None).await.expect("release"));
         }
     });
 }
@@ -703,4 +712,143 @@ fn etcd_over_tls_with_a_client_certificate() {
         .seen
         .iter()
         .any(|l| l.contains("Fleet etcd unreachable")));
+}
+
+/// A host with a stall check on its demo server (probe interval 10 s, verdict 10 s
+/// after the first failed probe), in a fleet with a restart budget, and reboots far
+/// off (a stalled entry is down).
+fn stall_host(name: &str, etcd: &Etcd, fleet: &str, extra: &str) -> Host {
+    Host::with_block(
+        name,
+        etcd,
+        fleet,
+        &format!("reboot_after = 1h\nfleet_hold_ratio = 2\n{extra}"),
+        &stall_block("_bi_webserv", "10:0:2:10:PORT", 1, ""),
+    )
+}
+
+/// The demo server's pid of a host, once its stall check answered.
+fn stall_ready(h: &mut Host) -> i32 {
+    h.start();
+    h.pc().wait_for("stall_chk (web) of pent_id= 1", T);
+    pid_of(&h.pc().entry(1))
+}
+
+#[test]
+fn stall_restarts_take_turns_in_the_restart_budget() {
+    if !root_or_skip("fleet_restart_budget") || !etcd_or_skip("fleet_restart_budget") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("restarts");
+    let mut hosts: Vec<Host> = (0..2)
+        .map(|i| stall_host(&format!("s{i}"), &etcd, &fleet, "fleet_max_restarting = 1"))
+        .collect();
+    let pids: Vec<i32> = hosts.iter_mut().map(stall_ready).collect();
+    for p in &pids {
+        kill(*p, libc::SIGSTOP);
+    }
+    // Both stall; one takes the slot, the other holds its kill naming the holder.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        let mut got = None;
+        for (i, h) in hosts.iter_mut().enumerate() {
+            h.pc().drain();
+            if h.pc()
+                .seen
+                .iter()
+                .any(|l| l.contains("Fleet restart slot granted"))
+            {
+                got = Some(i);
+            }
+        }
+        if let Some(i) = got {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no restart slot granted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let second = 1 - first;
+    let first_name = hosts[first].name.clone();
+    let held = hosts[second].pc().seen_or_wait("Stall Restart held", T);
+    assert!(
+        held.contains(&format!("every restart slot is taken (by {first_name})")),
+        "{held}"
+    );
+    assert!(
+        alive(pids[second]),
+        "the held host's stalled server is not killed"
+    );
+    hosts[first]
+        .pc()
+        .seen_or_wait(&format!("Killed Process: pid= {}", pids[first]), T);
+    // The second kill waits until the first host's server is healthy again.
+    let granted = hosts[second].pc().wait_for("Fleet restart slot granted", T);
+    assert!(granted.contains(&format!("host= s{second}")), "{granted}");
+    let released = hosts[first]
+        .pc()
+        .seen_or_wait("Fleet restart slot released", T);
+    assert!(released.contains("healthy again"), "{released}");
+    assert!(http_ok(hosts[first].port), "the first host serves again");
+    let killed = hosts[second]
+        .pc()
+        .wait_for(&format!("Killed Process: pid= {}", pids[second]), T);
+    let seen = &hosts[second].pc().seen;
+    let at = |needle: &str| seen.iter().position(|l| l.contains(needle));
+    assert!(
+        at("Fleet restart slot granted") < at(&killed),
+        "the held host kills only after its grant"
+    );
+    hosts[second]
+        .pc()
+        .wait_for("stall_chk (web) of pent_id= 1", T);
+    hosts[second]
+        .pc()
+        .wait_for("Fleet restart slot released", T);
+    assert!(http_ok(hosts[second].port), "the second host serves again");
+}
+
+#[test]
+fn a_death_is_restarted_at_once_while_the_restart_budget_is_full() {
+    if !root_or_skip("fleet_restart_death") || !etcd_or_skip("fleet_restart_death") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("restart-death");
+    // A budget of 0: no stall-restart ever gets a slot.
+    let mut h = stall_host("d0", &etcd, &fleet, "fleet_max_restarting = 0");
+    let pid = stall_ready(&mut h);
+    kill(pid, libc::SIGSTOP);
+    let held = h
+        .pc()
+        .wait_for("Stall Restart held", Duration::from_secs(120));
+    assert!(held.contains("fleet_max_restarting is 0"), "{held}");
+    assert!(alive(pid), "the stalled server is held, not killed");
+    let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["fleet"]["max_restarting"], 0, "{v}");
+    assert_eq!(v["fleet"]["restart_slots"], serde_json::json!([]), "{v}");
+    let text = String::from_utf8_lossy(&h.pc().padmin(&["-c", "show fleet"]).stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("max_restarting") && l.ends_with("= 0")),
+        "{text}"
+    );
+    let t = Instant::now();
+    kill(pid, libc::SIGKILL);
+    h.pc().wait_for("Restarted Process", T);
+    let took = t.elapsed();
+    println!(
+        "death with the restart budget full -> restarted in {} ms",
+        took.as_millis()
+    );
+    h.pc().wait_for("stall_chk (web) of pent_id= 1", T);
+    assert!(http_ok(h.port), "the restarted server serves");
+    h.pc().drain();
+    assert!(
+        !h.pc().seen.iter().any(|l| l.contains("Killed Process")),
+        "the held kill was dropped with the dead process"
+    );
 }

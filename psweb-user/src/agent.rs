@@ -98,6 +98,8 @@ struct Slot {
     watcher: Option<JoinHandle<()>>,
     /// `padmin -c drain -n ID` (until `-c ready`): the load balancer is told drain.
     lb_drain: bool,
+    /// A stall kill waiting for the fleet's restart budget: (watch, pid).
+    held_kill: Option<(WatchId, i32)>,
 }
 
 /// The death-evidence source actually in use.
@@ -316,6 +318,7 @@ async fn run_inner(
             last_service: None,
             watcher: None,
             lb_drain: false,
+            held_kill: None,
         });
     }
     let mut by_tgid: HashMap<i32, usize> = HashMap::new();
@@ -364,6 +367,7 @@ async fn run_inner(
         lb: Arc::clone(&lb_board),
         queue_wake,
         shutdown: sd,
+        restart_budget: fleet.is_some_and(Fleet::restart_budget),
     };
     if let Some(m) = &ctx.metrics {
         m.set_reboots(ctx.guard.count);
@@ -441,7 +445,15 @@ async fn run_inner(
                     let health = slots.iter().map(|s| {
                         (s.cfg.pent_id, s.core.monitor_on && s.core.down_for(now).is_some(), s.core.proc_sts)
                     });
-                    worst = f.gate(&ctx.guard, health, worst);
+                    let want_restart = slots.iter().any(|s| s.held_kill.is_some());
+                    worst = f.gate(&ctx.guard, health, worst, want_restart);
+                    if want_restart && f.stall_kill_may() {
+                        for (idx, s) in slots.iter_mut().enumerate() {
+                            if let Some((watch, pid)) = s.held_kill.take() {
+                                kill_stalled(idx, s, watch, pid, &ctx);
+                            }
+                        }
+                    }
                 }
                 if !ctx.guard.policy.enabled {
                     continue;
@@ -665,6 +677,8 @@ struct Ctx {
     queue_wake: QueueWake,
     /// Handed to every task spawned here; see [`stop`].
     shutdown: Shutdown,
+    /// The fleet has a restart budget: stall kills wait for its slot (on the tick).
+    restart_budget: bool,
 }
 
 /// Metrics of every entry from its decision state (cheap: a few atomic stores).
@@ -876,14 +890,16 @@ fn feed(
                 }
             }
             Action::KillStalled { watch, pid } => {
-                let start_time = slot.service.map(|s| s.start_time);
-                let result = kill_exact(pid, start_time);
-                let _ = ctx.tx.send(Msg::Evidence(
-                    idx,
-                    Evidence::KillResult { watch, pid, result },
-                ));
+                if ctx.restart_budget {
+                    // The fleet's restart budget: killed once a slot is granted.
+                    slot.held_kill = Some((watch, pid));
+                } else {
+                    kill_stalled(idx, slot, watch, pid, ctx);
+                }
             }
             Action::Unwatch { .. } => {
+                // Gone by itself: a held stall kill has nothing left to kill.
+                slot.held_kill = None;
                 for h in slot.stall_tasks.drain(..) {
                     h.abort();
                 }
@@ -1278,6 +1294,16 @@ fn spawn_queue_watch(
         })
         .await;
     })
+}
+
+/// The kill after a stall verdict; its result goes back to the entry's decision state.
+fn kill_stalled(idx: usize, slot: &Slot, watch: WatchId, pid: i32, ctx: &Ctx) {
+    let start_time = slot.service.map(|s| s.start_time);
+    let result = kill_exact(pid, start_time);
+    let _ = ctx.tx.send(Msg::Evidence(
+        idx,
+        Evidence::KillResult { watch, pid, result },
+    ));
 }
 
 /// SIGKILLs exactly the process that was watched: through a pidfd opened now and

@@ -133,16 +133,22 @@ pub fn fleet_text(v: &serde_json::Value) -> String {
             ),
         );
     }
-    for sl in v["slots"].as_array().into_iter().flatten() {
-        line(
-            "reboot_slot",
-            &format!(
-                "{} held by {} (expires in {} s)",
-                str_of(&sl["slot"]),
-                str_of(&sl["host"]),
-                str_of(&sl["expires_in_s"])
-            ),
-        );
+    let slots = [("slots", "reboot_slot"), ("restart_slots", "restart_slot")];
+    for (key, name) in slots {
+        if key == "restart_slots" {
+            line("max_restarting", &str_of(&v["max_restarting"]));
+        }
+        for sl in v[key].as_array().into_iter().flatten() {
+            line(
+                name,
+                &format!(
+                    "{} held by {} (expires in {} s)",
+                    str_of(&sl["slot"]),
+                    str_of(&sl["host"]),
+                    str_of(&sl["expires_in_s"])
+                ),
+            );
+        }
     }
     s
 }

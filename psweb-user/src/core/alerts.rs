@@ -38,7 +38,7 @@ const STALL_ENDS: &[EventKind] = &[
     EventKind::ProcessAdopt,
 ];
 
-pub const PROBLEMS: [Problem; 11] = [
+pub const PROBLEMS: [Problem; 12] = [
     Problem {
         kind: EventKind::ProcessDown,
         severity: "warning",
@@ -91,6 +91,14 @@ pub const PROBLEMS: [Problem; 11] = [
     // The fleet: a due reboot waits (until it gets its slot, or pcheck starts again).
     Problem {
         kind: EventKind::RebootHeld,
+        severity: "warning",
+        scope: Scope::Host,
+        resolved_by: &[EventKind::FleetSlot, EventKind::PcheckStart],
+    },
+    // The fleet: a stall kill waits for a restart slot (until it gets one, or pcheck
+    // starts again).
+    Problem {
+        kind: EventKind::RestartHeld,
         severity: "warning",
         scope: Scope::Host,
         resolved_by: &[EventKind::FleetSlot, EventKind::PcheckStart],
@@ -165,6 +173,7 @@ mod tests {
                     "reboot",
                     "evidence_mode",
                     "reboot_held",
+                    "restart_held",
                     "fleet_hold",
                     "fleet_etcd_lost",
                 ],
@@ -226,9 +235,10 @@ mod tests {
             (RebootHeld, "fire", &["reboot_held"]),
             (FleetHold, "fire", &["fleet_hold"]),
             (FleetResume, "resolve", &["fleet_hold"]),
-            (FleetSlot, "resolve", &["reboot_held"]),
+            (FleetSlot, "resolve", &["reboot_held", "restart_held"]),
             (FleetEtcdLost, "fire", &["fleet_etcd_lost"]),
             (FleetEtcdBack, "resolve", &["fleet_etcd_lost"]),
+            (RestartHeld, "fire", &["restart_held"]),
         ];
         assert_eq!(table.len(), EventKind::ALL.len());
         for (kind, role, problems) in table {

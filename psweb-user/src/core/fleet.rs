@@ -64,6 +64,10 @@ pub struct View {
     pub max_rebooting: u32,
     /// An operator's hold (`padmin -c fleet hold`): who set it.
     pub operator_hold: Option<String>,
+    /// Restart slot index -> the host holding it (stall-restarts in flight).
+    pub restart_slots: BTreeMap<u32, String>,
+    /// The fleet's restart budget (as stored in etcd; 0 when this host has none).
+    pub max_restarting: u32,
 }
 
 impl View {
@@ -172,12 +176,60 @@ pub fn release_slot(view: &View, host: &str, at_limit: bool) -> Option<u32> {
     (view.host_up(host) || at_limit).then_some(slot)
 }
 
+/// What a host with a held stall kill may do (the restart budget is on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestartDecision {
+    /// It already holds this restart slot: the kill goes ahead.
+    Keep(u32),
+    /// Try to take one of these free restart slots, in order.
+    Take(Vec<u32>),
+    /// The kill waits (an outage hold, or every slot taken).
+    Held(Held),
+}
+
+/// The restart budget's rule: a stall-restart (the kill after a stall verdict and the
+/// restart after it) needs one of `max_restarting` slots, and an outage holds it like a
+/// reboot. An operator's hold is about reboots only. Death restarts never ask.
+pub fn decide_restart(view: &View, host: &str, ratio: f64) -> RestartDecision {
+    if let Some((unhealthy, of)) = outage(view, ratio) {
+        return RestartDecision::Held(Held::Outage { unhealthy, of });
+    }
+    if let Some((i, _)) = view.restart_slots.iter().find(|(_, h)| h.as_str() == host) {
+        return RestartDecision::Keep(*i);
+    }
+    let free: Vec<u32> = (0..view.max_restarting)
+        .filter(|i| !view.restart_slots.contains_key(i))
+        .collect();
+    if free.is_empty() {
+        RestartDecision::Held(Held::NoSlot(view.restart_slots.values().cloned().collect()))
+    } else {
+        RestartDecision::Take(free)
+    }
+}
+
+/// Whether `host` gives its restart slot back: no stall kill of it waits
+/// (`want_restart`) and none of its entries is still stalled or restarting (every one is
+/// up again, or gave up at retry-over: the restart is no longer in flight).
+pub fn release_restart_slot(view: &View, host: &str, want_restart: bool) -> Option<u32> {
+    let (i, _) = view
+        .restart_slots
+        .iter()
+        .find(|(_, h)| h.as_str() == host)?;
+    let settled = view.members.get(host).is_some_and(|pf| {
+        !pf.is_empty()
+            && pf
+                .values()
+                .all(|x| matches!(x, Health::Up | Health::RetryOver))
+    });
+    (!want_restart && settled).then_some(*i)
+}
+
 /// The stored budget wins over this host's configuration: Some(message) when they
-/// differ, for one log line.
-pub fn budget_mismatch(fleet: &str, configured: u32, stored: u32) -> Option<String> {
+/// differ, for one log line. `key` names the pfile key (`fleet_max_rebooting`).
+pub fn budget_mismatch(fleet: &str, key: &str, configured: u32, stored: u32) -> Option<String> {
     (configured != stored).then(|| {
         format!(
-            "fleet: fleet_max_rebooting = {configured} here, but fleet {fleet} was set up with {stored}: using {stored}"
+            "fleet: {key} = {configured} here, but fleet {fleet} was set up with {stored}: using {stored}"
         )
     })
 }
@@ -204,7 +256,111 @@ mod tests {
             slots: slots.iter().map(|(i, h)| (*i, (*h).to_string())).collect(),
             max_rebooting: max,
             operator_hold: None,
+            restart_slots: BTreeMap::new(),
+            max_restarting: 0,
         }
+    }
+
+    fn restarting(mut v: View, slots: &[(u32, &str)], max: u32) -> View {
+        v.restart_slots = slots.iter().map(|(i, h)| (*i, (*h).to_string())).collect();
+        v.max_restarting = max;
+        v
+    }
+
+    #[test]
+    fn restart_decisions() {
+        let two_stalled: &[(&str, &[Health])] = &[("a", &[Stalled]), ("b", &[Stalled])];
+        let one_of_four: &[(&str, &[Health])] =
+            &[("a", &[Stalled]), ("b", &[Up]), ("c", &[Up]), ("d", &[Up])];
+        // (view, host, ratio, decision)
+        let table: Vec<(View, &str, f64, RestartDecision)> = vec![
+            (
+                restarting(view(two_stalled, &[], 1), &[], 1),
+                "a",
+                2.0,
+                RestartDecision::Take(vec![0]),
+            ),
+            // The first host's stall-restart is in flight: the second waits for it.
+            (
+                restarting(view(two_stalled, &[], 1), &[(0, "a")], 1),
+                "b",
+                2.0,
+                RestartDecision::Held(Held::NoSlot(vec!["a".into()])),
+            ),
+            (
+                restarting(view(two_stalled, &[], 1), &[(0, "a")], 1),
+                "a",
+                2.0,
+                RestartDecision::Keep(0),
+            ),
+            (
+                restarting(view(two_stalled, &[], 1), &[(0, "a")], 2),
+                "b",
+                2.0,
+                RestartDecision::Take(vec![1]),
+            ),
+            // Both stalled at once, with the default ratio: an outage holds both.
+            (
+                restarting(view(two_stalled, &[], 1), &[], 1),
+                "a",
+                0.5,
+                RestartDecision::Held(Held::Outage {
+                    unhealthy: 2,
+                    of: 2,
+                }),
+            ),
+            (
+                restarting(view(one_of_four, &[], 1), &[], 1),
+                "a",
+                0.5,
+                RestartDecision::Take(vec![0]),
+            ),
+            // The reboot slots are a budget of their own.
+            (
+                restarting(view(one_of_four, &[(0, "b")], 1), &[], 1),
+                "a",
+                2.0,
+                RestartDecision::Take(vec![0]),
+            ),
+            (
+                restarting(view(one_of_four, &[], 1), &[], 0),
+                "a",
+                2.0,
+                RestartDecision::Held(Held::NoSlot(vec![])),
+            ),
+        ];
+        for (v, host, ratio, want) in table {
+            assert_eq!(decide_restart(&v, host, ratio), want, "{v:?}");
+        }
+        // An operator's hold is about reboots: stall-restarts go on.
+        let mut v = restarting(view(one_of_four, &[], 1), &[], 1);
+        v.operator_hold = Some("padmin on ops1".into());
+        assert_eq!(decide_restart(&v, "a", 2.0), RestartDecision::Take(vec![0]));
+    }
+
+    #[test]
+    fn restart_slots_are_given_back_once_the_restart_settles() {
+        // (a's entries, a kill still waits, released)
+        let table: &[(&[Health], bool, bool)] = &[
+            (&[Up], false, true),
+            (&[Up], true, false),
+            (&[Stalled], false, false),
+            (&[Restarting], false, false),
+            (&[Up, Restarting], false, false),
+            (&[RetryOver], false, true),
+            (&[Up, RetryOver], false, true),
+            (&[], false, false),
+        ];
+        for (entries, want_restart, released) in table {
+            let v = restarting(view(&[("a", entries)], &[], 1), &[(0, "a")], 1);
+            assert_eq!(
+                release_restart_slot(&v, "a", *want_restart).is_some(),
+                *released,
+                "{entries:?} {want_restart}"
+            );
+        }
+        let v = restarting(view(&[("a", &[Up])], &[], 1), &[(0, "b")], 1);
+        assert_eq!(release_restart_slot(&v, "a", false), None, "not a's slot");
     }
 
     #[test]
@@ -376,7 +532,8 @@ mod tests {
     fn held_kinds_and_budget() {
         assert!(Held::NoSlot(vec!["a".into()]).same_kind(&Held::NoSlot(vec!["b".into()])));
         assert!(!Held::NoSlot(vec![]).same_kind(&Held::Unreachable));
-        assert_eq!(budget_mismatch("web", 1, 1), None);
-        assert!(budget_mismatch("web", 2, 1).is_some_and(|m| m.contains("using 1")));
+        assert_eq!(budget_mismatch("web", "fleet_max_rebooting", 1, 1), None);
+        assert!(budget_mismatch("web", "fleet_max_restarting", 2, 1)
+            .is_some_and(|m| m.contains("fleet_max_restarting = 2") && m.contains("using 1")));
     }
 }

@@ -251,10 +251,12 @@ pub enum EventKind {
     FleetEtcdLost,
     /// etcd answers again.
     FleetEtcdBack,
+    /// A stall kill waits for the fleet's restart budget (no slot, an outage, etcd away).
+    RestartHeld,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 31] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -285,6 +287,7 @@ impl EventKind {
         Self::FleetSlot,
         Self::FleetEtcdLost,
         Self::FleetEtcdBack,
+        Self::RestartHeld,
     ];
 
     /// The JSON name: `process_down`.
@@ -320,6 +323,7 @@ impl EventKind {
             Self::FleetSlot => "fleet_slot",
             Self::FleetEtcdLost => "fleet_etcd_lost",
             Self::FleetEtcdBack => "fleet_etcd_back",
+            Self::RestartHeld => "restart_held",
         }
     }
 }

@@ -178,9 +178,10 @@ impl Conn {
         format!("{}{rest}", self.prefix)
     }
 
-    /// The fleet's reboot budget: `wanted` when this host is the first, else the stored one.
-    pub async fn budget(&mut self, wanted: u32) -> Result<u32> {
-        let key = self.key("config/max_rebooting");
+    /// A budget of the fleet (`config/NAME`: max_rebooting, max_restarting): `wanted`
+    /// when this host is the first, else the stored one.
+    pub async fn budget(&mut self, name: &str, wanted: u32) -> Result<u32> {
+        let key = self.key(&format!("config/{name}"));
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), wanted.to_string(), None)])
@@ -195,7 +196,7 @@ impl Conn {
             .first()
             .and_then(|kv| kv.value_str().ok())
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| "the fleet's config/max_rebooting is not a number".to_string())?;
+            .ok_or_else(|| format!("the fleet's config/{name} is not a number"))?;
         Ok(stored)
     }
 
@@ -270,6 +271,10 @@ impl Conn {
                 if let (Ok(i), Ok(rec)) = (i.parse(), serde_json::from_str::<SlotRecord>(val)) {
                     v.slots.insert(i, rec.host);
                 }
+            } else if let Some(i) = rest.strip_prefix("restart/") {
+                if let (Ok(i), Ok(rec)) = (i.parse(), serde_json::from_str::<SlotRecord>(val)) {
+                    v.restart_slots.insert(i, rec.host);
+                }
             } else if rest == "hold" {
                 v.operator_hold = Some(val.to_string());
             }
@@ -295,11 +300,11 @@ impl Conn {
             .collect())
     }
 
-    /// The record of a slot.
-    pub async fn slot(&mut self, i: u32) -> Result<Option<SlotRecord>> {
+    /// The record of a slot (`kind`: reboot or restart).
+    pub async fn slot(&mut self, kind: &str, i: u32) -> Result<Option<SlotRecord>> {
         let r = self
             .client
-            .get(self.key(&format!("reboot/{i}")), None)
+            .get(self.key(&format!("{kind}/{i}")), None)
             .await?;
         Ok(r.kvs()
             .first()
@@ -310,13 +315,14 @@ impl Conn {
     /// is a transaction that only creates the key: two hosts never hold one slot.
     pub async fn take_slot(
         &mut self,
+        kind: &str,
         host: &str,
         free: &[u32],
         ttl: Duration,
     ) -> Result<Option<u32>> {
         let lease = self.grant(ttl).await?;
         for i in free {
-            let key = self.key(&format!("reboot/{i}"));
+            let key = self.key(&format!("{kind}/{i}"));
             let rec = SlotRecord {
                 host: host.to_string(),
                 taken: unix_now(),
@@ -340,16 +346,16 @@ impl Conn {
 
     /// Keeps a slot this host already holds for another `fleet_reboot_ttl` (a repeated
     /// reboot). False when it expired meanwhile.
-    pub async fn refresh_slot(&mut self, i: u32, host: &str) -> Result<bool> {
-        match self.slot(i).await? {
+    pub async fn refresh_slot(&mut self, kind: &str, i: u32, host: &str) -> Result<bool> {
+        match self.slot(kind, i).await? {
             Some(rec) if rec.host == host => self.keep_alive_once(rec.lease).await,
             _ => Ok(false),
         }
     }
 
     /// Gives a slot back (only if `host` still holds it; None: any holder).
-    pub async fn release_slot(&mut self, i: u32, host: Option<&str>) -> Result<bool> {
-        let Some(rec) = self.slot(i).await? else {
+    pub async fn release_slot(&mut self, kind: &str, i: u32, host: Option<&str>) -> Result<bool> {
+        let Some(rec) = self.slot(kind, i).await? else {
             return Ok(false);
         };
         if host.is_some_and(|h| h != rec.host) {
@@ -383,8 +389,8 @@ impl Conn {
     }
 
     /// Seconds left on a slot's lease (for `show fleet`).
-    pub async fn slot_ttl(&mut self, i: u32) -> Result<Option<i64>> {
-        let Some(rec) = self.slot(i).await? else {
+    pub async fn slot_ttl(&mut self, kind: &str, i: u32) -> Result<Option<i64>> {
+        let Some(rec) = self.slot(kind, i).await? else {
             return Ok(None);
         };
         let r = self.client.lease_time_to_live(rec.lease, None).await?;

@@ -4,12 +4,14 @@
 //! One task owns the etcd connection. The agent tells it the health of its entries and
 //! whether a reboot is due ([`Fleet::gate`], once a tick, never waiting); the task keeps
 //! the member key, takes, keeps and gives back the reboot slot, and answers `granted`
-//! through a watch channel. Monitoring and restarts never wait for etcd: while it
-//! cannot be reached, only reboots are affected (`fleet_unreachable`).
+//! through a watch channel. With `fleet_max_restarting` it does the same for a held
+//! stall kill with a restart slot ([`Fleet::stall_kill_may`]). Monitoring and death
+//! restarts never wait for etcd: while it cannot be reached, only reboots (and, with
+//! a restart budget, stall kills) are affected (`fleet_unreachable`).
 
 pub mod etcd;
 
-use crate::core::fleet::{self as rules, Health, Held, RebootDecision};
+use crate::core::fleet::{self as rules, Health, Held, RebootDecision, RestartDecision};
 use crate::core::reboot::RebootGuard;
 use crate::core::{EventKind, Level, ProcSts};
 use crate::pfile::{FleetCfg, FleetUnreachable, Pfile};
@@ -30,6 +32,8 @@ struct Local {
     want_reboot: bool,
     /// The reboot limit is reached: the host stays up; its slot goes back.
     at_limit: bool,
+    /// A stall kill waits for a restart slot (`fleet_max_restarting`).
+    want_restart: bool,
 }
 
 /// Operator requests (padmin), answered with a message or an error.
@@ -52,6 +56,11 @@ const KEEPALIVE_WAIT: Duration = Duration::from_secs(3);
 pub struct Fleet {
     local: watch::Sender<Local>,
     granted: watch::Receiver<bool>,
+    /// A held stall kill may go ahead (it holds a restart slot, or etcd is away and
+    /// `fleet_unreachable = proceed`).
+    restart_granted: watch::Receiver<bool>,
+    /// `fleet_max_restarting` is set: stall kills wait for a restart slot.
+    restart_budget: bool,
     cmds: mpsc::Sender<Cmd>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -91,6 +100,8 @@ impl Fleet {
         ));
         let (local, local_rx) = watch::channel(Local::default());
         let (granted_tx, granted) = watch::channel(false);
+        let (restart_granted_tx, restart_granted) = watch::channel(false);
+        let restart_budget = cfg.max_restarting.is_some();
         let (cmds, cmd_rx) = mpsc::channel(8);
         let (stop, stop_rx) = oneshot::channel();
         let metrics = Arc::new(OnceLock::new());
@@ -101,6 +112,9 @@ impl Fleet {
             log: Arc::clone(log),
             metrics: Arc::clone(&metrics),
             granted: granted_tx,
+            restart_granted: restart_granted_tx,
+            restart_budget: 0,
+            restart_held: None,
             held: None,
             reachable: None,
             budget_logged: false,
@@ -112,6 +126,8 @@ impl Fleet {
         Some(Self {
             local,
             granted,
+            restart_granted,
+            restart_budget,
             cmds,
             stop: Some(stop),
             task,
@@ -132,6 +148,7 @@ impl Fleet {
         guard: &RebootGuard,
         entries: impl Iterator<Item = (u32, bool, ProcSts)>,
         worst: Option<(u32, Duration)>,
+        want_restart: bool,
     ) -> Option<(u32, Duration)> {
         let rebooting = guard.fired();
         let entries: Vec<(u32, Health)> = entries
@@ -147,6 +164,7 @@ impl Fleet {
                 entries,
                 want_reboot: due,
                 at_limit,
+                want_restart: want_restart && self.restart_budget,
             };
             let changed = *l != new;
             *l = new;
@@ -156,6 +174,19 @@ impl Fleet {
             return worst.map(|(id, _)| (id, Duration::ZERO));
         }
         worst
+    }
+
+    /// `fleet_max_restarting` is set: stall kills are held until the fleet grants a
+    /// restart slot ([`Fleet::stall_kill_may`]).
+    pub fn restart_budget(&self) -> bool {
+        self.restart_budget
+    }
+
+    /// Whether a stall kill may go ahead now: always without a restart budget; with
+    /// one, once this host holds a restart slot (asked for through [`Fleet::gate`]).
+    /// Death restarts never ask.
+    pub fn stall_kill_may(&self) -> bool {
+        !self.restart_budget || *self.restart_granted.borrow()
     }
 
     /// An operator request; the answer comes on the request's channel.
@@ -189,6 +220,11 @@ struct Task {
     log: Arc<Logger>,
     metrics: Arc<OnceLock<Arc<Metrics>>>,
     granted: watch::Sender<bool>,
+    restart_granted: watch::Sender<bool>,
+    /// The fleet's restart budget as stored (0 until known, or without one).
+    restart_budget: u32,
+    /// Why the held stall kill waits, as last logged.
+    restart_held: Option<Held>,
     /// Why the due reboot waits, as last logged.
     held: Option<Held>,
     reachable: Option<bool>,
@@ -277,6 +313,16 @@ impl Task {
                 EventKind::FleetEtcdLost,
             );
         }
+        if l.want_restart {
+            match self.cfg.unreachable {
+                FleetUnreachable::Proceed => {
+                    self.restart_granted.send_replace(true);
+                }
+                FleetUnreachable::Hold => self.restart_held(Held::Unreachable),
+            }
+        } else {
+            self.restart_granted.send_replace(false);
+        }
         if !l.want_reboot {
             self.granted.send_replace(false);
             return;
@@ -332,6 +378,43 @@ impl Task {
         self.held = Some(why);
     }
 
+    /// A held stall kill waits: one line per kind of reason.
+    fn restart_held(&mut self, why: Held) {
+        self.restart_granted.send_replace(false);
+        if self
+            .restart_held
+            .as_ref()
+            .is_some_and(|h| h.same_kind(&why))
+        {
+            return;
+        }
+        let reason = match &why {
+            Held::Operator(who) => format!("held fleet-wide by an operator ({who})"),
+            Held::Outage { unhealthy, of } => format!(
+                "{unhealthy} of {of} hosts are unhealthy (more than fleet_hold_ratio {}): a shared cause is suspected",
+                self.cfg.hold_ratio
+            ),
+            Held::NoSlot(holders) => format!(
+                "every restart slot is taken (by {})",
+                if holders.is_empty() {
+                    "nobody: fleet_max_restarting is 0".to_string()
+                } else {
+                    holders.join(", ")
+                }
+            ),
+            Held::Unreachable => "etcd cannot be reached (fleet_unreachable = hold)".to_string(),
+        };
+        self.event(
+            Level::Warning,
+            &format!(
+                "Stall Restart held: fleet= {} host= {}: {reason}; the stalled server is killed once a slot is free; retrying",
+                self.cfg.name, self.host
+            ),
+            EventKind::RestartHeld,
+        );
+        self.restart_held = Some(why);
+    }
+
     /// A grant ends any hold.
     fn not_held(&mut self) {
         if let Some(m) = self.metrics.get() {
@@ -366,16 +449,38 @@ impl Task {
         cmds: &mut mpsc::Receiver<Cmd>,
         stop: &mut oneshot::Receiver<()>,
     ) -> End {
-        let budget = match conn.budget(self.cfg.max_rebooting).await {
+        let budget = match conn.budget("max_rebooting", self.cfg.max_rebooting).await {
             Ok(b) => b,
             Err(e) => return End::Lost(e),
         };
+        let restart_budget = match self.cfg.max_restarting {
+            Some(n) => match conn.budget("max_restarting", n).await {
+                Ok(b) => Some(b),
+                Err(e) => return End::Lost(e),
+            },
+            None => None,
+        };
+        self.restart_budget = restart_budget.unwrap_or(0);
         if !self.budget_logged {
             self.budget_logged = true;
-            if let Some(msg) =
-                rules::budget_mismatch(&self.cfg.name, self.cfg.max_rebooting, budget)
-            {
-                self.log.warn(&msg);
+            let mismatches = [
+                (
+                    "fleet_max_rebooting",
+                    Some(self.cfg.max_rebooting),
+                    Some(budget),
+                ),
+                (
+                    "fleet_max_restarting",
+                    self.cfg.max_restarting,
+                    restart_budget,
+                ),
+            ];
+            for (key, configured, stored) in mismatches {
+                if let (Some(c), Some(s)) = (configured, stored) {
+                    if let Some(msg) = rules::budget_mismatch(&self.cfg.name, key, c, s) {
+                        self.log.warn(&msg);
+                    }
+                }
             }
         }
         let lease = match conn.grant(self.cfg.lease_ttl).await {
@@ -410,6 +515,11 @@ impl Task {
             if matches!(self.held, Some(Held::Unreachable)) {
                 self.held = None;
             }
+            if matches!(self.restart_held, Some(Held::Unreachable)) {
+                self.restart_held = None;
+            }
+            // A stall kill let go while etcd was away asks for a slot again.
+            self.restart_granted.send_replace(false);
         }
         self.reachable = Some(true);
         self.established = true;
@@ -425,7 +535,9 @@ impl Task {
         let r: etcd::Result<End> = async {
             loop {
                 let l = local.borrow().clone();
-                let look = holding || (l.want_reboot && !*self.granted.borrow());
+                let look = holding
+                    || (l.want_reboot && !*self.granted.borrow())
+                    || (l.want_restart && !*self.restart_granted.borrow());
                 tokio::select! {
                     _ = &mut *stop => {
                         let _ = conn.revoke(lease).await;
@@ -465,7 +577,13 @@ impl Task {
                         if !l.want_reboot {
                             self.granted.send_replace(false);
                         }
-                        if (l.want_reboot && !*self.granted.borrow()) || holding {
+                        if !l.want_restart {
+                            self.restart_granted.send_replace(false);
+                        }
+                        if (l.want_reboot && !*self.granted.borrow())
+                            || (l.want_restart && !*self.restart_granted.borrow())
+                            || holding
+                        {
                             holding = self.look(&mut conn, budget, &l).await?;
                         }
                     }
@@ -543,13 +661,95 @@ impl Task {
         }
     }
 
-    /// One look at the fleet: gives the slot back when due, and decides a due reboot.
-    /// Returns whether this host (still) holds a slot.
+    /// One look at the fleet: gives slots back when due, and decides a due reboot and a
+    /// held stall kill. Returns whether this host (still) holds a slot.
     async fn look(&mut self, conn: &mut Conn, budget: u32, l: &Local) -> etcd::Result<bool> {
         let started = Instant::now();
-        let view = conn.view(budget).await?;
-        if let Some(i) = rules::release_slot(&view, &self.host, l.at_limit && !l.want_reboot) {
-            if conn.release_slot(i, Some(&self.host)).await? {
+        let mut view = conn.view(budget).await?;
+        view.max_restarting = self.restart_budget;
+        let restarting = self.look_restart(conn, &view, l).await?;
+        let rebooting = self.look_reboot(conn, budget, l, &view, started).await?;
+        Ok(restarting || rebooting)
+    }
+
+    /// The restart budget's part of a look: returns whether this host holds a restart
+    /// slot afterwards.
+    async fn look_restart(
+        &mut self,
+        conn: &mut Conn,
+        view: &rules::View,
+        l: &Local,
+    ) -> etcd::Result<bool> {
+        if let Some(i) = rules::release_restart_slot(view, &self.host, l.want_restart) {
+            if conn.release_slot("restart", i, Some(&self.host)).await? {
+                self.event(
+                    Level::Info,
+                    &format!(
+                        "Fleet restart slot released: fleet= {} host= {} slot= {i}: the restarted server is healthy again",
+                        self.cfg.name, self.host
+                    ),
+                    EventKind::FleetSlot,
+                );
+            }
+            return Ok(false);
+        }
+        let holding = view.restart_slots.values().any(|h| *h == self.host);
+        if !l.want_restart || *self.restart_granted.borrow() {
+            return Ok(holding);
+        }
+        let granted = match rules::decide_restart(view, &self.host, self.cfg.hold_ratio) {
+            RestartDecision::Keep(i) => Some(i),
+            RestartDecision::Take(free) => {
+                match conn
+                    .take_slot("restart", &self.host, &free, self.cfg.reboot_ttl)
+                    .await?
+                {
+                    Some(i) => Some(i),
+                    None => {
+                        let again = conn.view(view.max_rebooting).await?;
+                        self.restart_held(Held::NoSlot(
+                            again.restart_slots.values().cloned().collect(),
+                        ));
+                        None
+                    }
+                }
+            }
+            RestartDecision::Held(why) => {
+                self.restart_held(why);
+                None
+            }
+        };
+        let Some(i) = granted else {
+            return Ok(holding);
+        };
+        self.restart_held = None;
+        self.event(
+            Level::Warning,
+            &format!(
+                "Fleet restart slot granted: fleet= {} host= {} slot= {i}/{}: the stalled server is killed and restarted (freed when it is healthy again, or after fleet_reboot_ttl {} s)",
+                self.cfg.name,
+                self.host,
+                view.max_restarting,
+                self.cfg.reboot_ttl.as_secs()
+            ),
+            EventKind::FleetSlot,
+        );
+        self.restart_granted.send_replace(true);
+        Ok(true)
+    }
+
+    /// The reboot budget's part of a look: returns whether this host holds a reboot
+    /// slot afterwards.
+    async fn look_reboot(
+        &mut self,
+        conn: &mut Conn,
+        budget: u32,
+        l: &Local,
+        view: &rules::View,
+        started: Instant,
+    ) -> etcd::Result<bool> {
+        if let Some(i) = rules::release_slot(view, &self.host, l.at_limit && !l.want_reboot) {
+            if conn.release_slot("reboot", i, Some(&self.host)).await? {
                 let why = if view.host_up(&self.host) {
                     "the host is healthy again"
                 } else {
@@ -566,26 +766,26 @@ impl Task {
             }
             return Ok(false);
         }
-        self.outage_over(&view);
+        self.outage_over(view);
         let holding = view.slot_of(&self.host).is_some();
         if !l.want_reboot || *self.granted.borrow() || self.gave_back {
             return Ok(holding);
         }
-        match rules::decide_reboot(&view, &self.host, self.cfg.hold_ratio) {
+        match rules::decide_reboot(view, &self.host, self.cfg.hold_ratio) {
             RebootDecision::Keep(i) => {
-                if conn.refresh_slot(i, &self.host).await? {
-                    self.grant(i, &view, "kept from the last reboot", started);
+                if conn.refresh_slot("reboot", i, &self.host).await? {
+                    self.grant(i, view, "kept from the last reboot", started);
                     return Ok(true);
                 }
                 Ok(false)
             }
             RebootDecision::Take(free) => {
                 match conn
-                    .take_slot(&self.host, &free, self.cfg.reboot_ttl)
+                    .take_slot("reboot", &self.host, &free, self.cfg.reboot_ttl)
                     .await?
                 {
                     Some(i) => {
-                        self.grant(i, &view, "taken", started);
+                        self.grant(i, view, "taken", started);
                         Ok(true)
                     }
                     None => {
@@ -623,7 +823,8 @@ impl Task {
     async fn command(&mut self, conn: &mut Conn, budget: u32, cmd: Cmd) -> etcd::Result<()> {
         match cmd {
             Cmd::Show(reply) => {
-                let v = show(conn, budget, &self.cfg, &self.host).await?;
+                let restart_budget = self.cfg.max_restarting.map(|_| self.restart_budget);
+                let v = show(conn, (budget, restart_budget), &self.cfg, &self.host).await?;
                 let _ = reply.send(Ok(v));
             }
             Cmd::Hold(who, reply) => {
@@ -650,7 +851,7 @@ impl Task {
                     )));
                     return Ok(());
                 };
-                conn.release_slot(i, Some(&host)).await?;
+                conn.release_slot("reboot", i, Some(&host)).await?;
                 conn.note_release(&host, &format!("padmin on {}", self.host))
                     .await?;
                 let _ = reply.send(Ok(format!(
@@ -661,7 +862,7 @@ impl Task {
             Cmd::GiveBack => {
                 let view = conn.view(budget).await?;
                 if let Some(i) = view.slot_of(&self.host) {
-                    conn.release_slot(i, Some(&self.host)).await?;
+                    conn.release_slot("reboot", i, Some(&self.host)).await?;
                     self.event(
                         Level::Error,
                         &format!(
@@ -740,9 +941,10 @@ fn reply_err(cmd: Cmd, why: &str) {
 
 /// `padmin -c show fleet`: members with their health and last update, slot holders
 /// with their expiry, the hold state.
+/// `budgets`: the reboot budget, and the restart budget when this host has one.
 async fn show(
     conn: &mut Conn,
-    budget: u32,
+    (budget, restart_budget): (u32, Option<u32>),
     cfg: &FleetCfg,
     me: &str,
 ) -> etcd::Result<serde_json::Value> {
@@ -750,8 +952,13 @@ async fn show(
     let records = conn.members().await?;
     let mut slots = Vec::new();
     for (i, host) in &view.slots {
-        let ttl = conn.slot_ttl(*i).await?;
+        let ttl = conn.slot_ttl("reboot", *i).await?;
         slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
+    }
+    let mut restart_slots = Vec::new();
+    for (i, host) in &view.restart_slots {
+        let ttl = conn.slot_ttl("restart", *i).await?;
+        restart_slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
     }
     let (k, n) = view.unhealthy();
     Ok(serde_json::json!({
@@ -765,6 +972,8 @@ async fn show(
             "updated": crate::report::format_local(rec.updated, "%Y/%m/%d %H:%M:%S"),
         })).collect::<Vec<_>>(),
         "slots": slots,
+        "max_restarting": restart_budget,
+        "restart_slots": restart_slots,
         "unhealthy": k,
         "hosts": n,
         "outage_hold": rules::outage(&view, cfg.hold_ratio).is_some(),

@@ -622,6 +622,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "fleet_host",
     "fleet_lease_ttl",
     "fleet_max_rebooting",
+    "fleet_max_restarting",
     "fleet_reboot_ttl",
     "fleet_hold_ratio",
     "fleet_unreachable",
@@ -952,6 +953,24 @@ fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(
                     "fleet_reboot_ttl must be at least 2s (etcd leases count in seconds)",
                 ));
             }
+        }
+        "fleet_max_restarting" => {
+            f.max_restarting = Some(
+                value
+                    .text
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 10_000)
+                    .ok_or_else(|| {
+                        cx.err(
+                            value.pos,
+                            format!(
+                                "expected a number of hosts from 0 to 10000, found {:?}",
+                                value.text
+                            ),
+                        )
+                    })?,
+            );
         }
         "fleet_max_rebooting" => {
             f.max_rebooting = value

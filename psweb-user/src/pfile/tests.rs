@@ -379,7 +379,7 @@ fn short_ps_action_lines_are_diagnosed_not_panicked_on() {
 fn fleet_keys() {
     let f = p(
         "fleet_etcd = http://10.0.0.1:2379,https://etcd2:2379\nfleet_name = web\n\
-               fleet_host = web-3\nfleet_lease_ttl = 9s\nfleet_max_rebooting = 2\n\
+               fleet_host = web-3\nfleet_lease_ttl = 9s\nfleet_max_rebooting = 2\nfleet_max_restarting = 3\n\
                fleet_reboot_ttl = 20m\nfleet_hold_ratio = 0.25\nfleet_unreachable = proceed\n\
                fleet_user = psweb\nfleet_password_file = /etc/psweb/pw\n",
     )
@@ -392,6 +392,7 @@ fn fleet_keys() {
     assert_eq!(f.host.as_deref(), Some("web-3"));
     assert_eq!(f.lease_ttl, Duration::from_secs(9));
     assert_eq!(f.max_rebooting, 2);
+    assert_eq!(f.max_restarting, Some(3));
     assert_eq!(f.reboot_ttl, Duration::from_secs(1200));
     assert!((f.hold_ratio - 0.25).abs() < f64::EPSILON);
     assert_eq!(f.unreachable, FleetUnreachable::Proceed);
@@ -404,6 +405,7 @@ fn fleet_keys() {
         .expect("a fleet");
     assert_eq!(d.lease_ttl, Duration::from_secs(30));
     assert_eq!(d.max_rebooting, 1);
+    assert_eq!(d.max_restarting, None, "no restart budget unless asked for");
     assert_eq!(d.reboot_ttl, Duration::from_secs(900));
     assert_eq!(d.unreachable, FleetUnreachable::Hold);
     assert!(p("").expect("parses").globals.fleet.is_none());

@@ -169,6 +169,9 @@ pub struct FleetCfg {
     pub lease_ttl: Duration,
     /// `fleet_max_rebooting`: hosts rebooting at once (the first host's value is stored).
     pub max_rebooting: u32,
+    /// `fleet_max_restarting`: stall-restarts in flight at once across the fleet (the
+    /// first host's value is stored); None: no restart budget.
+    pub max_restarting: Option<u32>,
     /// `fleet_reboot_ttl`: a reboot slot is freed this long after it was taken, should
     /// its host never come back.
     pub reboot_ttl: Duration,
@@ -190,6 +193,7 @@ impl Default for FleetCfg {
             host: None,
             lease_ttl: Duration::from_secs(30),
             max_rebooting: 1,
+            max_restarting: None,
             reboot_ttl: Duration::from_secs(15 * 60),
             hold_ratio: 0.5,
             unreachable: FleetUnreachable::Hold,
