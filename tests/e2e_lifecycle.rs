@@ -7,64 +7,23 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 /// A webhook receiver: the `kind` of every event POSTed to it.
 fn receiver() -> (u16, Receiver<String>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
+    let (port, bodies) = webhook_receiver();
     let (tx, rx) = channel();
     std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let mut r = BufReader::new(s);
-            let mut len = 0usize;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let _ = r
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                let kind = v["kind"].as_str().unwrap_or("").to_string();
-                if tx.send(kind).is_err() {
-                    return;
-                }
+        for (_, v) in bodies {
+            let kind = v["kind"].as_str().unwrap_or("").to_string();
+            if tx.send(kind).is_err() {
+                return;
             }
         }
     });
     (port, rx)
-}
-
-/// Accepts connections and never answers (holds them open).
-fn hanging_receiver() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held: Vec<TcpStream> = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
 }
 
 /// A pfile watching a demo server on a free port, with `globals` first.

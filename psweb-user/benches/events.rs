@@ -7,64 +7,10 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 const CYCLES: usize = 20;
 const GOAL: Duration = Duration::from_millis(100);
-
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into ts.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A webhook receiver: every POST's body, with CLOCK_MONOTONIC at its arrival.
-fn receiver() -> (u16, Receiver<(u64, serde_json::Value)>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let mut r = BufReader::new(s);
-            let mut len = 0usize;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let at = mono_ns();
-            let _ = r
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            if let Ok(v) = serde_json::from_slice(&body) {
-                if tx.send((at, v)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (port, rx)
-}
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -78,7 +24,7 @@ fn main() {
     if !root_or_skip("bench events") {
         return;
     }
-    let (hook_port, hook) = receiver();
+    let (hook_port, hook) = webhook_receiver();
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 1);
