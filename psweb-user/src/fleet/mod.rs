@@ -303,10 +303,19 @@ impl Task {
                 FleetUnreachable::Hold => "held",
                 FleetUnreachable::Proceed => "go on as on a lone host",
             };
+            // With a restart budget, stall restarts follow fleet_unreachable too.
+            let (going, waiting) = if self.cfg.max_restarting.is_some() {
+                (
+                    "monitoring and death restarts go on",
+                    "automatic reboots and stall restarts are",
+                )
+            } else {
+                ("monitoring and restarts go on", "automatic reboots are")
+            };
             self.event(
                 Level::Warning,
                 &format!(
-                    "Fleet etcd unreachable: fleet= {} etcd= {}: {err}; monitoring and restarts go on, automatic reboots are {what} (fleet_unreachable)",
+                    "Fleet etcd unreachable: fleet= {} etcd= {}: {err}; {going}, {waiting} {what} (fleet_unreachable)",
                     self.cfg.name,
                     self.cfg.endpoints.join(",")
                 ),
