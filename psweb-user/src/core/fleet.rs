@@ -135,6 +135,24 @@ impl Held {
     pub fn same_kind(&self, other: &Held) -> bool {
         std::mem::discriminant(self) == std::mem::discriminant(other)
     }
+
+    /// The reason as the held line says it; `slot` names the kind of slot
+    /// ("reboot", "restart") and `budget_key` the pfile key that sizes it.
+    pub fn reason(&self, slot: &str, budget_key: &str, hold_ratio: f64) -> String {
+        match self {
+            Held::Operator(who) => format!("held fleet-wide by an operator ({who})"),
+            Held::Outage { unhealthy, of } => format!(
+                "{unhealthy} of {of} hosts are unhealthy (more than fleet_hold_ratio {hold_ratio}): a shared cause is suspected"
+            ),
+            Held::NoSlot(holders) if holders.is_empty() => {
+                format!("every {slot} slot is taken (by nobody: {budget_key} is 0)")
+            }
+            Held::NoSlot(holders) => {
+                format!("every {slot} slot is taken (by {})", holders.join(", "))
+            }
+            Held::Unreachable => "etcd cannot be reached (fleet_unreachable = hold)".to_string(),
+        }
+    }
 }
 
 /// What a host with a due reboot may do.
@@ -535,5 +553,25 @@ mod tests {
         assert_eq!(budget_mismatch("web", "fleet_max_rebooting", 1, 1), None);
         assert!(budget_mismatch("web", "fleet_max_restarting", 2, 1)
             .is_some_and(|m| m.contains("fleet_max_restarting = 2") && m.contains("using 1")));
+    }
+
+    #[test]
+    fn held_reasons_as_the_lines_say_them() {
+        let rows = [
+            (Held::Operator("ops".into()), "held fleet-wide by an operator (ops)"),
+            (
+                Held::Outage { unhealthy: 3, of: 4 },
+                "3 of 4 hosts are unhealthy (more than fleet_hold_ratio 0.5): a shared cause is suspected",
+            ),
+            (Held::NoSlot(vec!["a".into(), "b".into()]), "every restart slot is taken (by a, b)"),
+            (
+                Held::NoSlot(vec![]),
+                "every restart slot is taken (by nobody: fleet_max_restarting is 0)",
+            ),
+            (Held::Unreachable, "etcd cannot be reached (fleet_unreachable = hold)"),
+        ];
+        for (held, want) in rows {
+            assert_eq!(held.reason("restart", "fleet_max_restarting", 0.5), want);
+        }
     }
 }

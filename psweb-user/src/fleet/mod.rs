@@ -360,22 +360,7 @@ impl Task {
                 EventKind::FleetHold,
             );
         }
-        let reason = match &why {
-            Held::Operator(who) => format!("held fleet-wide by an operator ({who})"),
-            Held::Outage { unhealthy, of } => format!(
-                "{unhealthy} of {of} hosts are unhealthy (more than fleet_hold_ratio {}): a shared cause is suspected",
-                self.cfg.hold_ratio
-            ),
-            Held::NoSlot(holders) => format!(
-                "every reboot slot is taken (by {})",
-                if holders.is_empty() {
-                    "nobody: fleet_max_rebooting is 0".to_string()
-                } else {
-                    holders.join(", ")
-                }
-            ),
-            Held::Unreachable => "etcd cannot be reached (fleet_unreachable = hold)".to_string(),
-        };
+        let reason = why.reason("reboot", "fleet_max_rebooting", self.cfg.hold_ratio);
         self.event(
             Level::Warning,
             &format!(
@@ -397,22 +382,7 @@ impl Task {
         {
             return;
         }
-        let reason = match &why {
-            Held::Operator(who) => format!("held fleet-wide by an operator ({who})"),
-            Held::Outage { unhealthy, of } => format!(
-                "{unhealthy} of {of} hosts are unhealthy (more than fleet_hold_ratio {}): a shared cause is suspected",
-                self.cfg.hold_ratio
-            ),
-            Held::NoSlot(holders) => format!(
-                "every restart slot is taken (by {})",
-                if holders.is_empty() {
-                    "nobody: fleet_max_restarting is 0".to_string()
-                } else {
-                    holders.join(", ")
-                }
-            ),
-            Held::Unreachable => "etcd cannot be reached (fleet_unreachable = hold)".to_string(),
-        };
+        let reason = why.reason("restart", "fleet_max_restarting", self.cfg.hold_ratio);
         self.event(
             Level::Warning,
             &format!(
