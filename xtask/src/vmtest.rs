@@ -221,7 +221,10 @@ pub fn results(args: &[String]) -> Result<Vec<Row>, String> {
             continue;
         };
         match res {
-            Ok((accel, out)) => {
+            Ok((accel, out, note)) => {
+                if let Some(note) = note {
+                    lines.push(format!("VMTEST|{name}|boot|INFO|-|-|{note}|{accel}"));
+                }
                 eprintln!(
                     "xtask: vmtest: {name} under qemu ({accel}) ran in {:.1} s; serial log {}",
                     took.as_secs_f64(),
@@ -820,22 +823,67 @@ fn kvm_choice() -> Result<(), String> {
 }
 
 /// Boots `vmlinuz` with `initrd`, copying the serial console to `serial`. Returns
-/// (accelerator, console output). Under KVM, a kernel that prints nothing within
-/// 30 s is retried under TCG. Kills qemu after `timeout`.
+/// (accelerator, console output, a note when the boot was repeated). Under KVM, a
+/// kernel that prints nothing within 30 s is retried under TCG. A kernel that panics
+/// before the VM's init ran anything (no `VMTEST|` line: emulation, not psweb) is booted
+/// once more, and the note says so; a scenario is never repeated. Kills qemu after
+/// `timeout`.
 fn boot(
     vmlinuz: &Path,
     initrd: &Path,
     serial: &Path,
     timeout: Duration,
+) -> Result<(String, String, Option<String>), String> {
+    let kvm = match kvm_choice() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("xtask: vmtest: {why}; plain emulation (TCG), slower");
+            false
+        }
+    };
+    let (accel, out) = boot_with_fallback(vmlinuz, initrd, serial, timeout, kvm)?;
+    let Some(panic) = panic_before_userspace(&out) else {
+        return Ok((accel, out, None));
+    };
+    eprintln!(
+        "xtask: vmtest: {} panicked before userspace ({panic}); booting it once more",
+        vmlinuz.display()
+    );
+    let first = serial.with_extension("first-boot.log");
+    let _ = std::fs::rename(serial, &first);
+    let (accel, out) = boot_with_fallback(vmlinuz, initrd, serial, timeout, kvm)?;
+    let note = format!(
+        "the first boot panicked before userspace ({panic}; see {}); booted again",
+        first.display()
+    );
+    Ok((accel, out, Some(note)))
+}
+
+/// The kernel's panic line, when the kernel panicked before the VM's init printed
+/// its first `VMTEST|` line.
+fn panic_before_userspace(out: &str) -> Option<String> {
+    if out.contains("VMTEST|") {
+        return None;
+    }
+    out.lines()
+        .find(|l| l.contains("Kernel panic"))
+        .map(|l| l.trim().replace('|', "/"))
+}
+
+fn boot_with_fallback(
+    vmlinuz: &Path,
+    initrd: &Path,
+    serial: &Path,
+    timeout: Duration,
+    kvm: bool,
 ) -> Result<(String, String), String> {
-    match kvm_choice() {
-        Ok(()) => match boot_once(vmlinuz, initrd, serial, timeout, true)? {
+    if kvm {
+        match boot_once(vmlinuz, initrd, serial, timeout, true)? {
             Some(out) => return Ok(("kvm".into(), out)),
             None => eprintln!(
                 "xtask: vmtest: the kernel printed nothing in 30 s under KVM; retrying with plain emulation (TCG)"
             ),
-        },
-        Err(why) => eprintln!("xtask: vmtest: {why}; plain emulation (TCG), slower"),
+        }
     }
     let out = boot_once(vmlinuz, initrd, serial, timeout, false)?
         .ok_or("the kernel printed nothing under TCG either")?;
@@ -856,7 +904,12 @@ fn boot_once(
     if kvm {
         cmd.args(["-enable-kvm", "-cpu", "host"]);
     } else {
-        cmd.args(["-cpu", "max", "-accel", "tcg,thread=multi"]);
+        // thread=single: with one host thread per vCPU (multi), a vCPU can run code
+        // another vCPU is patching (the kernel's int3-based text_poke of a static key,
+        // e.g. when it finds the emulated TSC unstable) and the kernel oopses on the
+        // int3 ("Oops: int3" in sched_clock_idle_wakeup_event, seen on 6.12). The VMs
+        // already share two host cores, so one thread each costs little.
+        cmd.args(["-cpu", "max", "-accel", "tcg,thread=single"]);
     }
     cmd.args([
         "-m",
@@ -1141,6 +1194,22 @@ fn write_doc(table: &str, note: &str, timings: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_panic_before_the_first_scenario_line_is_booted_again() {
+        let early = "Booting from ROM...\n[    2.6] Oops: int3\n[    2.6] Kernel panic - not syncing: Fatal exception in interrupt\n";
+        assert_eq!(
+            panic_before_userspace(early).as_deref(),
+            Some("[    2.6] Kernel panic - not syncing: Fatal exception in interrupt")
+        );
+        let late = "VMTEST|6.12|start|INFO|-|-|x|\n[   30.1] Kernel panic - not syncing: oops\n";
+        assert_eq!(
+            panic_before_userspace(late),
+            None,
+            "a scenario is never repeated"
+        );
+        assert_eq!(panic_before_userspace("Booting from ROM...\n"), None);
+    }
 
     const LINES: &[&str] = &[
         "VMTEST|5.10.0-32-cloud-amd64|start|INFO|-|-|5.10.0-32-cloud-amd64 x86_64|tcg",
