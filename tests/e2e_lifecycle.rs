@@ -184,6 +184,30 @@ fn script_pfile(sb: &Sandbox, body: &str, settings: &str) -> std::path::PathBuf 
     ))
 }
 
+/// pcheck whose only entry's start script is running: it touches `started`, runs
+/// `work`, touches the returned `finished` file, then runs `then`. Returns once the
+/// script has started.
+fn script_in_flight(
+    sb: &Sandbox,
+    work: &str,
+    then: &str,
+    settings: &str,
+) -> (Pcheck, std::path::PathBuf, std::path::PathBuf) {
+    let (started, finished) = (sb.file("started"), sb.file("finished"));
+    let pfile = script_pfile(
+        sb,
+        &format!(
+            "touch {}\n{work}\ntouch {}\n{then}",
+            started.display(),
+            finished.display()
+        ),
+        settings,
+    );
+    let pc = Pcheck::start(sb, &pfile, &["--evidence", "pidfd"]);
+    wait_file(&started, Duration::from_secs(60));
+    (pc, pfile, finished)
+}
+
 /// Waits for `path` to exist.
 fn wait_file(path: &Path, within: Duration) {
     let deadline = Instant::now() + within;
@@ -203,18 +227,8 @@ fn restart_script_in_flight_at_sigterm_is_waited_for() {
         return;
     }
     let sb = Sandbox::new();
-    let (started, finished) = (sb.file("started"), sb.file("finished"));
-    let pfile = script_pfile(
-        &sb,
-        &format!(
-            "touch {}\nsleep 2\ntouch {}\nexit 1",
-            started.display(),
-            finished.display()
-        ),
-        "restart_timeout=60s",
-    );
-    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
-    wait_file(&started, Duration::from_secs(60));
+    let (mut pc, pfile, finished) =
+        script_in_flight(&sb, "sleep 2", "exit 1", "restart_timeout=60s");
     let at = Instant::now();
     kill(pc.child.id() as i32, libc::SIGTERM);
     pc.wait_for("pcheck shutdown: SIGTERM", Duration::from_secs(60));
@@ -254,18 +268,7 @@ fn restart_script_in_flight_at_sigterm_is_killed_at_its_timeout() {
         return;
     }
     let sb = Sandbox::new();
-    let (started, finished) = (sb.file("started"), sb.file("finished"));
-    let pfile = script_pfile(
-        &sb,
-        &format!(
-            "touch {}\nsleep 60\ntouch {}",
-            started.display(),
-            finished.display()
-        ),
-        "restart_timeout=2s",
-    );
-    let mut pc = Pcheck::start(&sb, &pfile, &["--evidence", "pidfd"]);
-    wait_file(&started, Duration::from_secs(60));
+    let (mut pc, _pfile, finished) = script_in_flight(&sb, "sleep 60", "", "restart_timeout=2s");
     let (code, took) = terminate(&mut pc, Duration::from_secs(60));
     println!("restart script in flight (restart_timeout = 2 s): SIGTERM -> exit {took:?}");
     assert_eq!(code, Some(0));

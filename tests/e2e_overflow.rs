@@ -9,14 +9,7 @@ use std::time::Duration;
 
 /// A demo server with backlog 1 on a stall-check port, under pcheck.
 fn setup(sb: &Sandbox, port: u16, mode: &str) -> (Pcheck, i32) {
-    let pidfile = sb.file("web.pid");
-    let script = sb.script(
-        "web.rc",
-        &format!(
-            "exec {DEMO} --port {port} --backlog 1 --pidfile {} --daemon",
-            pidfile.display()
-        ),
-    );
+    let (script, pidfile) = sb.demo_script_with("web", port, "--backlog 1");
     let pfile = sb.pfile(&format!(
         "{DEMO} {} 3 pidfile={}\n_bi_socket{{\n PS_INIT DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:0\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:60:-:2:600:{port}\n PS_ACTION DLL:/opt/HA/PSWE/lib/lib_bi_socket.so:DIRECT:-:-:1:0\n}}\n",
         script.display(),

@@ -81,8 +81,7 @@ fn stop_and_start_turn_monitoring_off_and_on() {
     assert!(http_ok(port));
     // An unknown pent_id is a clear error.
     let out = pc.padmin(&["-c", "stop", "-n", "9"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no process entry with pent_id 9"));
+    refused(&out, "no process entry with pent_id 9");
 }
 
 #[test]
@@ -101,8 +100,7 @@ fn shutdown_ends_pcheck_and_leaves_the_server_running() {
         "ending pcheck does not stop the watched server"
     );
     let out = pc.padmin(&["-c", "show pent"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no pcheck is running"));
+    refused(&out, "no pcheck is running");
 }
 
 #[test]
@@ -115,11 +113,7 @@ fn non_root_peer_is_refused() {
     let nobody = 65534;
     // The socket is 0600: the file system refuses first.
     let out = padmin_as(&sb.run_dir(), &pc.pfile, &["-c", "show pent"], Some(nobody));
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
-        "{out:?}"
-    );
+    refused(&out, "permission denied");
     // Even if someone loosens the socket's mode, pcheck checks the peer's uid.
     let sock = std::fs::read_dir(sb.run_dir())
         .expect("run dir")
@@ -130,11 +124,7 @@ fn non_root_peer_is_refused() {
     assert_eq!(mode, 0o600, "the socket is created 0600");
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let out = padmin_as(&sb.run_dir(), &pc.pfile, &["-c", "shutdown"], Some(nobody));
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("uid 65534 may not control"),
-        "{out:?}"
-    );
+    refused(&out, "uid 65534 may not control");
     pc.wait_for("refused uid 65534", T);
     assert!(
         pc.child.try_wait().expect("try_wait").is_none(),
@@ -266,5 +256,13 @@ fn log_lines_reach_syslog_in_the_seed_format() {
             " pcheck[{pid}]: Started Process: pname= {DEMO} pid= "
         )),
         "{started}"
+    );
+}
+
+/// padmin failed, and said `says` on stderr.
+fn refused(out: &std::process::Output, says: &str) {
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(says),
+        "padmin should have failed saying {says:?}: {out:?}"
     );
 }

@@ -26,6 +26,36 @@ fn load(port: u16, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// The tag `show pent` and the probe lines give a stall block.
+fn tag(block: &str) -> &'static str {
+    match block {
+        "_bi_webservs" => "ssl",
+        "_bi_socket" => "skt",
+        _ => "web",
+    }
+}
+
+/// pcheck watching one server with one stall block (`exec` as in `PS_EXEC`, ACTION
+/// error 1), once the first probe of the started server has run.
+fn watch_stall(
+    sb: &Sandbox,
+    (pname, script, pidfile): (&str, &std::path::Path, &std::path::Path),
+    block: &str,
+    exec: &str,
+    extra: &str,
+) -> Pcheck {
+    let pfile = entry_pfile(
+        sb,
+        pname,
+        script,
+        pidfile,
+        &stall_block(block, exec, 1, extra),
+    );
+    let mut pc = Pcheck::start(sb, &pfile, &[]);
+    pc.wait_for(&format!("stall_chk ({}) of pent_id= 1", tag(block)), T);
+    pc
+}
+
 /// All httpd processes SIGSTOPped -> stall after the retry-over time -> the seed's
 /// messages -> killed -> restarted -> serving again; show pent DETECT then AVAIL.
 fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, String)>) {
@@ -46,21 +76,10 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
             http_ok(p)
         }
     };
-    let pfile = entry_pfile(
-        &sb,
-        APACHE,
-        &slow,
-        &pidfile,
-        &stall_block(block, &exec.replace("PORT", &port.to_string()), 1, extra),
-    );
-    let tag = if block == "_bi_webservs" {
-        "ssl"
-    } else {
-        "web"
-    };
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("Started Process", T);
-    pc.wait_for(&format!("stall_chk ({tag}) of pent_id= 1"), T);
+    let exec = exec.replace("PORT", &port.to_string());
+    let mut pc = watch_stall(&sb, (APACHE, &slow, &pidfile), block, &exec, extra);
+    let tag = tag(block);
+    assert!(pc.seen.iter().any(|l| l.contains("Started Process")));
     assert_eq!(pc.entry(1)["stall_chk"][1], "AVAIL");
     assert!(ok(port));
     let master = pid_of(&pc.entry(1));
@@ -152,28 +171,14 @@ fn socket_stall_of_a_plain_tcp_server() {
     }
     let sb = Sandbox::new();
     let port = free_port();
-    let pidfile = sb.file("tcp.pid");
-    let script = sb.script(
-        "tcp.rc",
-        &format!(
-            "exec {DEMO} --port {port} --backlog 1 --pidfile {} --daemon",
-            pidfile.display()
-        ),
-    );
-    let pfile = entry_pfile(
+    let (script, pidfile) = sb.demo_script_with("tcp", port, "--backlog 1");
+    let mut pc = watch_stall(
         &sb,
-        DEMO,
-        &script,
-        &pidfile,
-        &stall_block(
-            "_bi_socket",
-            &format!("10:0:2:10:{port}"),
-            1,
-            "    probe_timeout = 2s\n",
-        ),
+        (DEMO, &script, &pidfile),
+        "_bi_socket",
+        &format!("10:0:2:10:{port}"),
+        "    probe_timeout = 2s\n",
     );
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("stall_chk (skt) of pent_id= 1", T);
     let pid = pid_of(&pc.entry(1));
     kill(pid, libc::SIGSTOP);
     let _held = load(port, 4);
@@ -202,20 +207,13 @@ fn exec_error_1_stops_stall_watching_after_one_detection() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = sb.demo_script("web", port, 0);
-    let pfile = entry_pfile(
+    let mut pc = watch_stall(
         &sb,
-        DEMO,
-        &script,
-        &pidfile,
-        &stall_block(
-            "_bi_webserv",
-            &format!("10:1:2:10:{port}"),
-            1,
-            "    probe_timeout = 2s\n",
-        ),
+        (DEMO, &script, &pidfile),
+        "_bi_webserv",
+        &format!("10:1:2:10:{port}"),
+        "    probe_timeout = 2s\n",
     );
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let first = pid_of(&pc.entry(1));
     kill(first, libc::SIGSTOP);
     pc.wait_for("Find Web Server Stall", STALL_T);
@@ -309,20 +307,13 @@ fn kernel_evidence_judges_a_stopped_apache_under_load_long_before_the_seed_rule(
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = apache_instance(&sb, port, None, 16);
-    let pfile = entry_pfile(
+    let mut pc = watch_stall(
         &sb,
-        APACHE,
-        &script,
-        &pidfile,
-        &stall_block(
-            "_bi_webserv",
-            &format!("10:0:2:600:{port}"),
-            1,
-            "    evidence = kernel\n",
-        ),
+        (APACHE, &script, &pidfile),
+        "_bi_webserv",
+        &format!("10:0:2:600:{port}"),
+        "    evidence = kernel\n",
     );
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let master = pid_of(&pc.entry(1));
     let t0 = Instant::now();
     stop_all(&sb, APACHE, 3);
@@ -365,28 +356,15 @@ fn kernel_evidence_never_judges_a_slow_but_draining_server() {
     }
     let sb = Sandbox::new();
     let port = free_port();
-    let pidfile = sb.file("slow.pid");
-    let script = sb.script(
-        "slow.rc",
-        &format!(
-            "exec {DEMO} --port {port} --workers 2 --backlog 4 --delay-ms 20 --pidfile {} --daemon",
-            pidfile.display()
-        ),
-    );
-    let pfile = entry_pfile(
+    let (script, pidfile) =
+        sb.demo_script_with("slow", port, "--workers 2 --backlog 4 --delay-ms 20");
+    let mut pc = watch_stall(
         &sb,
-        DEMO,
-        &script,
-        &pidfile,
-        &stall_block(
-            "_bi_webserv",
-            &format!("10:0:2:600:{port}"),
-            1,
-            "    evidence = kernel\n    kernel_window = 10s\n",
-        ),
+        (DEMO, &script, &pidfile),
+        "_bi_webserv",
+        &format!("10:0:2:600:{port}"),
+        "    evidence = kernel\n    kernel_window = 10s\n",
     );
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let master = pid_of(&pc.entry(1));
     let ab = std::process::Command::new("/usr/bin/ab")
         .args([
@@ -443,20 +421,13 @@ fn nginx_http_stall_is_detected_killed_and_restarted() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = nginx_instance(&sb, port);
-    let pfile = entry_pfile(
+    let mut pc = watch_stall(
         &sb,
-        NGINX,
-        &script,
-        &pidfile,
-        &stall_block(
-            "_bi_webserv",
-            &format!("10:0:2:10:{port}"),
-            1,
-            "    probe_timeout = 2s\n",
-        ),
+        (NGINX, &script, &pidfile),
+        "_bi_webserv",
+        &format!("10:0:2:10:{port}"),
+        "    probe_timeout = 2s\n",
     );
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
     assert!(http_ok(port));
     let master = pid_of(&pc.entry(1));
     // nginx workers rename themselves ("nginx: worker process"): find them by parent.

@@ -21,14 +21,7 @@ fn verdict_time(kernel: bool) -> Vec<u64> {
     for _ in 0..RUNS {
         let sb = Sandbox::new();
         let port = free_port();
-        let pidfile = sb.file("web.pid");
-        let script = sb.script(
-            "web.rc",
-            &format!(
-                "exec {DEMO} --port {port} --workers 2 --backlog 16 --pidfile {} --daemon",
-                pidfile.display()
-            ),
-        );
+        let (script, pidfile) = sb.demo_script_with("web", port, "--workers 2 --backlog 16");
         // The seed's shortest timing (interval 10, retry-over 10): its defaults (60/600)
         // would take ten minutes a run.
         let extra = if kernel {

@@ -80,12 +80,17 @@ impl Sandbox {
     /// A restart script that starts the demo server as a daemon (setsid + pidfile),
     /// with `workers` worker processes, and counts its runs in `<name>.runs`.
     pub fn demo_script(&self, name: &str, port: u16, workers: u32) -> (PathBuf, PathBuf) {
+        self.demo_script_with(name, port, &format!("--workers {workers}"))
+    }
+    /// The demo server's start script and pidfile, with `args` (e.g. `--backlog 1`);
+    /// each start is counted (see [`Sandbox::runs`]).
+    pub fn demo_script_with(&self, name: &str, port: u16, args: &str) -> (PathBuf, PathBuf) {
         let pidfile = self.file(&format!("{name}.pid"));
         let runs = self.file(&format!("{name}.runs"));
         let script = self.script(
             &format!("{name}.rc"),
             &format!(
-                "echo run >> {runs}\nexec {DEMO} --port {port} --workers {workers} --pidfile {pid} --daemon",
+                "echo run >> {runs}\nexec {DEMO} --port {port} {args} --pidfile {pid} --daemon",
                 runs = runs.display(),
                 pid = pidfile.display()
             ),
