@@ -570,11 +570,12 @@ fn check_entry_files(pfile: &Pfile, e: &ProcEntry, out: &mut Vec<Diagnostic>) {
             "restart script {} is not executable",
             e.restart_script.display()
         )),
-        Ok(_) => crate::trust::check(&e.restart_script, "restart script")
-            .err()
-            .map(|msg| msg.to_string()),
+        Ok(_) => None,
     };
     if let Some(msg) = problem {
+        out.push(diagnostic(&pfile.path, e.script_pos, msg));
+    } else if let Err(msg) = crate::trust::check(&e.restart_script, "restart script") {
+        // A regular, executable file: is it one only root can change?
         out.push(diagnostic(&pfile.path, e.script_pos, msg));
     }
 }
