@@ -523,318 +523,404 @@ impl Entry {
 
     /// Takes one piece of evidence; returns what to do, in order.
     pub fn on(&mut self, ev: Evidence, now: Instant) -> Vec<Action> {
-        let mut out = Vec::new();
         match ev {
-            Evidence::Running { pid, adopted } => {
-                if self.proc_sts == ProcSts::Avail {
-                    return out;
-                }
-                if !self.first_start && !adopted {
-                    self.restart_count += 1;
-                    self.rerun_at = Some(now);
-                    out.push(Action::Persist);
-                }
-                let verb = if adopted {
-                    "Adopted"
-                } else if self.first_start {
-                    "Started"
-                } else {
-                    "Restarted"
-                };
-                self.first_start = false;
-                self.pid = Some(pid);
-                self.stalled_pid = None;
-                self.retried_over = false;
-                self.proven = adopted || !self.stall.as_ref().is_some_and(|s| s.enabled);
-                if self.proven {
-                    self.retry_count = 0;
-                    self.down_since = None;
-                }
-                self.proc_sts = ProcSts::Avail;
-                self.next_watch += 1;
-                let watch = self.next_watch;
-                self.watch = Some(watch);
-                // Watch first: once the line is logged, the process is watched.
-                out.push(Action::Watch { watch, pid });
-                if let Some(sw) = self.stall.as_mut() {
-                    sw.failing_since = None;
-                    sw.progress_suspected = false;
-                    if sw.sts != StallSts::Detect {
-                        sw.sts = StallSts::Init;
-                    }
-                    if sw.enabled {
-                        out.push(Action::StallWatch { watch, pid });
-                    }
-                }
-                out.push(event(
-                    Level::Info,
-                    format!(
-                        "{verb} Process: pname= {} pid= {pid} pent_id= {}",
-                        self.pname, self.pent_id
-                    ),
-                    Tag::new(if adopted {
-                        EventKind::ProcessAdopt
-                    } else if verb == "Started" {
-                        EventKind::ProcessStart
-                    } else {
-                        EventKind::RestartOk
-                    })
-                    .pid(pid),
-                ));
-            }
-            Evidence::NotRunning => {
-                if self.proc_sts != ProcSts::Init {
-                    return out;
-                }
-                self.down_since.get_or_insert(now);
-                self.first_start = true;
-                self.proc_sts = ProcSts::Restart;
-                out.push(log(
-                    Level::Info,
-                    format!(
-                        "Start Process: pname= {} pent_id= {} (not running)",
-                        self.pname, self.pent_id
-                    ),
-                ));
-                out.push(self.attempt(Duration::ZERO, false));
-            }
+            Evidence::Running { pid, adopted } => self.on_running(pid, adopted, now),
+            Evidence::NotRunning => self.on_not_running(now),
             Evidence::Died {
                 watch,
                 pid,
                 how,
                 source,
-            } => {
-                if self.watch != Some(watch) {
-                    return out; // a late report about an earlier watch
-                }
-                self.watch = None;
-                self.pid = None;
-                self.down_since.get_or_insert(now);
-                self.last_verdict = Some(format!("process down ({how}; evidence: {source})"));
-                out.push(Action::Persist);
-                if let Some(sw) = self.stall.as_mut() {
-                    sw.failing_since = None;
-                    sw.progress_suspected = false;
-                    if sw.enabled && sw.sts != StallSts::Detect {
-                        sw.sts = StallSts::Unknown;
-                    }
-                }
-                out.push(Action::Unwatch { watch });
-                out.push(event(
-                    Level::Warning,
-                    format!(
-                        "Process Down: pname= {} pid= {pid} pent_id= {} ({how}; evidence: {source})",
-                        self.pname, self.pent_id
-                    ),
-                Tag::new(EventKind::ProcessDown).pid(pid).evidence(source.into()), ));
-                if !self.monitor_on {
-                    self.proc_sts = ProcSts::Unavail;
-                    out.push(log(
-                        Level::Info,
-                        format!(
-                            "monitoring of pent_id= {} is off: not restarting",
-                            self.pent_id
-                        ),
-                    ));
-                    return out;
-                }
-                self.first_start = false;
-                if self.proven {
-                    self.retry_count = 0;
-                    self.begin_restart(&mut out);
-                } else {
-                    // The last restart never served: that attempt failed.
-                    self.proc_sts = ProcSts::Restart;
-                    self.failed_attempt(
-                        "the restarted process ended before it ever answered its stall check",
-                        &mut out,
-                    );
-                }
-            }
-            Evidence::StartFailed { reason } => {
-                if self.proc_sts != ProcSts::Restart {
-                    return out;
-                }
-                self.failed_attempt(&reason, &mut out);
-            }
-            Evidence::ProbeOk { watch } => {
-                if self.watch != Some(watch) || !self.monitor_on {
-                    return out;
-                }
-                let (pent_id, pid) = (self.pent_id, self.pid);
-                if !self.proven && self.stall.as_ref().is_some_and(|s| s.enabled) {
-                    self.proven = true;
-                    self.retry_count = 0;
-                    self.down_since = None;
-                }
-                if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
-                    if let Some(since) = sw.failing_since.take() {
-                        out.push(event(
-                            Level::Info,
-                            format!(
-                                "stall check ({}) of pent_id= {pent_id} pid= {} port= {}: answering again after {} s",
-                                sw.kind.tag(),
-                                pid.unwrap_or(0),
-                                sw.port,
-                                now.saturating_duration_since(since).as_secs()
-                            ),
-                        Tag::new(EventKind::StallRecovered).pid(pid.unwrap_or(0)).evidence(EventSource::Probe), ));
-                    }
-                    if sw.sts != StallSts::Avail {
-                        sw.sts = StallSts::Avail;
-                        out.push(log(
-                            Level::Info,
-                            format!(
-                                "stall_chk ({}) of pent_id= {pent_id} pid= {} port= {}: AVAIL",
-                                sw.kind.tag(),
-                                pid.unwrap_or(0),
-                                sw.port
-                            ),
-                        ));
-                    }
-                }
-            }
+            } => self.on_died(watch, pid, how, source, now),
+            Evidence::StartFailed { reason } => self.on_start_failed(reason),
+            Evidence::ProbeOk { watch } => self.on_probe_ok(watch, now),
             Evidence::ProbeFailed {
                 watch,
                 reason,
                 started,
-            } => {
-                if self.watch != Some(watch) || !self.monitor_on {
-                    return out;
-                }
-                let Some(pid) = self.pid else { return out };
-                let pent_id = self.pent_id;
-                let Some(sw) = self
-                    .stall
-                    .as_mut()
-                    .filter(|s| s.enabled && s.judged != Some(watch))
-                else {
-                    return out;
-                };
-                let since = *sw.failing_since.get_or_insert(started);
-                let failing = started.saturating_duration_since(since);
+            } => self.on_probe_failed(watch, reason, started, now),
+            Evidence::ProgressSuspect { watch, on } => {
+                self.on_progress_suspect(watch, on);
+                Vec::new()
+            }
+            Evidence::NoProgress { watch, figures } => self.on_no_progress(watch, figures, now),
+            Evidence::KillResult { watch, pid, result } => self.on_kill_result(watch, pid, result),
+            Evidence::MonitorOff => self.on_monitor_off(),
+            Evidence::MonitorOn => self.on_monitor_on(),
+        }
+    }
+
+    /// The process runs: adopted at start, or started by the restart script.
+    fn on_running(&mut self, pid: i32, adopted: bool, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.proc_sts == ProcSts::Avail {
+            return out;
+        }
+        if !self.first_start && !adopted {
+            self.restart_count += 1;
+            self.rerun_at = Some(now);
+            out.push(Action::Persist);
+        }
+        let verb = if adopted {
+            "Adopted"
+        } else if self.first_start {
+            "Started"
+        } else {
+            "Restarted"
+        };
+        self.first_start = false;
+        self.pid = Some(pid);
+        self.stalled_pid = None;
+        self.retried_over = false;
+        self.proven = adopted || !self.stall.as_ref().is_some_and(|s| s.enabled);
+        if self.proven {
+            self.retry_count = 0;
+            self.down_since = None;
+        }
+        self.proc_sts = ProcSts::Avail;
+        self.next_watch += 1;
+        let watch = self.next_watch;
+        self.watch = Some(watch);
+        // Watch first: once the line is logged, the process is watched.
+        out.push(Action::Watch { watch, pid });
+        if let Some(sw) = self.stall.as_mut() {
+            sw.failing_since = None;
+            sw.progress_suspected = false;
+            if sw.sts != StallSts::Detect {
+                sw.sts = StallSts::Init;
+            }
+            if sw.enabled {
+                out.push(Action::StallWatch { watch, pid });
+            }
+        }
+        out.push(event(
+            Level::Info,
+            format!(
+                "{verb} Process: pname= {} pid= {pid} pent_id= {}",
+                self.pname, self.pent_id
+            ),
+            Tag::new(if adopted {
+                EventKind::ProcessAdopt
+            } else if verb == "Started" {
+                EventKind::ProcessStart
+            } else {
+                EventKind::RestartOk
+            })
+            .pid(pid),
+        ));
+        out
+    }
+
+    /// At start, nothing to adopt: the first start.
+    fn on_not_running(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.proc_sts != ProcSts::Init {
+            return out;
+        }
+        self.down_since.get_or_insert(now);
+        self.first_start = true;
+        self.proc_sts = ProcSts::Restart;
+        out.push(log(
+            Level::Info,
+            format!(
+                "Start Process: pname= {} pent_id= {} (not running)",
+                self.pname, self.pent_id
+            ),
+        ));
+        out.push(self.attempt(Duration::ZERO, false));
+        out
+    }
+
+    /// The watched process ended: the seed's `Process Down`, then a restart.
+    fn on_died(
+        &mut self,
+        watch: WatchId,
+        pid: i32,
+        how: DeathKind,
+        source: Source,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.watch != Some(watch) {
+            return out; // a late report about an earlier watch
+        }
+        self.watch = None;
+        self.pid = None;
+        self.down_since.get_or_insert(now);
+        self.last_verdict = Some(format!("process down ({how}; evidence: {source})"));
+        out.push(Action::Persist);
+        if let Some(sw) = self.stall.as_mut() {
+            sw.failing_since = None;
+            sw.progress_suspected = false;
+            if sw.enabled && sw.sts != StallSts::Detect {
+                sw.sts = StallSts::Unknown;
+            }
+        }
+        out.push(Action::Unwatch { watch });
+        out.push(event(
+            Level::Warning,
+            format!(
+                "Process Down: pname= {} pid= {pid} pent_id= {} ({how}; evidence: {source})",
+                self.pname, self.pent_id
+            ),
+            Tag::new(EventKind::ProcessDown)
+                .pid(pid)
+                .evidence(source.into()),
+        ));
+        if !self.monitor_on {
+            self.proc_sts = ProcSts::Unavail;
+            out.push(log(
+                Level::Info,
+                format!(
+                    "monitoring of pent_id= {} is off: not restarting",
+                    self.pent_id
+                ),
+            ));
+            return out;
+        }
+        self.first_start = false;
+        if self.proven {
+            self.retry_count = 0;
+            self.begin_restart(&mut out);
+        } else {
+            // The last restart never served: that attempt failed.
+            self.proc_sts = ProcSts::Restart;
+            self.failed_attempt(
+                "the restarted process ended before it ever answered its stall check",
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// A start attempt failed.
+    fn on_start_failed(&mut self, reason: String) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.proc_sts != ProcSts::Restart {
+            return out;
+        }
+        self.failed_attempt(&reason, &mut out);
+        out
+    }
+
+    /// A stall probe answered: the process is proven, a failing run ends.
+    fn on_probe_ok(&mut self, watch: WatchId, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.watch != Some(watch) || !self.monitor_on {
+            return out;
+        }
+        let (pent_id, pid) = (self.pent_id, self.pid);
+        if !self.proven && self.stall.as_ref().is_some_and(|s| s.enabled) {
+            self.proven = true;
+            self.retry_count = 0;
+            self.down_since = None;
+        }
+        if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
+            if let Some(since) = sw.failing_since.take() {
+                out.push(event(
+                    Level::Info,
+                    format!(
+                        "stall check ({}) of pent_id= {pent_id} pid= {} port= {}: answering again after {} s",
+                        sw.kind.tag(),
+                        pid.unwrap_or(0),
+                        sw.port,
+                        now.saturating_duration_since(since).as_secs()
+                    ),
+                Tag::new(EventKind::StallRecovered).pid(pid.unwrap_or(0)).evidence(EventSource::Probe), ));
+            }
+            if sw.sts != StallSts::Avail {
+                sw.sts = StallSts::Avail;
+                out.push(log(
+                    Level::Info,
+                    format!(
+                        "stall_chk ({}) of pent_id= {pent_id} pid= {} port= {}: AVAIL",
+                        sw.kind.tag(),
+                        pid.unwrap_or(0),
+                        sw.port
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// A stall probe failed: a verdict once probes have failed for the retry-over time.
+    fn on_probe_failed(
+        &mut self,
+        watch: WatchId,
+        reason: String,
+        started: Instant,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.watch != Some(watch) || !self.monitor_on {
+            return out;
+        }
+        let Some(pid) = self.pid else { return out };
+        let pent_id = self.pent_id;
+        let Some(sw) = self
+            .stall
+            .as_mut()
+            .filter(|s| s.enabled && s.judged != Some(watch))
+        else {
+            return out;
+        };
+        let since = *sw.failing_since.get_or_insert(started);
+        let failing = started.saturating_duration_since(since);
+        out.push(event(
+            Level::Warning,
+            format!(
+                "stall check ({}) of pent_id= {pent_id} pid= {pid} port= {} failed: {reason} (failing for {} s of {} s)",
+                sw.kind.tag(),
+                sw.port,
+                failing.as_secs(),
+                sw.duration.as_secs()
+            ),
+        Tag::new(EventKind::ProbeFailed).pid(pid).evidence(EventSource::Probe), ));
+        if failing >= sw.duration {
+            let why = format!(
+                "stall evidence (probe): pent_id= {pent_id} probes failing for {} s (retry-over time {} s)",
+                failing.as_secs(),
+                sw.duration.as_secs()
+            );
+            self.stall_verdict(watch, pid, why, EventSource::Probe, now, &mut out);
+        }
+        out
+    }
+
+    /// Kernel evidence suspects (or no longer suspects) a stall: for the load balancer only.
+    fn on_progress_suspect(&mut self, watch: WatchId, on: bool) {
+        if self.watch == Some(watch) {
+            if let Some(sw) = self.stall.as_mut() {
+                sw.progress_suspected = on && sw.enabled && self.monitor_on;
+            }
+        }
+    }
+
+    /// Kernel evidence: no progress for the window; a verdict, or a line when observing.
+    fn on_no_progress(
+        &mut self,
+        watch: WatchId,
+        figures: progress::Figures,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.watch != Some(watch) || !self.monitor_on {
+            return out;
+        }
+        let Some(pid) = self.pid else { return out };
+        let Some(sw) = self
+            .stall
+            .as_ref()
+            .filter(|s| s.enabled && s.kernel && s.judged != Some(watch))
+        else {
+            return out;
+        };
+        let why = format!(
+            "stall evidence (kernel): pent_id= {} pid= {pid} port= {}: {figures}",
+            self.pent_id, sw.port
+        );
+        if sw.kernel_observe {
+            out.push(event(
+                Level::Warning,
+                format!("Stall Suspected (observe only): {why}"),
+                Tag::new(EventKind::StallSuspected)
+                    .pid(pid)
+                    .evidence(EventSource::Kernel),
+            ));
+            return out;
+        }
+        self.stall_verdict(watch, pid, why, EventSource::Kernel, now, &mut out);
+        out
+    }
+
+    /// The forced kill of a stalled process succeeded or failed.
+    fn on_kill_result(
+        &mut self,
+        watch: WatchId,
+        pid: i32,
+        result: Result<(), String>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.watch != Some(watch) {
+            return out;
+        }
+        match result {
+            Ok(()) => {
                 out.push(event(
                     Level::Warning,
+                    format!("Killed Process: pid= {pid}"),
+                    Tag::new(EventKind::Kill).pid(pid),
+                ));
+            }
+            Err(e) => {
+                out.push(event(
+                    Level::Error,
+                    format!("Can not killed Process: pid= {pid}"),
+                    Tag::new(EventKind::KillFailed).pid(pid),
+                ));
+                out.push(log(
+                    Level::Error,
                     format!(
-                        "stall check ({}) of pent_id= {pent_id} pid= {pid} port= {} failed: {reason} (failing for {} s of {} s)",
-                        sw.kind.tag(),
-                        sw.port,
-                        failing.as_secs(),
-                        sw.duration.as_secs()
+                        "kill of pid {pid} failed: {e}; stall watching of pent_id= {} stops",
+                        self.pent_id
                     ),
-                Tag::new(EventKind::ProbeFailed).pid(pid).evidence(EventSource::Probe), ));
-                if failing >= sw.duration {
-                    let why = format!(
-                        "stall evidence (probe): pent_id= {pent_id} probes failing for {} s (retry-over time {} s)",
-                        failing.as_secs(),
-                        sw.duration.as_secs()
-                    );
-                    self.stall_verdict(watch, pid, why, EventSource::Probe, now, &mut out);
-                }
-            }
-            Evidence::ProgressSuspect { watch, on } => {
-                if self.watch == Some(watch) {
-                    if let Some(sw) = self.stall.as_mut() {
-                        sw.progress_suspected = on && sw.enabled && self.monitor_on;
-                    }
-                }
-            }
-            Evidence::NoProgress { watch, figures } => {
-                if self.watch != Some(watch) || !self.monitor_on {
-                    return out;
-                }
-                let Some(pid) = self.pid else { return out };
-                let Some(sw) = self
-                    .stall
-                    .as_ref()
-                    .filter(|s| s.enabled && s.kernel && s.judged != Some(watch))
-                else {
-                    return out;
+                ));
+                let retry_over = if let Some(sw) = self.stall.as_mut() {
+                    sw.enabled = false;
+                    sw.sts = StallSts::Unavail;
+                    sw.retry_over_on_kill_failure
+                } else {
+                    false
                 };
-                let why = format!(
-                    "stall evidence (kernel): pent_id= {} pid= {pid} port= {}: {figures}",
-                    self.pent_id, sw.port
-                );
-                if sw.kernel_observe {
-                    out.push(event(
-                        Level::Warning,
-                        format!("Stall Suspected (observe only): {why}"),
-                        Tag::new(EventKind::StallSuspected)
-                            .pid(pid)
-                            .evidence(EventSource::Kernel),
-                    ));
-                    return out;
-                }
-                self.stall_verdict(watch, pid, why, EventSource::Kernel, now, &mut out);
-            }
-            Evidence::KillResult { watch, pid, result } => {
-                if self.watch != Some(watch) {
-                    return out;
-                }
-                match result {
-                    Ok(()) => {
-                        out.push(event(
-                            Level::Warning,
-                            format!("Killed Process: pid= {pid}"),
-                            Tag::new(EventKind::Kill).pid(pid),
-                        ));
+                out.push(Action::StallStop { watch });
+                if retry_over {
+                    // `continue` drops the process from watching altogether.
+                    if self.retry_over_action == RetryOverAction::Continue {
+                        self.watch = None;
+                        out.push(Action::Unwatch { watch });
                     }
-                    Err(e) => {
-                        out.push(event(
-                            Level::Error,
-                            format!("Can not killed Process: pid= {pid}"),
-                            Tag::new(EventKind::KillFailed).pid(pid),
-                        ));
-                        out.push(log(Level::Error, format!("kill of pid {pid} failed: {e}; stall watching of pent_id= {} stops", self.pent_id)));
-                        let retry_over = if let Some(sw) = self.stall.as_mut() {
-                            sw.enabled = false;
-                            sw.sts = StallSts::Unavail;
-                            sw.retry_over_on_kill_failure
-                        } else {
-                            false
-                        };
-                        out.push(Action::StallStop { watch });
-                        if retry_over {
-                            // `continue` drops the process from watching altogether.
-                            if self.retry_over_action == RetryOverAction::Continue {
-                                self.watch = None;
-                                out.push(Action::Unwatch { watch });
-                            }
-                            self.retry_over(&mut out);
-                        }
-                    }
+                    self.retry_over(&mut out);
                 }
             }
-            Evidence::MonitorOff => {
-                self.monitor_on = false;
-                if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
-                    sw.failing_since = None;
-                    sw.progress_suspected = false;
-                    sw.sts = StallSts::Unknown;
-                }
-                out.push(event(
-                    Level::Info,
-                    format!("monitor_sts of pent_id= {} set to off", self.pent_id),
-                    Tag::new(EventKind::MonitorOff),
-                ));
-            }
-            Evidence::MonitorOn => {
-                if self.monitor_on {
-                    return out;
-                }
-                self.monitor_on = true;
-                out.push(event(
-                    Level::Info,
-                    format!("monitor_sts of pent_id= {} set to on", self.pent_id),
-                    Tag::new(EventKind::MonitorOn),
-                ));
-                if self.proc_sts == ProcSts::Unavail {
-                    // It died while monitoring was off, or was dropped at retry-over:
-                    // an operator turning monitoring on asks for it to run.
-                    self.retry_count = 0;
-                    self.begin_restart(&mut out);
-                }
-            }
+        }
+        out
+    }
+
+    /// `padmin -c stop`: monitoring off.
+    fn on_monitor_off(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.monitor_on = false;
+        if let Some(sw) = self.stall.as_mut().filter(|s| s.enabled) {
+            sw.failing_since = None;
+            sw.progress_suspected = false;
+            sw.sts = StallSts::Unknown;
+        }
+        out.push(event(
+            Level::Info,
+            format!("monitor_sts of pent_id= {} set to off", self.pent_id),
+            Tag::new(EventKind::MonitorOff),
+        ));
+        out
+    }
+
+    /// `padmin -c start`: monitoring on; a process that is down is started.
+    fn on_monitor_on(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.monitor_on {
+            return out;
+        }
+        self.monitor_on = true;
+        out.push(event(
+            Level::Info,
+            format!("monitor_sts of pent_id= {} set to on", self.pent_id),
+            Tag::new(EventKind::MonitorOn),
+        ));
+        if self.proc_sts == ProcSts::Unavail {
+            // It died while monitoring was off, or was dropped at retry-over:
+            // an operator turning monitoring on asks for it to run.
+            self.retry_count = 0;
+            self.begin_restart(&mut out);
         }
         out
     }

@@ -36,28 +36,15 @@ pub struct Pos {
     pub col: usize,
 }
 
-/// An error or warning about a pfile, with its place.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An error or warning about a pfile, with its place: pfile's error type. Shown as
+/// `file:line:column: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}:{}: {msg}", file.display(), pos.line, pos.col)]
 pub struct Diagnostic {
     pub file: PathBuf,
     pub pos: Pos,
     pub msg: String,
 }
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.pos.line,
-            self.pos.col,
-            self.msg
-        )
-    }
-}
-
-impl std::error::Error for Diagnostic {}
 
 /// Reads and parses a pfile from disk.
 pub fn load(path: &Path) -> Result<Pfile, Diagnostic> {
@@ -88,6 +75,18 @@ impl Ctx<'_> {
     }
 }
 
+/// What the lines read so far have set.
+#[derive(Default)]
+struct Parsed {
+    globals: Globals,
+    /// Where each global was set (a global may be set once; `webhook` many times).
+    seen_globals: HashMap<&'static str, Pos>,
+    fleet: Option<FleetCfg>,
+    /// The first `fleet_*` setting.
+    fleet_pos: Option<Pos>,
+    raw_entries: Vec<RawEntry>,
+}
+
 /// Parses pfile text. `file` is used in diagnostics only.
 pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
     let mut cx = Ctx {
@@ -95,11 +94,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
         warnings: Vec::new(),
     };
     let lines = logical_lines(text);
-    let mut globals = Globals::default();
-    let mut seen_globals: HashMap<&'static str, Pos> = HashMap::new();
-    let mut fleet: Option<FleetCfg> = None;
-    let mut fleet_pos: Option<Pos> = None;
-    let mut raw_entries: Vec<RawEntry> = Vec::new();
+    let mut p = Parsed::default();
     let mut i = 0;
     while i < lines.len() {
         let line = &lines[i];
@@ -107,172 +102,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
         let toks = split_tokens(&cx, line)?;
         let Some(first) = toks.first() else { continue };
         if first.text.starts_with("_bi_") {
-            if raw_entries.is_empty() {
-                let name = first.text.split('{').next().unwrap_or_default();
-                return Err(cx.err(
-                    first.pos,
-                    format!(
-                        "a {name} block must follow the process entry it belongs to; no process entry comes before it"
-                    ),
-                ));
-            }
-            let (block, next) = stall::parse_block(&mut cx, &lines, i - 1, &toks)?;
-            i = next;
-            let Some(owner) = raw_entries.last_mut() else {
-                continue;
-            };
-            if let Some(prev) = &owner.entry.stall {
-                return Err(cx.err(
-                    first.pos,
-                    format!(
-                        "the process entry at line {} already has a {} block (line {}); one process needs at most one stall check (HTTP and HTTPS checks include the TCP check)",
-                        owner.pos.line, prev.block_name, prev.pos.line
-                    ),
-                ));
-            }
-            owner.entry.stall = Some(block);
+            i = p.stall_block(&mut cx, &lines, i - 1, &toks)?;
             continue;
         }
         if is_setting(&toks) {
-            let (key, value) = setting_parts(&cx, &toks)?;
-            let name = global_key(&cx, &key)?;
-            // `webhook` may be given several times (each a URL or a comma-separated list).
-            if let Some(prev) = seen_globals
-                .insert(name, key.pos)
-                .filter(|_| name != "webhook")
-            {
-                return Err(cx.err(
-                    key.pos,
-                    format!("{name} is set twice (first at line {})", prev.line),
-                ));
-            }
-            apply_setting(&cx, &mut globals.defaults, name, &value)?;
-            match name {
-                "evidence" => globals.evidence = parse_evidence(&cx, &value)?,
-                "control_socket" => globals.control_socket = Some(abs_path(&cx, value)?),
-                "state_dir" => globals.state_dir = Some(abs_path(&cx, value)?),
-                "webhook" => {
-                    let mut offset = 0;
-                    for part in value.text.split(',') {
-                        let url = part.trim();
-                        let lead = part.len() - part.trim_start().len();
-                        let pos = Pos {
-                            line: value.pos.line,
-                            col: value.pos.col + offset + lead,
-                        };
-                        offset += part.len() + 1;
-                        if url.is_empty() {
-                            return Err(cx.err(pos, "expected a webhook URL (http://host:port/path or https://...), found an empty item"));
-                        }
-                        let parsed = WebhookUrl::parse(url).map_err(|e| cx.err(pos, e))?;
-                        globals.webhooks.push(parsed);
-                    }
-                }
-                "webhook_format" => {
-                    globals.webhook_format = match value.text.as_str() {
-                        "json" => WebhookFormat::Json,
-                        "alertmanager" => WebhookFormat::Alertmanager,
-                        v => {
-                            return Err(cx.err(
-                                value.pos,
-                                format!("expected json or alertmanager, found {v:?}"),
-                            ))
-                        }
-                    }
-                }
-                "webhook_queue" => {
-                    globals.webhook_queue = Some(
-                        value
-                            .text
-                            .parse()
-                            .ok()
-                            .filter(|n| (1..=100_000).contains(n))
-                            .ok_or_else(|| {
-                                cx.err(
-                                    value.pos,
-                                    format!("expected a queue size from 1 to 100000, found {:?}", value.text),
-                                )
-                            })?,
-                    )
-                }
-                "metrics_listen" => {
-                    globals.metrics_listen = Some(value.text.parse().map_err(|_| {
-                        cx.err(
-                            value.pos,
-                            format!("expected an address and port such as 127.0.0.1:9913 or [::1]:9913, found {:?}", value.text),
-                        )
-                    })?)
-                }
-                "metrics_allow" => {
-                    let mut offset = 0;
-                    for part in value.text.split(',') {
-                        let lead = part.len() - part.trim_start().len();
-                        let pos = Pos { line: value.pos.line, col: value.pos.col + offset + lead };
-                        offset += part.len() + 1;
-                        let net = Cidr::parse(part.trim()).ok_or_else(|| {
-                            cx.err(pos, format!("expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1/128, found {:?}", part.trim()))
-                        })?;
-                        globals.metrics_allow.push(net);
-                    }
-                }
-                "webhook_header_file" => globals.webhook_header_file = Some(abs_path(&cx, value)?),
-                "lb_agent_listen" => globals.lb.agent_listen = Some(parse_listen(&cx, &value)?),
-                "lb_health_listen" => globals.lb.health_listen = Some(parse_listen(&cx, &value)?),
-                "lb_haproxy_socket" => {
-                    globals.lb.haproxy_socket = Some(if value.text.starts_with('/') {
-                        HaproxySocket::Unix(PathBuf::from(&value.text))
-                    } else {
-                        HaproxySocket::Tcp(parse_listen(&cx, &value)?)
-                    })
-                }
-                "lb_allow" => {
-                    for part in value.text.split(',') {
-                        let net = Cidr::parse(part.trim()).ok_or_else(|| {
-                            cx.err(
-                                value.pos,
-                                format!("expected networks such as 10.0.0.0/8,::1/128, found {:?}", part.trim()),
-                            )
-                        })?;
-                        globals.lb.allow.push(net);
-                    }
-                }
-                "auto_reboot" => {
-                    globals.reboot.enabled = match value.text.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        v => return Err(cx.err(value.pos, format!("expected on or off, found {v:?}"))),
-                    }
-                }
-                "shutdown_flush" => {
-                    globals.shutdown_flush = Some(parse_duration_zero_ok(&cx, &value, name)?);
-                }
-                "reboot_after" => globals.reboot.after = parse_duration(&cx, &value, name)?,
-                "reboot_reset" => globals.reboot.reset = parse_duration(&cx, &value, name)?,
-                "reboot_limit" => {
-                    globals.reboot.limit = value.text.parse().ok().filter(|n| *n <= 100).ok_or_else(|| {
-                        cx.err(value.pos, format!("expected a reboot limit from 0 to 100, found {:?}", value.text))
-                    })?
-                }
-                n if n.starts_with("fleet_") => {
-                    fleet_pos.get_or_insert(key.pos);
-                    parse_fleet(&cx, fleet.get_or_insert_with(FleetCfg::default), n, value)?;
-                }
-                "reboot_command" => {
-                    let words: Vec<String> = value.text.split_whitespace().map(str::to_string).collect();
-                    if words.first().is_none_or(|w| !w.starts_with('/')) {
-                        return Err(cx.err(
-                            value.pos,
-                            format!("expected a command starting with an absolute path (quote it if it has arguments), found {:?}", value.text),
-                        ));
-                    }
-                    globals.reboot.command = words;
-                }
-                _ => {}
-            }
+            p.global_setting(&cx, &toks)?;
             continue;
         }
         if first.text.starts_with('/') {
-            raw_entries.push(parse_entry(&cx, &toks, line)?);
+            p.raw_entries.push(parse_entry(&cx, &toks, line)?);
             continue;
         }
         if first.text == "}" {
@@ -286,27 +124,125 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             ),
         ));
     }
+    p.finish(cx, file)
+}
 
-    // Per-entry settings fall back to the globals in force at the end of the file.
+impl Parsed {
+    /// A `_bi_` block whose header is `lines[start]`: it belongs to the process entry
+    /// before it. Returns the index of the first line after the block.
+    fn stall_block(
+        &mut self,
+        cx: &mut Ctx,
+        lines: &[LogicalLine],
+        start: usize,
+        toks: &[Token],
+    ) -> Result<usize, Diagnostic> {
+        let first = &toks[0];
+        if self.raw_entries.is_empty() {
+            let name = first.text.split('{').next().unwrap_or_default();
+            return Err(cx.err(
+                first.pos,
+                format!(
+                    "a {name} block must follow the process entry it belongs to; no process entry comes before it"
+                ),
+            ));
+        }
+        let (block, next) = stall::parse_block(cx, lines, start, toks)?;
+        let Some(owner) = self.raw_entries.last_mut() else {
+            return Ok(next);
+        };
+        if let Some(prev) = &owner.entry.stall {
+            return Err(cx.err(
+                first.pos,
+                format!(
+                    "the process entry at line {} already has a {} block (line {}); one process needs at most one stall check (HTTP and HTTPS checks include the TCP check)",
+                    owner.pos.line, prev.block_name, prev.pos.line
+                ),
+            ));
+        }
+        owner.entry.stall = Some(block);
+        Ok(next)
+    }
+
+    /// A global `key = value` line.
+    fn global_setting(&mut self, cx: &Ctx, toks: &[Token]) -> Result<(), Diagnostic> {
+        let (key, value) = setting_parts(cx, toks)?;
+        let name = global_key(cx, &key)?;
+        // `webhook` may be given several times (each a URL or a comma-separated list).
+        if let Some(prev) = self
+            .seen_globals
+            .insert(name, key.pos)
+            .filter(|_| name != "webhook")
+        {
+            return Err(cx.err(
+                key.pos,
+                format!("{name} is set twice (first at line {})", prev.line),
+            ));
+        }
+        apply_setting(cx, &mut self.globals.defaults, name, &value)?;
+        if name.starts_with("fleet_") {
+            self.fleet_pos.get_or_insert(key.pos);
+            let fleet = self.fleet.get_or_insert_with(FleetCfg::default);
+            return parse_fleet(cx, fleet, name, value);
+        }
+        apply_global(cx, &mut self.globals, name, value)
+    }
+
+    /// After the last line: per-entry settings resolved, the checks across lines.
+    fn finish(self, mut cx: Ctx, file: &Path) -> Result<Pfile, Diagnostic> {
+        let Parsed {
+            mut globals,
+            seen_globals,
+            fleet,
+            fleet_pos,
+            raw_entries,
+        } = self;
+        let entries = resolve_entries(&globals.defaults, raw_entries);
+        check_same_program(&cx, &entries)?;
+        if let Some(pos) = seen_globals.get("metrics_listen") {
+            warn_open_metrics(&mut cx, &globals, *pos);
+        }
+        check_lb(&mut cx, &globals, &entries)?;
+        if let (Some(f), Some(pos)) = (&fleet, fleet_pos) {
+            check_fleet(&cx, f, pos)?;
+        }
+        globals.fleet = fleet;
+        if entries.is_empty() {
+            cx.warn(
+                Pos { line: 1, col: 1 },
+                "the pfile has no process entry: pcheck will watch nothing",
+            );
+        }
+        Ok(Pfile {
+            path: file.to_path_buf(),
+            globals,
+            entries: entries.into_iter().map(|(_, e)| e).collect(),
+            warnings: cx.warnings,
+        })
+    }
+}
+
+/// Per-entry settings fall back to the globals in force at the end of the file.
+fn resolve_entries(defaults: &EntrySettings, raw_entries: Vec<RawEntry>) -> Vec<(Pos, ProcEntry)> {
     let mut entries = Vec::with_capacity(raw_entries.len());
     for (idx, raw) in raw_entries.into_iter().enumerate() {
         let mut e = raw.entry;
         e.pent_id = u32::try_from(idx + 1).unwrap_or(u32::MAX);
         let s = &raw.overrides;
         e.settings = EntrySettings {
-            retry_over_action: s
-                .retry_over_action
-                .unwrap_or(globals.defaults.retry_over_action),
-            restart_timeout: s
-                .restart_timeout
-                .unwrap_or(globals.defaults.restart_timeout),
-            start_wait: s.start_wait.unwrap_or(globals.defaults.start_wait),
-            retry_delay: s.retry_delay.unwrap_or(globals.defaults.retry_delay),
-            kill_wait: s.kill_wait.unwrap_or(globals.defaults.kill_wait),
+            retry_over_action: s.retry_over_action.unwrap_or(defaults.retry_over_action),
+            restart_timeout: s.restart_timeout.unwrap_or(defaults.restart_timeout),
+            start_wait: s.start_wait.unwrap_or(defaults.start_wait),
+            retry_delay: s.retry_delay.unwrap_or(defaults.retry_delay),
+            kill_wait: s.kill_wait.unwrap_or(defaults.kill_wait),
         };
         entries.push((raw.pos, e));
     }
-    // Two entries watching the same program must be told apart by pidfile.
+    entries
+}
+
+/// Two entries watching the same program must be told apart by pidfile.
+fn check_same_program(cx: &Ctx, entries: &[(Pos, ProcEntry)]) -> Result<(), Diagnostic> {
     for (a, (pos_a, ea)) in entries.iter().enumerate() {
         for (pos_b, eb) in entries.iter().skip(a + 1) {
             if ea.pname == eb.pname && (ea.pidfile.is_none() || eb.pidfile.is_none()) {
@@ -331,144 +267,317 @@ pub fn parse(file: &Path, text: &str) -> Result<Pfile, Diagnostic> {
             }
         }
     }
-    if let Some((addr, pos)) = globals
-        .metrics_listen
-        .zip(seen_globals.get("metrics_listen"))
-    {
-        if !addr.ip().is_loopback() && globals.metrics_allow.is_empty() {
+    Ok(())
+}
+
+/// A warning for metrics open beyond loopback with no `metrics_allow`.
+fn warn_open_metrics(cx: &mut Ctx, g: &Globals, pos: Pos) {
+    if let Some(addr) = g.metrics_listen {
+        if !addr.ip().is_loopback() && g.metrics_allow.is_empty() {
             cx.warn(
-                *pos,
+                pos,
                 format!(
                     "metrics_listen {addr} is not a loopback address: the metrics (unauthenticated) are open to every host that can reach it; limit it with metrics_allow = CIDR[,...] or a firewall"
                 ),
             );
         }
     }
-    check_lb(&mut cx, &globals, &entries)?;
-    if let (Some(f), Some(pos)) = (&fleet, fleet_pos) {
-        if f.endpoints.is_empty() || f.name.is_empty() {
-            return Err(cx.err(
-                pos,
-                "a fleet needs fleet_etcd (its etcd endpoints) and fleet_name",
-            ));
-        }
-        if f.tls_cert.is_some() != f.tls_key.is_some() {
-            return Err(cx.err(pos, "fleet_tls_cert and fleet_tls_key go together"));
-        }
+}
+
+/// A fleet needs its etcd endpoints and its name; a client certificate needs its key.
+fn check_fleet(cx: &Ctx, f: &FleetCfg, pos: Pos) -> Result<(), Diagnostic> {
+    if f.endpoints.is_empty() || f.name.is_empty() {
+        return Err(cx.err(
+            pos,
+            "a fleet needs fleet_etcd (its etcd endpoints) and fleet_name",
+        ));
     }
-    globals.fleet = fleet;
-    if entries.is_empty() {
-        cx.warn(
-            Pos { line: 1, col: 1 },
-            "the pfile has no process entry: pcheck will watch nothing",
-        );
+    if f.tls_cert.is_some() != f.tls_key.is_some() {
+        return Err(cx.err(pos, "fleet_tls_cert and fleet_tls_key go together"));
     }
-    Ok(Pfile {
-        path: file.to_path_buf(),
-        globals,
-        entries: entries.into_iter().map(|(_, e)| e).collect(),
-        warnings: cx.warnings,
-    })
+    Ok(())
+}
+
+/// One global setting other than `fleet_*` (the entry defaults are set by
+/// [`apply_setting`]).
+fn apply_global(cx: &Ctx, g: &mut Globals, name: &str, value: Token) -> Result<(), Diagnostic> {
+    match name {
+        "evidence" => g.evidence = parse_evidence(cx, &value)?,
+        "control_socket" => g.control_socket = Some(abs_path(cx, value)?),
+        "state_dir" => g.state_dir = Some(abs_path(cx, value)?),
+        "webhook_header_file" => g.webhook_header_file = Some(abs_path(cx, value)?),
+        "webhook" | "webhook_format" | "webhook_queue" => apply_webhook(cx, g, name, &value)?,
+        "metrics_listen" | "metrics_allow" => apply_metrics(cx, g, name, &value)?,
+        "shutdown_flush" => g.shutdown_flush = Some(parse_duration_zero_ok(cx, &value, name)?),
+        n if n.starts_with("lb_") => apply_lb(cx, &mut g.lb, n, &value)?,
+        "auto_reboot" | "reboot_after" | "reboot_reset" | "reboot_limit" | "reboot_command" => {
+            apply_reboot(cx, &mut g.reboot, name, &value)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `webhook`, `webhook_format`, `webhook_queue`.
+fn apply_webhook(cx: &Ctx, g: &mut Globals, name: &str, value: &Token) -> Result<(), Diagnostic> {
+    match name {
+        "webhook" => {
+            let mut offset = 0;
+            for part in value.text.split(',') {
+                let url = part.trim();
+                let lead = part.len() - part.trim_start().len();
+                let pos = Pos {
+                    line: value.pos.line,
+                    col: value.pos.col + offset + lead,
+                };
+                offset += part.len() + 1;
+                if url.is_empty() {
+                    return Err(cx.err(pos, "expected a webhook URL (http://host:port/path or https://...), found an empty item"));
+                }
+                let parsed = WebhookUrl::parse(url).map_err(|e| cx.err(pos, e.to_string()))?;
+                g.webhooks.push(parsed);
+            }
+        }
+        "webhook_format" => {
+            g.webhook_format = match value.text.as_str() {
+                "json" => WebhookFormat::Json,
+                "alertmanager" => WebhookFormat::Alertmanager,
+                v => {
+                    return Err(cx.err(
+                        value.pos,
+                        format!("expected json or alertmanager, found {v:?}"),
+                    ))
+                }
+            }
+        }
+        "webhook_queue" => {
+            g.webhook_queue = Some(
+                value
+                    .text
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| {
+                        cx.err(
+                            value.pos,
+                            format!(
+                                "expected a queue size from 1 to 100000, found {:?}",
+                                value.text
+                            ),
+                        )
+                    })?,
+            )
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `metrics_listen`, `metrics_allow`.
+fn apply_metrics(cx: &Ctx, g: &mut Globals, name: &str, value: &Token) -> Result<(), Diagnostic> {
+    match name {
+        "metrics_listen" => {
+            g.metrics_listen = Some(value.text.parse().map_err(|_| {
+                cx.err(
+                    value.pos,
+                    format!(
+                    "expected an address and port such as 127.0.0.1:9913 or [::1]:9913, found {:?}",
+                    value.text
+                ),
+                )
+            })?)
+        }
+        "metrics_allow" => {
+            let mut offset = 0;
+            for part in value.text.split(',') {
+                let lead = part.len() - part.trim_start().len();
+                let pos = Pos {
+                    line: value.pos.line,
+                    col: value.pos.col + offset + lead,
+                };
+                offset += part.len() + 1;
+                let net = Cidr::parse(part.trim()).ok_or_else(|| {
+                    cx.err(pos, format!("expected a network such as 10.0.0.0/8, 192.0.2.7 or ::1/128, found {:?}", part.trim()))
+                })?;
+                g.metrics_allow.push(net);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The global `lb_*` settings.
+fn apply_lb(cx: &Ctx, lb: &mut LbGlobals, name: &str, value: &Token) -> Result<(), Diagnostic> {
+    match name {
+        "lb_agent_listen" => lb.agent_listen = Some(parse_listen(cx, value)?),
+        "lb_health_listen" => lb.health_listen = Some(parse_listen(cx, value)?),
+        "lb_haproxy_socket" => {
+            lb.haproxy_socket = Some(if value.text.starts_with('/') {
+                HaproxySocket::Unix(PathBuf::from(&value.text))
+            } else {
+                HaproxySocket::Tcp(parse_listen(cx, value)?)
+            })
+        }
+        "lb_allow" => {
+            for part in value.text.split(',') {
+                let net = Cidr::parse(part.trim()).ok_or_else(|| {
+                    cx.err(
+                        value.pos,
+                        format!(
+                            "expected networks such as 10.0.0.0/8,::1/128, found {:?}",
+                            part.trim()
+                        ),
+                    )
+                })?;
+                lb.allow.push(net);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `auto_reboot` and the `reboot_*` settings.
+fn apply_reboot(
+    cx: &Ctx,
+    r: &mut RebootPolicy,
+    name: &str,
+    value: &Token,
+) -> Result<(), Diagnostic> {
+    match name {
+        "auto_reboot" => {
+            r.enabled = match value.text.as_str() {
+                "on" => true,
+                "off" => false,
+                v => return Err(cx.err(value.pos, format!("expected on or off, found {v:?}"))),
+            }
+        }
+        "reboot_after" => r.after = parse_duration(cx, value, name)?,
+        "reboot_reset" => r.reset = parse_duration(cx, value, name)?,
+        "reboot_limit" => {
+            r.limit = value
+                .text
+                .parse()
+                .ok()
+                .filter(|n| *n <= 100)
+                .ok_or_else(|| {
+                    cx.err(
+                        value.pos,
+                        format!(
+                            "expected a reboot limit from 0 to 100, found {:?}",
+                            value.text
+                        ),
+                    )
+                })?
+        }
+        "reboot_command" => {
+            let words: Vec<String> = value.text.split_whitespace().map(str::to_string).collect();
+            if words.first().is_none_or(|w| !w.starts_with('/')) {
+                return Err(cx.err(
+                    value.pos,
+                    format!("expected a command starting with an absolute path (quote it if it has arguments), found {:?}", value.text),
+                ));
+            }
+            r.command = words;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Checks what the text alone cannot: that each restart script exists and is an
 /// executable regular file, and (as root) that neither the pfile nor a restart
-/// script can be changed by a non-root user ([`strict_modes`]). Returns one
-/// diagnostic per problem.
+/// script can be changed by a non-root user. Like sshd's StrictModes: when pcheck
+/// runs as root, a file it trusts (the pfile, a restart script it runs as root) and
+/// everything on its path as written — each directory, each symlink followed — must
+/// be owned by root and not writable by group or others (see [`crate::trust`]). Not
+/// root: nothing to check. Returns one diagnostic per problem.
 pub fn check_files(pfile: &Pfile) -> Vec<Diagnostic> {
-    use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
-    if let Err(msg) = strict_modes(&pfile.path, "pfile") {
-        out.push(Diagnostic {
-            file: pfile.path.clone(),
-            pos: Pos { line: 1, col: 1 },
-            msg,
-        });
+    let at_top = Pos { line: 1, col: 1 };
+    if let Err(e) = crate::trust::check(&pfile.path, "pfile") {
+        out.push(diagnostic(&pfile.path, at_top, e));
     }
-    let mut global = |msg: String| {
-        out.push(Diagnostic {
-            file: pfile.path.clone(),
-            pos: Pos { line: 1, col: 1 },
-            msg,
-        })
-    };
-    let g = &pfile.globals;
-    if g.reboot.enabled {
-        if let Some(cmd) = g.reboot.command.first() {
-            if let Err(msg) = crate::trust::check(Path::new(cmd), "reboot command") {
-                global(msg);
-            }
-        }
-    }
-    if let Err(msg) = crate::trust::check_creatable(&g.state_dir(), "state_dir") {
-        global(msg);
-    }
-    let sock = crate::admin::socket_path(&pfile.path, g.control_socket.as_deref());
-    if let Some(dir) = sock.parent() {
-        if let Err(msg) = crate::trust::check_creatable(dir, "control socket directory") {
-            global(msg);
-        }
-    }
-    if let Some(hf) = &g.webhook_header_file {
-        if let Err(msg) = crate::trust::check(hf, "webhook_header_file") {
-            global(msg);
-        }
-    }
+    check_global_files(pfile, &mut out);
     for e in &pfile.entries {
-        if let Err(msg) = crate::sense::procfs::uid_of_user(e.owner_name()) {
-            out.push(Diagnostic {
-                file: pfile.path.clone(),
-                pos: Pos {
-                    line: e.line,
-                    col: 1,
-                },
-                msg: format!("owner: {msg}"),
-            });
-        }
-        if let Some(TlsVerifyCfg::CaFile(ca)) = e.stall.as_ref().map(|s| &s.tls_verify) {
-            if let Err(msg) = crate::trust::check(ca, "CA file") {
-                out.push(Diagnostic {
-                    file: pfile.path.clone(),
-                    pos: Pos {
-                        line: e.line,
-                        col: 1,
-                    },
-                    msg,
-                });
-            }
-        }
-        let problem = match std::fs::metadata(&e.restart_script) {
-            Err(err) => Some(format!(
-                "restart script {}: {err}",
-                e.restart_script.display()
-            )),
-            Ok(m) if !m.is_file() => Some(format!(
-                "restart script {} is not a regular file",
-                e.restart_script.display()
-            )),
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(format!(
-                "restart script {} is not executable",
-                e.restart_script.display()
-            )),
-            Ok(_) => strict_modes(&e.restart_script, "restart script").err(),
-        };
-        if let Some(msg) = problem {
-            out.push(Diagnostic {
-                file: pfile.path.clone(),
-                pos: e.script_pos,
-                msg,
-            });
-        }
+        check_entry_files(pfile, e, &mut out);
     }
     out
 }
 
-/// Like sshd's StrictModes: when pcheck runs as root, a file it trusts (the pfile, a
-/// restart script it runs as root) and everything on its path as written — each
-/// directory, each symlink followed — must be owned by root and not writable by
-/// group or others (see [`crate::trust`]). Not root: nothing to check.
-pub fn strict_modes(path: &Path, what: &str) -> Result<(), String> {
-    crate::trust::check(path, what).map(|_| ())
+/// A diagnostic about `file` from a message of another layer.
+fn diagnostic(file: &Path, pos: Pos, msg: impl fmt::Display) -> Diagnostic {
+    Diagnostic {
+        file: file.to_path_buf(),
+        pos,
+        msg: msg.to_string(),
+    }
+}
+
+/// The files and directories the globals name (reported at 1:1).
+fn check_global_files(pfile: &Pfile, out: &mut Vec<Diagnostic>) {
+    let top = Pos { line: 1, col: 1 };
+    let g = &pfile.globals;
+    if g.reboot.enabled {
+        if let Some(cmd) = g.reboot.command.first() {
+            if let Err(msg) = crate::trust::check(Path::new(cmd), "reboot command") {
+                out.push(diagnostic(&pfile.path, top, msg));
+            }
+        }
+    }
+    if let Err(msg) = crate::trust::check_creatable(&g.state_dir(), "state_dir") {
+        out.push(diagnostic(&pfile.path, top, msg));
+    }
+    let sock = crate::admin::socket_path(&pfile.path, g.control_socket.as_deref());
+    if let Some(dir) = sock.parent() {
+        if let Err(msg) = crate::trust::check_creatable(dir, "control socket directory") {
+            out.push(diagnostic(&pfile.path, top, msg));
+        }
+    }
+    if let Some(hf) = &g.webhook_header_file {
+        if let Err(msg) = crate::trust::check(hf, "webhook_header_file") {
+            out.push(diagnostic(&pfile.path, top, msg));
+        }
+    }
+}
+
+/// The owner, the CA file and the restart script of one entry.
+fn check_entry_files(pfile: &Pfile, e: &ProcEntry, out: &mut Vec<Diagnostic>) {
+    use std::os::unix::fs::PermissionsExt;
+    let at_entry = Pos {
+        line: e.line,
+        col: 1,
+    };
+    if let Err(msg) = crate::sense::procfs::uid_of_user(e.owner_name()) {
+        out.push(diagnostic(&pfile.path, at_entry, format!("owner: {msg}")));
+    }
+    if let Some(TlsVerifyCfg::CaFile(ca)) = e.stall.as_ref().map(|s| &s.tls_verify) {
+        if let Err(msg) = crate::trust::check(ca, "CA file") {
+            out.push(diagnostic(&pfile.path, at_entry, msg));
+        }
+    }
+    let problem = match std::fs::metadata(&e.restart_script) {
+        Err(err) => Some(format!(
+            "restart script {}: {err}",
+            e.restart_script.display()
+        )),
+        Ok(m) if !m.is_file() => Some(format!(
+            "restart script {} is not a regular file",
+            e.restart_script.display()
+        )),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(format!(
+            "restart script {} is not executable",
+            e.restart_script.display()
+        )),
+        Ok(_) => None,
+    };
+    if let Some(msg) = problem {
+        out.push(diagnostic(&pfile.path, e.script_pos, msg));
+    } else if let Err(msg) = crate::trust::check(&e.restart_script, "restart script") {
+        // A regular, executable file: is it one only root can change?
+        out.push(diagnostic(&pfile.path, e.script_pos, msg));
+    }
 }
 
 /// What pcheck can run but should not silently: a pidfile in a directory that a
@@ -677,6 +786,21 @@ fn apply_setting(
 }
 
 fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry, Diagnostic> {
+    let mut raw = RawEntry {
+        pos: toks[0].pos,
+        entry: entry_head(cx, toks, line)?,
+        overrides: Overrides::default(),
+    };
+    let mut seen: HashMap<String, Pos> = HashMap::new();
+    for t in &toks[3..] {
+        let (key, val) = entry_setting(cx, t, &mut seen)?;
+        set_entry_key(cx, &mut raw, key, val)?;
+    }
+    Ok(raw)
+}
+
+/// The program, the restart script and the retry count: an entry with no settings yet.
+fn entry_head(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<ProcEntry, Diagnostic> {
     let pname_tok = &toks[0];
     let pname = abs_path(cx, pname_tok.clone())?;
     let end_of_line = line.end_pos();
@@ -716,132 +840,144 @@ fn parse_entry(cx: &Ctx, toks: &[Token], line: &LogicalLine) -> Result<RawEntry,
                 ),
             )
         })?;
-    let mut overrides = Overrides::default();
-    let mut pidfile = None;
-    let mut user = None;
-    let mut owner = None;
-    let mut lb = LbEntry::default();
-    let mut seen: HashMap<String, Pos> = HashMap::new();
-    for t in &toks[3..] {
-        let Some(eq) = t.text.find('=') else {
-            return Err(cx.err(
-                t.pos,
-                format!(
-                    "expected key=value after the retry count, found {:?}",
-                    t.text
-                ),
-            ));
-        };
-        let key = &t.text[..eq];
-        let val = Token {
-            text: t.text[eq + 1..].to_string(),
-            pos: Pos {
-                line: t.pos.line,
-                col: t.pos.col + t.text[..=eq].chars().count(),
-            },
-        };
-        if !ENTRY_KEYS.contains(&key) {
-            return Err(cx.err(
-                t.pos,
-                format!(
-                    "unknown entry setting {key:?}; expected one of: {}",
-                    ENTRY_KEYS.join(", ")
-                ),
-            ));
-        }
-        if let Some(prev) = seen.insert(key.to_string(), t.pos) {
-            return Err(cx.err(
-                t.pos,
-                format!(
-                    "{key} is set twice on this entry (first at column {})",
-                    prev.col
-                ),
-            ));
-        }
-        if val.text.is_empty() {
-            return Err(cx.err(val.pos, format!("expected a value after {key}=")));
-        }
-        match key {
-            "pidfile" => pidfile = Some(abs_path(cx, val)?),
-            "user" | "owner" => {
-                if !val
-                    .text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                {
-                    return Err(cx.err(
-                        val.pos,
-                        format!("expected a user name, found {:?}", val.text),
-                    ));
-                }
-                if key == "user" {
-                    user = Some(val.text.clone());
-                } else {
-                    owner = Some(val.text.clone());
-                }
-            }
-            "retry_over_action" => overrides.retry_over_action = Some(parse_action(cx, &val)?),
-            "restart_timeout" => overrides.restart_timeout = Some(parse_duration(cx, &val, key)?),
-            "start_wait" => overrides.start_wait = Some(parse_duration(cx, &val, key)?),
-            "retry_delay" => overrides.retry_delay = Some(parse_duration_zero_ok(cx, &val, key)?),
-            "kill_wait" => overrides.kill_wait = Some(parse_duration(cx, &val, key)?),
-            "lb_agent_listen" => lb.agent_listen = Some(parse_listen(cx, &val)?),
-            "lb_name" => {
-                if val.text.bytes().all(|b| b.is_ascii_digit())
-                    || !val
-                        .text
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                {
-                    return Err(cx.err(
-                        val.pos,
-                        format!("expected a name of letters, digits, '.', '_' or '-' (not only digits), found {:?}", val.text),
-                    ));
-                }
-                lb.name = Some(val.text.clone());
-            }
-            "lb_warmup" => lb.warmup = Some(parse_duration(cx, &val, key)?),
-            "lb_haproxy_server" => {
-                let ok = val.text.split_once('/').is_some_and(|(b, s)| {
-                    let name = |x: &str| {
-                        !x.is_empty()
-                            && x.chars()
-                                .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
-                    };
-                    name(b) && name(s)
-                });
-                if !ok {
-                    return Err(cx.err(
-                        val.pos,
-                        format!(
-                            "expected BACKEND/SERVER as HAProxy names them, found {:?}",
-                            val.text
-                        ),
-                    ));
-                }
-                lb.haproxy_server = Some(val.text.clone());
-            }
-            _ => {}
-        }
-    }
-    Ok(RawEntry {
-        pos: pname_tok.pos,
-        entry: ProcEntry {
-            pent_id: 0,
-            pname,
-            restart_script,
-            script_pos: script_tok.pos,
-            retry_limit,
-            pidfile,
-            user,
-            owner,
-            settings: EntrySettings::default(),
-            stall: None,
-            line: pname_tok.pos.line,
-            lb,
-        },
-        overrides,
+    Ok(ProcEntry {
+        pent_id: 0,
+        pname,
+        restart_script,
+        script_pos: script_tok.pos,
+        retry_limit,
+        pidfile: None,
+        user: None,
+        owner: None,
+        settings: EntrySettings::default(),
+        stall: None,
+        line: pname_tok.pos.line,
+        lb: LbEntry::default(),
     })
+}
+
+/// Splits one `key=value` after the retry count: a known key, set once, with a value.
+fn entry_setting<'t>(
+    cx: &Ctx,
+    t: &'t Token,
+    seen: &mut HashMap<String, Pos>,
+) -> Result<(&'t str, Token), Diagnostic> {
+    let Some(eq) = t.text.find('=') else {
+        return Err(cx.err(
+            t.pos,
+            format!(
+                "expected key=value after the retry count, found {:?}",
+                t.text
+            ),
+        ));
+    };
+    let key = &t.text[..eq];
+    let val = Token {
+        text: t.text[eq + 1..].to_string(),
+        pos: Pos {
+            line: t.pos.line,
+            col: t.pos.col + t.text[..=eq].chars().count(),
+        },
+    };
+    if !ENTRY_KEYS.contains(&key) {
+        return Err(cx.err(
+            t.pos,
+            format!(
+                "unknown entry setting {key:?}; expected one of: {}",
+                ENTRY_KEYS.join(", ")
+            ),
+        ));
+    }
+    if let Some(prev) = seen.insert(key.to_string(), t.pos) {
+        return Err(cx.err(
+            t.pos,
+            format!(
+                "{key} is set twice on this entry (first at column {})",
+                prev.col
+            ),
+        ));
+    }
+    if val.text.is_empty() {
+        return Err(cx.err(val.pos, format!("expected a value after {key}=")));
+    }
+    Ok((key, val))
+}
+
+/// One entry setting.
+fn set_entry_key(cx: &Ctx, raw: &mut RawEntry, key: &str, val: Token) -> Result<(), Diagnostic> {
+    let (e, o) = (&mut raw.entry, &mut raw.overrides);
+    match key {
+        "pidfile" => e.pidfile = Some(abs_path(cx, val)?),
+        "user" | "owner" => {
+            if !val
+                .text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(cx.err(
+                    val.pos,
+                    format!("expected a user name, found {:?}", val.text),
+                ));
+            }
+            if key == "user" {
+                e.user = Some(val.text);
+            } else {
+                e.owner = Some(val.text);
+            }
+        }
+        "retry_over_action" => o.retry_over_action = Some(parse_action(cx, &val)?),
+        "restart_timeout" => o.restart_timeout = Some(parse_duration(cx, &val, key)?),
+        "start_wait" => o.start_wait = Some(parse_duration(cx, &val, key)?),
+        "retry_delay" => o.retry_delay = Some(parse_duration_zero_ok(cx, &val, key)?),
+        "kill_wait" => o.kill_wait = Some(parse_duration(cx, &val, key)?),
+        "lb_agent_listen" => e.lb.agent_listen = Some(parse_listen(cx, &val)?),
+        "lb_name" => e.lb.name = Some(parse_lb_name(cx, val)?),
+        "lb_warmup" => e.lb.warmup = Some(parse_duration(cx, &val, key)?),
+        "lb_haproxy_server" => e.lb.haproxy_server = Some(parse_haproxy_server(cx, val)?),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `lb_name`: letters, digits, '.', '_' or '-', not only digits.
+fn parse_lb_name(cx: &Ctx, val: Token) -> Result<String, Diagnostic> {
+    if val.text.bytes().all(|b| b.is_ascii_digit())
+        || !val
+            .text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(cx.err(
+            val.pos,
+            format!(
+                "expected a name of letters, digits, '.', '_' or '-' (not only digits), found {:?}",
+                val.text
+            ),
+        ));
+    }
+    Ok(val.text)
+}
+
+/// `lb_haproxy_server`: `BACKEND/SERVER`.
+fn parse_haproxy_server(cx: &Ctx, val: Token) -> Result<String, Diagnostic> {
+    let ok = val.text.split_once('/').is_some_and(|(b, s)| {
+        let name = |x: &str| {
+            !x.is_empty()
+                && x.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+        };
+        name(b) && name(s)
+    });
+    if !ok {
+        return Err(cx.err(
+            val.pos,
+            format!(
+                "expected BACKEND/SERVER as HAProxy names them, found {:?}",
+                val.text
+            ),
+        ));
+    }
+    Ok(val.text)
 }
 
 /// Load-balancer keys across entries: names unique, each listener bound once, and a
@@ -899,24 +1035,6 @@ fn check_lb(cx: &mut Ctx, g: &Globals, entries: &[(Pos, ProcEntry)]) -> Result<(
 
 /// One `fleet_*` setting.
 fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(), Diagnostic> {
-    let word = |what: &str| -> Result<String, Diagnostic> {
-        let ok = !value.text.is_empty()
-            && value
-                .text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if ok {
-            Ok(value.text.clone())
-        } else {
-            Err(cx.err(
-                value.pos,
-                format!(
-                    "expected {what} (letters, digits, '-', '_', '.'), found {:?}",
-                    value.text
-                ),
-            ))
-        }
-    };
     match name {
         "fleet_etcd" => {
             for url in value.text.split(',').map(str::trim) {
@@ -932,62 +1050,14 @@ fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(
         "fleet_tls_ca" => f.tls_ca = Some(abs_path(cx, value)?),
         "fleet_tls_cert" => f.tls_cert = Some(abs_path(cx, value)?),
         "fleet_tls_key" => f.tls_key = Some(abs_path(cx, value)?),
-        "fleet_user" => f.user = Some(word("an etcd user name")?),
+        "fleet_user" => f.user = Some(fleet_word(cx, &value, "an etcd user name")?),
         "fleet_password_file" => f.password_file = Some(abs_path(cx, value)?),
-        "fleet_name" => f.name = word("a fleet name")?,
-        "fleet_host" => f.host = Some(word("a host name")?),
-        "fleet_lease_ttl" => {
-            f.lease_ttl = parse_duration(cx, &value, name)?;
-            if f.lease_ttl < Duration::from_secs(2) {
-                return Err(cx.err(
-                    value.pos,
-                    "fleet_lease_ttl must be at least 2s (etcd leases count in seconds)",
-                ));
-            }
-        }
-        "fleet_reboot_ttl" => {
-            f.reboot_ttl = parse_duration(cx, &value, name)?;
-            if f.reboot_ttl < Duration::from_secs(2) {
-                return Err(cx.err(
-                    value.pos,
-                    "fleet_reboot_ttl must be at least 2s (etcd leases count in seconds)",
-                ));
-            }
-        }
-        "fleet_max_restarting" => {
-            f.max_restarting = Some(
-                value
-                    .text
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= 10_000)
-                    .ok_or_else(|| {
-                        cx.err(
-                            value.pos,
-                            format!(
-                                "expected a number of hosts from 0 to 10000, found {:?}",
-                                value.text
-                            ),
-                        )
-                    })?,
-            );
-        }
-        "fleet_max_rebooting" => {
-            f.max_rebooting = value
-                .text
-                .parse()
-                .ok()
-                .filter(|n| *n <= 10_000)
-                .ok_or_else(|| {
-                    cx.err(
-                        value.pos,
-                        format!(
-                            "expected a number of hosts from 0 to 10000, found {:?}",
-                            value.text
-                        ),
-                    )
-                })?;
-        }
+        "fleet_name" => f.name = fleet_word(cx, &value, "a fleet name")?,
+        "fleet_host" => f.host = Some(fleet_word(cx, &value, "a host name")?),
+        "fleet_lease_ttl" => f.lease_ttl = fleet_ttl(cx, &value, name)?,
+        "fleet_reboot_ttl" => f.reboot_ttl = fleet_ttl(cx, &value, name)?,
+        "fleet_max_restarting" => f.max_restarting = Some(host_count(cx, &value)?),
+        "fleet_max_rebooting" => f.max_rebooting = host_count(cx, &value)?,
         "fleet_hold_ratio" => {
             f.hold_ratio = value
                 .text
@@ -1016,6 +1086,56 @@ fn parse_fleet(cx: &Ctx, f: &mut FleetCfg, name: &str, value: Token) -> Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// A name in etcd keys: letters, digits, '-', '_', '.'.
+fn fleet_word(cx: &Ctx, value: &Token, what: &str) -> Result<String, Diagnostic> {
+    let ok = !value.text.is_empty()
+        && value
+            .text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(value.text.clone())
+    } else {
+        Err(cx.err(
+            value.pos,
+            format!(
+                "expected {what} (letters, digits, '-', '_', '.'), found {:?}",
+                value.text
+            ),
+        ))
+    }
+}
+
+/// An etcd lease time (`fleet_lease_ttl`, `fleet_reboot_ttl`): at least 2s.
+fn fleet_ttl(cx: &Ctx, value: &Token, name: &str) -> Result<Duration, Diagnostic> {
+    let ttl = parse_duration(cx, value, name)?;
+    if ttl < Duration::from_secs(2) {
+        return Err(cx.err(
+            value.pos,
+            format!("{name} must be at least 2s (etcd leases count in seconds)"),
+        ));
+    }
+    Ok(ttl)
+}
+
+/// A number of hosts (`fleet_max_restarting`, `fleet_max_rebooting`): 0 to 10000.
+fn host_count(cx: &Ctx, value: &Token) -> Result<u32, Diagnostic> {
+    value
+        .text
+        .parse()
+        .ok()
+        .filter(|n| *n <= 10_000)
+        .ok_or_else(|| {
+            cx.err(
+                value.pos,
+                format!(
+                    "expected a number of hosts from 0 to 10000, found {:?}",
+                    value.text
+                ),
+            )
+        })
 }
 
 fn parse_listen(cx: &Ctx, t: &Token) -> Result<std::net::SocketAddr, Diagnostic> {
@@ -1053,7 +1173,9 @@ fn parse_action(cx: &Ctx, t: &Token) -> Result<RetryOverAction, Diagnostic> {
 }
 
 fn parse_evidence(cx: &Ctx, t: &Token) -> Result<EvidenceMode, Diagnostic> {
-    t.text.parse().map_err(|e: String| cx.err(t.pos, e))
+    t.text
+        .parse()
+        .map_err(|e: ValueError| cx.err(t.pos, e.to_string()))
 }
 
 fn parse_duration(cx: &Ctx, t: &Token, what: &str) -> Result<Duration, Diagnostic> {

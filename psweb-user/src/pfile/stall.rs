@@ -73,6 +73,24 @@ pub fn parse_block(
             ),
         )
     })?;
+    let next = open_brace(cx, lines, start, header, name, brace_in_head)?;
+    let mut body = Body::default();
+    let next = body.read(cx, kind, lines, next, name, head)?;
+    let check = body.finish(cx, kind, name, head)?;
+    Ok((check, next))
+}
+
+/// Finds the block's `{`: at the end of the header, or alone on the next non-empty
+/// line. Returns the index of the first line of the body.
+fn open_brace(
+    cx: &Ctx,
+    lines: &[LogicalLine],
+    start: usize,
+    header: &[Token],
+    name: &str,
+    brace_in_head: Option<&str>,
+) -> Result<usize, Diagnostic> {
+    let head = &header[0];
     let mut next = start + 1;
     match brace_in_head {
         Some("") if header.len() == 1 => {}
@@ -103,51 +121,82 @@ pub fn parse_block(
             }
         },
     }
+    Ok(next)
+}
 
-    let mut init: Option<Pos> = None;
-    let mut quit: Option<Pos> = None;
-    let mut exec: Option<(Pos, Exec)> = None;
-    let mut action: Option<(Pos, bool)> = None;
-    let mut ext = Extensions::default();
-    loop {
-        let Some(line) = lines.get(next) else {
-            return Err(cx.err(
-                head.pos,
-                format!(
-                    "this {name} block is never closed: expected '}}' before the end of the file"
-                ),
-            ));
-        };
-        next += 1;
-        let toks = split_tokens(cx, line)?;
-        let Some(first) = toks.first() else { continue };
-        if first.text == "}" {
-            if toks.len() > 1 {
-                return Err(cx.err(toks[1].pos, "expected nothing after '}'"));
+/// What a block's body has set so far.
+#[derive(Default)]
+struct Body {
+    init: Option<Pos>,
+    quit: Option<Pos>,
+    exec: Option<(Pos, Exec)>,
+    action: Option<(Pos, bool)>,
+    ext: Extensions,
+}
+
+impl Body {
+    /// Reads the body from `lines[next]` through the closing `}`. Returns the index
+    /// of the first line after it.
+    fn read(
+        &mut self,
+        cx: &mut Ctx,
+        kind: StallKind,
+        lines: &[LogicalLine],
+        mut next: usize,
+        name: &str,
+        head: &Token,
+    ) -> Result<usize, Diagnostic> {
+        loop {
+            let Some(line) = lines.get(next) else {
+                return Err(cx.err(
+                    head.pos,
+                    format!(
+                        "this {name} block is never closed: expected '}}' before the end of the file"
+                    ),
+                ));
+            };
+            next += 1;
+            let toks = split_tokens(cx, line)?;
+            let Some(first) = toks.first() else { continue };
+            if first.text == "}" {
+                if toks.len() > 1 {
+                    return Err(cx.err(toks[1].pos, "expected nothing after '}'"));
+                }
+                return Ok(next);
             }
-            break;
+            if super::is_setting(&toks) {
+                let (key, value) = super::setting_parts(cx, &toks)?;
+                self.ext.set(cx, kind, &key, &value)?;
+                continue;
+            }
+            self.entry_line(cx, kind, line, first)?;
         }
-        if super::is_setting(&toks) {
-            let (key, value) = super::setting_parts(cx, &toks)?;
-            ext.set(cx, kind, &key, &value)?;
-            continue;
-        }
+    }
+
+    /// One `PS_INIT`, `PS_EXEC`, `PS_ACTION` or `PS_QUIT` line.
+    fn entry_line(
+        &mut self,
+        cx: &mut Ctx,
+        kind: StallKind,
+        line: &LogicalLine,
+        first: &Token,
+    ) -> Result<(), Diagnostic> {
         let rest = after_first_token(line);
         let fields = split_fields(rest, line.end_pos());
         let slot = match first.text.as_str() {
-            "PS_INIT" => &mut init,
-            "PS_QUIT" => &mut quit,
+            "PS_INIT" => &mut self.init,
+            "PS_QUIT" => &mut self.quit,
             "PS_EXEC" => {
-                dup(cx, exec.as_ref().map(|e| e.0), first)?;
+                dup(cx, self.exec.as_ref().map(|e| e.0), first)?;
                 check_common(cx, kind, &fields, first)?;
-                exec = Some((first.pos, parse_exec(cx, kind, &fields, line)?));
-                continue;
+                self.exec = Some((first.pos, parse_exec(cx, kind, &fields, line)?));
+                return Ok(());
             }
             "PS_ACTION" => {
-                dup(cx, action.as_ref().map(|e| e.0), first)?;
+                dup(cx, self.action.as_ref().map(|e| e.0), first)?;
                 check_common(cx, kind, &fields, first)?;
-                action = Some((first.pos, parse_action(cx, &fields, first)?));
-                continue;
+                self.action = Some((first.pos, parse_action(cx, &fields, first)?));
+                return Ok(());
             }
             "{" => {
                 return Err(cx.err(
@@ -168,27 +217,36 @@ pub fn parse_block(
         check_common(cx, kind, &fields, first)?;
         check_no_arg_entry(cx, &fields, first)?;
         *slot = Some(first.pos);
+        Ok(())
     }
-    let Some((_, exec)) = exec else {
-        return Err(cx.err(head.pos, format!("the {name} block has no PS_EXEC entry (it carries the interval, retry-over time and port)")));
-    };
-    let Some((_, retry_over_on_kill_failure)) = action else {
-        return Err(cx.err(head.pos, format!("the {name} block has no PS_ACTION entry (it carries what to do when the kill fails)")));
-    };
-    let _ = (init, quit);
-    let probe_timeout = match (exec.probe_timeout, ext.probe_timeout) {
-        (Some(_), Some((pos, _))) => {
-            return Err(cx.err(pos, "probe_timeout is set twice: also by PS_EXEC's argv[3]"))
+
+    /// The check, once the block is closed: PS_EXEC and PS_ACTION are required.
+    fn finish(
+        self,
+        cx: &mut Ctx,
+        kind: StallKind,
+        name: &str,
+        head: &Token,
+    ) -> Result<StallCheck, Diagnostic> {
+        let Some((_, exec)) = self.exec else {
+            return Err(cx.err(head.pos, format!("the {name} block has no PS_EXEC entry (it carries the interval, retry-over time and port)")));
+        };
+        let Some((_, retry_over_on_kill_failure)) = self.action else {
+            return Err(cx.err(head.pos, format!("the {name} block has no PS_ACTION entry (it carries what to do when the kill fails)")));
+        };
+        let ext = self.ext;
+        let probe_timeout = match (exec.probe_timeout, ext.probe_timeout) {
+            (Some(_), Some((pos, _))) => {
+                return Err(cx.err(pos, "probe_timeout is set twice: also by PS_EXEC's argv[3]"))
+            }
+            (a, b) => a.or(b.map(|(_, d)| d)),
+        };
+        if let Some(t) = probe_timeout {
+            if t > exec.interval {
+                cx.warn(head.pos, format!("the probe timeout ({} s) is longer than the interval ({} s): probes will overlap no more, but run late", t.as_secs(), exec.interval.as_secs()));
+            }
         }
-        (a, b) => a.or(b.map(|(_, d)| d)),
-    };
-    if let Some(t) = probe_timeout {
-        if t > exec.interval {
-            cx.warn(head.pos, format!("the probe timeout ({} s) is longer than the interval ({} s): probes will overlap no more, but run late", t.as_secs(), exec.interval.as_secs()));
-        }
-    }
-    Ok((
-        StallCheck {
+        Ok(StallCheck {
             kind,
             block_name: name.to_string(),
             pos: head.pos,
@@ -205,9 +263,8 @@ pub fn parse_block(
             kernel_action: ext.kernel_action,
             tls_verify: ext.tls_verify,
             status_classes: ext.status_classes,
-        },
-        next,
-    ))
+        })
+    }
 }
 
 fn after_first_token(line: &LogicalLine) -> &[(char, Pos)] {
@@ -434,6 +491,48 @@ fn parse_exec(
             ))
         }
     };
+    let (duration_tok, port_tok) = exec_args(cx, kind, argc_tok, argv)?;
+    let duration_s = num_or(cx, duration_tok, 600, "the retry-over time (seconds)")?;
+    if duration_s < interval_s {
+        return Err(cx.err(
+            duration_tok.pos,
+            format!("expected a retry-over time of at least the interval ({interval_s} s), found {duration_s}"),
+        ));
+    }
+    let port = match port_tok.text.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(cx.err(
+                port_tok.pos,
+                format!("expected a port from 1 to 65535, found {:?}", port_tok.text),
+            ))
+        }
+    };
+    let host = argv
+        .get(2)
+        .filter(|t| !is_default(t))
+        .map(|t| t.text.clone());
+    let probe_timeout = exec_probe_timeout(cx, argv)?;
+    let path = exec_path(cx, argv)?;
+    Ok(Exec {
+        interval: Duration::from_secs(interval_s),
+        stop_after_detect,
+        duration: Duration::from_secs(duration_s),
+        port,
+        host,
+        probe_timeout,
+        path,
+    })
+}
+
+/// PS_EXEC's argc and argv: as many arguments as argc says, as many as the block
+/// kind takes. Returns the two every kind has: the retry-over time and the port.
+fn exec_args<'t>(
+    cx: &Ctx,
+    kind: StallKind,
+    argc_tok: &Token,
+    argv: &'t [Token],
+) -> Result<(&'t Token, &'t Token), Diagnostic> {
     let argc: usize = argc_tok.text.parse().map_err(|_| {
         cx.err(
             argc_tok.pos,
@@ -472,55 +571,33 @@ fn parse_exec(
             format!("expected argc {lo} or more ({shape})"),
         ));
     };
-    let duration_s = num_or(cx, duration_tok, 600, "the retry-over time (seconds)")?;
-    if duration_s < interval_s {
-        return Err(cx.err(
-            duration_tok.pos,
-            format!("expected a retry-over time of at least the interval ({interval_s} s), found {duration_s}"),
-        ));
-    }
-    let port = match port_tok.text.parse::<u16>() {
-        Ok(p) if p > 0 => p,
-        _ => {
-            return Err(cx.err(
-                port_tok.pos,
-                format!("expected a port from 1 to 65535, found {:?}", port_tok.text),
-            ))
-        }
-    };
-    let host = argv
-        .get(2)
-        .filter(|t| !is_default(t))
-        .map(|t| t.text.clone());
-    let probe_timeout = match argv.get(3).filter(|t| !is_default(t)) {
+    Ok((duration_tok, port_tok))
+}
+
+/// PS_EXEC's argv[3] (HTTPS): the probe timeout in seconds, if given.
+fn exec_probe_timeout(cx: &Ctx, argv: &[Token]) -> Result<Option<Duration>, Diagnostic> {
+    match argv.get(3).filter(|t| !is_default(t)) {
         Some(t) => {
             let s = num_or(cx, t, 0, "the probe timeout (seconds)")?;
             if s == 0 {
                 return Err(cx.err(t.pos, "expected a probe timeout of at least 1 second"));
             }
-            Some(Duration::from_secs(s))
+            Ok(Some(Duration::from_secs(s)))
         }
-        None => None,
-    };
-    let path = match argv.get(4).filter(|t| !is_default(t)) {
-        Some(t) if t.text.starts_with('/') => Some(t.text.clone()),
-        Some(t) => {
-            return Err(cx.err(
-                t.pos,
-                format!("expected a path starting with '/', found {:?}", t.text),
-            ))
-        }
-        None => None,
-    };
-    Ok(Exec {
-        interval: Duration::from_secs(interval_s),
-        stop_after_detect,
-        duration: Duration::from_secs(duration_s),
-        port,
-        host,
-        probe_timeout,
-        path,
-    })
+        None => Ok(None),
+    }
+}
+
+/// PS_EXEC's argv[4] (HTTPS): the request path, if given.
+fn exec_path(cx: &Ctx, argv: &[Token]) -> Result<Option<String>, Diagnostic> {
+    match argv.get(4).filter(|t| !is_default(t)) {
+        Some(t) if t.text.starts_with('/') => Ok(Some(t.text.clone())),
+        Some(t) => Err(cx.err(
+            t.pos,
+            format!("expected a path starting with '/', found {:?}", t.text),
+        )),
+        None => Ok(None),
+    }
 }
 
 fn num_or(cx: &Ctx, t: &Token, default: u64, what: &str) -> Result<u64, Diagnostic> {
@@ -612,15 +689,13 @@ impl Extensions {
                 }
             }
             "kernel_window" => {
-                let d = super::parse_duration_text(v)
-                    .filter(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_secs(600))
-                    .ok_or_else(|| {
-                        cx.err(
-                            value.pos,
-                            format!("expected a duration from 500ms to 600s, found {v:?}"),
-                        )
-                    })?;
-                self.kernel_window = d;
+                self.kernel_window = duration_within(
+                    cx,
+                    value,
+                    Duration::from_millis(500),
+                    Duration::from_secs(600),
+                    "from 500ms to 600s",
+                )?;
             }
             "kernel_action" => {
                 self.kernel_action = match v {
@@ -634,58 +709,94 @@ impl Extensions {
                 }
             }
             "probe_timeout" => {
-                let d = super::parse_duration_text(v)
-                    .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(600))
-                    .ok_or_else(|| {
-                        cx.err(
-                            value.pos,
-                            format!("expected a duration from 100ms to 600s, found {v:?}"),
-                        )
-                    })?;
+                let d = duration_within(
+                    cx,
+                    value,
+                    Duration::from_millis(100),
+                    Duration::from_secs(600),
+                    "from 100ms to 600s",
+                )?;
                 self.probe_timeout = Some((value.pos, d));
             }
-            "tls_verify" => {
-                if kind != StallKind::Ssl {
-                    return Err(cx.err(
-                        key.pos,
-                        "tls_verify applies to _bi_webservs (HTTPS) blocks only",
-                    ));
-                }
-                self.tls_verify = match v {
-                    "system" => TlsVerifyCfg::System,
-                    "off" => TlsVerifyCfg::Off,
-                    p if p.starts_with('/') => TlsVerifyCfg::CaFile(p.into()),
-                    _ => {
-                        return Err(cx.err(
-                            value.pos,
-                            format!("expected system, off, or the absolute path of a CA file (PEM), found {v:?}"),
-                        ))
-                    }
-                }
-            }
-            "status" => {
-                if kind == StallKind::Socket {
-                    return Err(cx.err(key.pos, "status applies to HTTP and HTTPS checks only"));
-                }
-                if v == "any" {
-                    self.status_classes = None;
-                } else {
-                    let mut classes = Vec::new();
-                    for part in v.split(',') {
-                        let c = part
-                            .strip_suffix("xx")
-                            .and_then(|d| d.parse::<u8>().ok())
-                            .filter(|d| (1..=5).contains(d))
-                            .ok_or_else(|| {
-                                cx.err(value.pos, format!("expected any, or status classes such as 2xx,3xx, found {v:?}"))
-                            })?;
-                        classes.push(c);
-                    }
-                    self.status_classes = Some(classes);
-                }
-            }
+            "tls_verify" => self.tls_verify = tls_verify(cx, kind, key, value)?,
+            "status" => self.status_classes = status_classes(cx, kind, key, value)?,
             _ => {}
         }
         Ok(())
     }
+}
+
+/// A duration from `lo` to `hi` (`range` says so in the error).
+fn duration_within(
+    cx: &Ctx,
+    value: &Token,
+    lo: Duration,
+    hi: Duration,
+    range: &str,
+) -> Result<Duration, Diagnostic> {
+    let v = value.text.as_str();
+    super::parse_duration_text(v)
+        .filter(|d| *d >= lo && *d <= hi)
+        .ok_or_else(|| {
+            cx.err(
+                value.pos,
+                format!("expected a duration {range}, found {v:?}"),
+            )
+        })
+}
+
+/// `tls_verify` (HTTPS blocks only): `system`, `off` or a CA file.
+fn tls_verify(
+    cx: &Ctx,
+    kind: StallKind,
+    key: &Token,
+    value: &Token,
+) -> Result<TlsVerifyCfg, Diagnostic> {
+    if kind != StallKind::Ssl {
+        return Err(cx.err(
+            key.pos,
+            "tls_verify applies to _bi_webservs (HTTPS) blocks only",
+        ));
+    }
+    let v = value.text.as_str();
+    match v {
+        "system" => Ok(TlsVerifyCfg::System),
+        "off" => Ok(TlsVerifyCfg::Off),
+        p if p.starts_with('/') => Ok(TlsVerifyCfg::CaFile(p.into())),
+        _ => Err(cx.err(
+            value.pos,
+            format!("expected system, off, or the absolute path of a CA file (PEM), found {v:?}"),
+        )),
+    }
+}
+
+/// `status` (HTTP and HTTPS): `any` (None), or the classes such as `2xx,3xx`.
+fn status_classes(
+    cx: &Ctx,
+    kind: StallKind,
+    key: &Token,
+    value: &Token,
+) -> Result<Option<Vec<u8>>, Diagnostic> {
+    if kind == StallKind::Socket {
+        return Err(cx.err(key.pos, "status applies to HTTP and HTTPS checks only"));
+    }
+    let v = value.text.as_str();
+    if v == "any" {
+        return Ok(None);
+    }
+    let mut classes = Vec::new();
+    for part in v.split(',') {
+        let c = part
+            .strip_suffix("xx")
+            .and_then(|d| d.parse::<u8>().ok())
+            .filter(|d| (1..=5).contains(d))
+            .ok_or_else(|| {
+                cx.err(
+                    value.pos,
+                    format!("expected any, or status classes such as 2xx,3xx, found {v:?}"),
+                )
+            })?;
+        classes.push(c);
+    }
+    Ok(Some(classes))
 }

@@ -441,3 +441,90 @@ fn fleet_keys() {
         assert!(e.contains(want), "{text:?}: {e}");
     }
 }
+
+/// Operators and scripts match these texts: each error, whole, as `pcheck --check`
+/// prints it (`file:line:column: message`).
+#[test]
+fn error_texts_are_exact() {
+    let fleet = "fleet_etcd = http://e:2379\nfleet_name = w\n";
+    let cases = [
+        (
+            format!("{fleet}fleet_lease_ttl = 1s\n"),
+            "t.pfile:3:19: fleet_lease_ttl must be at least 2s (etcd leases count in seconds)",
+        ),
+        (
+            format!("{fleet}fleet_reboot_ttl = 1s\n"),
+            "t.pfile:3:20: fleet_reboot_ttl must be at least 2s (etcd leases count in seconds)",
+        ),
+        (
+            format!("{fleet}fleet_max_rebooting = x\n"),
+            "t.pfile:3:23: expected a number of hosts from 0 to 10000, found \"x\"",
+        ),
+        (
+            format!("{fleet}fleet_max_restarting = 10001\n"),
+            "t.pfile:3:24: expected a number of hosts from 0 to 10000, found \"10001\"",
+        ),
+        (
+            "evidence = bpf\n".to_string(),
+            "t.pfile:1:12: expected auto, ebpf, pidfd or procfs, found \"bpf\"",
+        ),
+        (
+            "webhook = http://h:0/x?token=t\n".to_string(),
+            "t.pfile:1:11: bad webhook URL \"http://h:0/...\": port 0",
+        ),
+        (
+            "/usr/sbin/httpd /etc/psweb/httpd.rc 3 lb_name=123\n".to_string(),
+            "t.pfile:1:47: expected a name of letters, digits, '.', '_' or '-' (not only digits), found \"123\"",
+        ),
+        (
+            "/usr/sbin/httpd /etc/psweb/httpd.rc 3 lb_haproxy_server=web\n".to_string(),
+            "t.pfile:1:57: expected BACKEND/SERVER as HAProxy names them, found \"web\"",
+        ),
+        (
+            "reboot_limit = 101\n".to_string(),
+            "t.pfile:1:16: expected a reboot limit from 0 to 100, found \"101\"",
+        ),
+        (
+            "webhook_queue = 0\n".to_string(),
+            "t.pfile:1:17: expected a queue size from 1 to 100000, found \"0\"",
+        ),
+    ];
+    for (text, want) in &cases {
+        assert_eq!(p(text).expect_err(text).to_string(), *want);
+    }
+    // Inside a block (the place is covered by bad_psweb_settings_in_a_block).
+    let block = |exec_tail: &str, line: &str| {
+        format!(
+            "{ENTRY}_bi_webservs {{\n PS_EXEC DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:10:-:{exec_tail}\n PS_ACTION DLL:/opt/HA/PSWE/lib/lib_bi_webservs.so:DIRECT:-:-:1:0\n{line}\n}}\n"
+        )
+    };
+    for (text, want) in [
+        (
+            block("2:60:443", " probe_timeout = 50ms"),
+            "expected a duration from 100ms to 600s, found \"50ms\"",
+        ),
+        (
+            block("2:60:443", " kernel_window = 601s"),
+            "expected a duration from 500ms to 600s, found \"601s\"",
+        ),
+        (
+            block("5:60:443:h:5:x", ""),
+            "expected a path starting with '/', found \"x\"",
+        ),
+        (
+            block("4:60:443:h:0", ""),
+            "expected a probe timeout of at least 1 second",
+        ),
+        (
+            block("6:60:443:h:5:/:x", ""),
+            "expected argc 2 to 5 (duration:port[:host[:timeout[:path]]]), found 6",
+        ),
+        (
+            block("2:60", ""),
+            "argc is 2 but 1 argument(s) follow; expected duration:port[:host[:timeout[:path]]]",
+        ),
+    ] {
+        let (_, _, msg) = err_at(&text);
+        assert_eq!(msg, want, "{text}");
+    }
+}

@@ -214,6 +214,18 @@ pub enum WebhookFormat {
     Alertmanager,
 }
 
+/// A value the pfile cannot use, before it has a place: the parser adds file, line
+/// and column ([`super::Diagnostic`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A webhook URL; `url` is redacted (no path or query, which may hold a token).
+    #[error("bad webhook URL {url:?}: {why}")]
+    WebhookUrl { url: String, why: &'static str },
+    /// An `evidence` value.
+    #[error("expected auto, ebpf, pidfd or procfs, found {0:?}")]
+    EvidenceMode(String),
+}
+
 /// A webhook URL: `http://host[:port][/path]` or `https://...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookUrl {
@@ -227,8 +239,11 @@ pub struct WebhookUrl {
 }
 
 impl WebhookUrl {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("bad webhook URL {:?}: {why}", redact_url(url));
+    pub fn parse(url: &str) -> Result<Self, ValueError> {
+        let bad = |why: &'static str| ValueError::WebhookUrl {
+            url: redact_url(url),
+            why,
+        };
         let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else if let Some(r) = url.strip_prefix("https://") {
@@ -413,16 +428,14 @@ pub enum EvidenceMode {
 }
 
 impl FromStr for EvidenceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s {
             "auto" => Ok(Self::Auto),
             "ebpf" => Ok(Self::Ebpf),
             "pidfd" => Ok(Self::Pidfd),
             "procfs" => Ok(Self::Procfs),
-            other => Err(format!(
-                "expected auto, ebpf, pidfd or procfs, found {other:?}"
-            )),
+            other => Err(ValueError::EvidenceMode(other.to_string())),
         }
     }
 }
