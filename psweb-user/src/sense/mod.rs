@@ -4,10 +4,9 @@
 //!   or by executable, the processes of a service (session / process group).
 //! - `pidfd`: a watched process held by pidfd; readable the moment it exits.
 //! - `ebpf`: the kernel's own exit and accept-queue-overflow events, through a ring
-//!   buffer or (`perf_events`) a perf event array.
+//!   buffer or a perf event array (`ebpf/`).
 
 pub mod ebpf;
-mod perf_events;
 pub mod pidfd;
 pub mod procfs;
 pub mod progress;

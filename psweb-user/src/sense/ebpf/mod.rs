@@ -10,7 +10,7 @@
 //!
 //! Events come through a ring buffer (`psweb.bpf.o`), or, on kernels without
 //! BPF_MAP_TYPE_RINGBUF, through a perf event array (`psweb-perf.bpf.o`, the same
-//! programs built with the `perf-array` feature; read in [`super::perf_events`]):
+//! programs built with the `perf-array` feature; read in [`perf`]):
 //! [`Transport`] is chosen at load by probing the kernel, or forced.
 
 use std::collections::HashMap as StdHashMap;
@@ -27,6 +27,8 @@ use psweb_ebpf::{
     PROG_SK_DATA_READY,
 };
 use tokio::io::unix::AsyncFd;
+
+mod perf;
 
 /// Evidence kinds named in [`LoadReport::hooks`] and [`LoadReport::unavailable`].
 pub const EVIDENCE_EXIT: &str = "process exit";
@@ -389,7 +391,7 @@ impl KernelEvidence {
                 ))
             }
             Some(Events::Perf(array)) => {
-                let tasks = super::perf_events::spawn(array, tx, &rt)?;
+                let tasks = perf::spawn(array, tx, &rt)?;
                 self.tasks.extend(tasks);
                 self.spawn_logger(&rt);
                 return Ok(());

@@ -1,14 +1,14 @@
 //! The perf-event-array transport: reads the kernel program's events from one perf
 //! buffer per online CPU, for kernels without BPF_MAP_TYPE_RINGBUF (before 5.8, some
 //! RHEL 8 kernels) or when the perf path is forced. The event bytes are decoded by
-//! the same [`super::ebpf::decode`] as the ring buffer's.
+//! the same [`super::decode`] as the ring buffer's.
 
 use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
 use aya::maps::MapData;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::ebpf::{decode, EbpfError, KernelEvent};
+use super::{decode, EbpfError, KernelEvent};
 
 /// Pages per CPU buffer (a power of two): 16 KiB holds about 400 events.
 const PAGES_PER_CPU: usize = 4;
