@@ -512,7 +512,10 @@ fn notifies_systemd_ready_watchdog_stopping() {
     let mut buf = [0u8; 512];
     let mut next = || {
         let n = rx.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        // sd_notify(3) datagrams: newline-separated assignments, a trailing newline allowed.
+        String::from_utf8_lossy(&buf[..n])
+            .trim_end_matches('\n')
+            .to_owned()
     };
     let first = next();
     assert!(first.starts_with("READY=1"), "{first}");

@@ -156,7 +156,7 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     if let Some(f) = fleet {
         f.stop().await;
     }
-    notifier.send("STOPPING=1");
+    notifier.stopping();
     r
 }
 
@@ -426,12 +426,12 @@ async fn run_inner(
                 || started_at.elapsed() >= Duration::from_secs(60))
         {
             ready = true;
-            notifier.send(&format!("READY=1\nSTATUS=watching {} entries", slots.len()));
+            notifier.ready(&format!("watching {} entries", slots.len()));
         }
         tokio::select! {
             _ = watchdog.tick(), if ready && notifier.watchdog_every.is_some() => {
                 // From the main loop: a hung loop stops the pings and systemd acts.
-                notifier.send("WATCHDOG=1");
+                notifier.watchdog();
             }
             _ = tick.tick(), if ctx.guard.policy.enabled || !ready || fleet.is_some() => {
                 let now = Instant::now();

@@ -1,48 +1,45 @@
-//! systemd's notify protocol (sd_notify(3)) by hand: READY, WATCHDOG and STOPPING
-//! datagrams to $NOTIFY_SOCKET. Without the variable, nothing happens.
+//! systemd's notify protocol (sd_notify(3)) through the `sd-notify` crate: READY,
+//! WATCHDOG and STOPPING datagrams to $NOTIFY_SOCKET (a path or an abstract `@name`).
+//! Without the variable, nothing is sent.
 
-use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
+
 pub struct Notifier {
-    sock: Option<UnixDatagram>,
-    /// Half of $WATCHDOG_USEC: how often to send WATCHDOG=1.
+    /// Half of $WATCHDOG_USEC (when $WATCHDOG_PID, if set, is ours): how often to send
+    /// WATCHDOG=1.
     pub watchdog_every: Option<Duration>,
 }
 
 impl Notifier {
     pub fn from_env() -> Self {
-        let sock = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
-            let s = UnixDatagram::unbound().ok()?;
-            let bytes = path.as_encoded_bytes();
-            let connected = if let Some(name) = bytes.strip_prefix(b"@") {
-                use std::os::linux::net::SocketAddrExt;
-                std::os::unix::net::SocketAddr::from_abstract_name(name)
-                    .and_then(|a| s.connect_addr(&a))
-            } else {
-                s.connect(&path)
-            };
-            connected.ok().map(|()| s)
-        });
-        // WATCHDOG_PID, when set, must be ours.
-        let for_us = std::env::var("WATCHDOG_PID")
-            .ok()
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_none_or(|p| p == std::process::id());
-        let watchdog_every = std::env::var("WATCHDOG_USEC")
-            .ok()
-            .and_then(|u| u.parse::<u64>().ok())
-            .filter(|u| *u > 0 && for_us)
-            .map(|u| Duration::from_micros(u / 2));
-        Self {
-            sock,
-            watchdog_every,
-        }
+        let watchdog_every = sd_notify::watchdog_enabled()
+            .filter(|d| !d.is_zero())
+            .map(|d| d / 2);
+        Self { watchdog_every }
     }
 
-    pub fn send(&self, msg: &str) {
-        if let Some(s) = &self.sock {
-            let _ = s.send(msg.as_bytes());
-        }
+    /// READY=1, with a STATUS line for `systemctl status`.
+    pub fn ready(&self, status: &str) {
+        send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// WATCHDOG=1: pcheck's loop is alive.
+    pub fn watchdog(&self) {
+        send(&[NotifyState::Watchdog]);
+    }
+
+    /// STOPPING=1: pcheck is shutting down.
+    pub fn stopping(&self) {
+        send(&[NotifyState::Stopping]);
+    }
+}
+
+/// A lost notification is not pcheck's failure: systemd notices a missing READY or
+/// WATCHDOG by itself. Said at debug level for whoever looks.
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::debug!("sd_notify: {e}");
     }
 }
