@@ -9,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::core::progress::{judge, progressed, state_counts, Figures, Progress, Step, Thread};
+use crate::core::progress::{
+    judge, progressed, state_counts, Figures, Progress, Sample, Step, Thread,
+};
 use crate::sense::{procfs, sockdiag};
 
 /// How often a port is sampled while work waits: the known connections one by one
@@ -51,130 +53,177 @@ pub async fn sample_port(
     mut woken: tokio::sync::watch::Receiver<()>,
     mut report: impl FnMut(Outcome) -> bool,
 ) {
-    let mut rule = Progress::new(window);
-    let mut sampling = false;
-    let mut withheld_told = false;
-    // The connections of the last complete sample, and when it was taken.
-    let mut known = Vec::new();
-    let mut last_full: Option<Instant> = None;
-    let mut decide_now = false;
-    // A complete look at the next sample: the queue changed or a known connection
-    // closed since the last one, so a worker may have accepted (also a worker that
-    // was in accept() when it was stopped: the kernel completes that accept).
-    let mut full_next = false;
-    let mut last_depth = 0;
-    // Half a window with no progress (the rule's view), and what was last reported.
-    let mut half_window = false;
-    let mut suspected = false;
+    let mut s = Sampler::new(port, pid, window);
     loop {
-        if !sampling {
+        if !s.sampling {
             if woken.changed().await.is_err() {
                 return;
             }
-            rule.reset();
-            last_full = None;
-        } else if !decide_now {
+            s.rule.reset();
+            s.last_full = None;
+        } else if !s.decide_now {
             tokio::time::sleep(SAMPLE_EVERY).await;
         }
-        let now = Instant::now();
-        let full = decide_now
-            || full_next
-            || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
-        decide_now = false;
-        let mut sample = if full {
-            match sockdiag::progress_sample(port, now) {
-                Ok((s, ids)) => {
-                    known = ids;
-                    last_full = Some(now);
-                    s
-                }
-                Err(_) => continue,
-            }
-        } else {
-            match sockdiag::progress_sample_known(port, now, &known) {
-                Ok(s) => s,
-                Err(_) => continue,
-            }
+        let Some(sample) = s.take(Instant::now()) else {
+            continue;
         };
-        let depth = sample.queue.map_or(0, |(d, _)| d);
-        full_next = !full && (depth != last_depth || sample.conns.len() < known.len());
-        last_depth = depth;
-        // Connections that appeared with nothing else moving: accepted by the server,
-        // or completed by the kernel into a worker that a stop interrupted in accept().
-        if sample.complete {
-            let new = rule.accepted_only(&sample);
-            if !new.is_empty() {
-                sample.held_by_stopped = held_by_stopped(pid, &new);
+        let step = s.rule.observe(&sample);
+        if let Some(on) = s.suspicion(&step, &sample) {
+            if !report(Outcome::Suspected(on)) {
+                return;
             }
         }
-        let step = rule.observe(&sample);
-        if !matches!(step, Step::NoProgress(_)) {
-            let half = matches!(step, Step::Watching) && rule.suspected(sample.at);
-            if half != half_window {
-                half_window = half;
-                // The threads are read once, when half a window has passed: a server
-                // that waits on something psweb cannot tell from a stall is not
-                // drained either.
-                let on = half && {
-                    let held: HashMap<u32, bool> = sample
-                        .conns
-                        .iter()
-                        .map(|c| (c.inode, c.owes_answer))
-                        .collect();
-                    judge(&threads_of(pid, port, &held)).is_ok()
-                };
-                if on != suspected {
-                    suspected = on;
-                    if !report(Outcome::Suspected(on)) {
-                        return;
-                    }
-                }
-            }
-        }
-        match step {
+        let out = match step {
             Step::NoWork => {
-                sampling = false;
-                withheld_told = false;
+                s.sampling = false;
+                s.withheld_told = false;
+                None
             }
             Step::Watching => {
-                sampling = true;
+                s.sampling = true;
                 // The window is over: a complete look decides, at once.
-                decide_now = !sample.complete && rule.due(sample.at);
+                s.decide_now = !sample.complete && s.rule.due(sample.at);
+                None
             }
-            Step::NoProgress(mut fig) => {
-                sampling = true;
-                let held: HashMap<u32, bool> = sample
-                    .conns
-                    .iter()
-                    .map(|c| (c.inode, c.owes_answer))
-                    .collect();
-                let threads = threads_of(pid, port, &held);
-                // Read between two samples: a worker that accepted meanwhile would be
-                // misread, and that accept is progress.
-                let Ok((after, ids)) = sockdiag::progress_sample(port, Instant::now()) else {
-                    continue;
-                };
-                if progressed(&sample, &after) {
-                    known = ids;
-                    last_full = Some(after.at);
-                    rule.observe(&after);
-                    continue;
-                }
-                fig.states = state_counts(&threads);
-                let out = match judge(&threads) {
-                    Ok(()) => Outcome::Stuck(fig),
-                    Err(_) if withheld_told => continue,
-                    Err(why) => {
-                        withheld_told = true;
-                        Outcome::Withheld(fig, why)
-                    }
-                };
-                if !report(out) {
-                    return;
-                }
+            Step::NoProgress(fig) => {
+                s.sampling = true;
+                s.verdict(&sample, fig)
+            }
+        };
+        if let Some(out) = out {
+            if !report(out) {
+                return;
             }
         }
     }
+}
+
+/// What [`sample_port`] keeps between samples.
+struct Sampler {
+    port: u16,
+    pid: i32,
+    rule: Progress,
+    sampling: bool,
+    withheld_told: bool,
+    /// The connections of the last complete sample, and when it was taken.
+    known: Vec<sockdiag::ConnId>,
+    last_full: Option<Instant>,
+    decide_now: bool,
+    /// A complete look at the next sample: the queue changed or a known connection
+    /// closed since the last one, so a worker may have accepted (also a worker that
+    /// was in accept() when it was stopped: the kernel completes that accept).
+    full_next: bool,
+    last_depth: u32,
+    /// Half a window with no progress (the rule's view), and what was last reported.
+    half_window: bool,
+    suspected: bool,
+}
+
+impl Sampler {
+    fn new(port: u16, pid: i32, window: Duration) -> Self {
+        Sampler {
+            port,
+            pid,
+            rule: Progress::new(window),
+            sampling: false,
+            withheld_told: false,
+            known: Vec::new(),
+            last_full: None,
+            decide_now: false,
+            full_next: false,
+            last_depth: 0,
+            half_window: false,
+            suspected: false,
+        }
+    }
+
+    /// One sample: complete (every connection of the port) when due, else the known
+    /// connections looked up one by one. None if sock_diag failed.
+    fn take(&mut self, now: Instant) -> Option<Sample> {
+        let full = self.decide_now
+            || self.full_next
+            || self
+                .last_full
+                .is_none_or(|t| now.saturating_duration_since(t) >= FULL_EVERY);
+        self.decide_now = false;
+        let mut sample = if full {
+            let (s, ids) = sockdiag::progress_sample(self.port, now).ok()?;
+            self.known = ids;
+            self.last_full = Some(now);
+            s
+        } else {
+            sockdiag::progress_sample_known(self.port, now, &self.known).ok()?
+        };
+        let depth = sample.queue.map_or(0, |(d, _)| d);
+        self.full_next =
+            !full && (depth != self.last_depth || sample.conns.len() < self.known.len());
+        self.last_depth = depth;
+        // Connections that appeared with nothing else moving: accepted by the server,
+        // or completed by the kernel into a worker that a stop interrupted in accept().
+        if sample.complete {
+            let new = self.rule.accepted_only(&sample);
+            if !new.is_empty() {
+                sample.held_by_stopped = held_by_stopped(self.pid, &new);
+            }
+        }
+        Some(sample)
+    }
+
+    /// Whether the server is suspected (half a window with no progress and threads
+    /// that look stuck), when that changed.
+    fn suspicion(&mut self, step: &Step, sample: &Sample) -> Option<bool> {
+        if matches!(step, Step::NoProgress(_)) {
+            return None;
+        }
+        let half = matches!(step, Step::Watching) && self.rule.suspected(sample.at);
+        if half == self.half_window {
+            return None;
+        }
+        self.half_window = half;
+        // The threads are read once, when half a window has passed: a server
+        // that waits on something psweb cannot tell from a stall is not
+        // drained either.
+        let on = half && judge(&threads_of(self.pid, self.port, &owing(sample))).is_ok();
+        if on == self.suspected {
+            return None;
+        }
+        self.suspected = on;
+        Some(on)
+    }
+
+    /// A window with no progress: the threads are asked, and the verdict (None when
+    /// the server progressed meanwhile, sock_diag failed, or a withheld verdict was
+    /// already told).
+    fn verdict(&mut self, sample: &Sample, mut fig: Figures) -> Option<Outcome> {
+        let threads = threads_of(self.pid, self.port, &owing(sample));
+        // Read between two samples: a worker that accepted meanwhile would be
+        // misread, and that accept is progress.
+        let (after, ids) = sockdiag::progress_sample(self.port, Instant::now()).ok()?;
+        if progressed(sample, &after) {
+            self.known = ids;
+            self.last_full = Some(after.at);
+            self.rule.observe(&after);
+            return None;
+        }
+        fig.states = state_counts(&threads);
+        match judge(&threads) {
+            Ok(()) => Some(Outcome::Stuck(fig)),
+            Err(_) if self.withheld_told => None,
+            Err(why) => {
+                self.withheld_told = true;
+                Some(Outcome::Withheld(fig, why))
+            }
+        }
+    }
+}
+
+/// The connections the server holds: inode -> owes an answer.
+fn owing(sample: &Sample) -> HashMap<u32, bool> {
+    sample
+        .conns
+        .iter()
+        .map(|c| (c.inode, c.owes_answer))
+        .collect()
 }
 
 /// The threads of the server (`pid` and its descendants): state, the system call

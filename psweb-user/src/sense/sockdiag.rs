@@ -283,6 +283,29 @@ fn query(
     info: bool,
     exact: Option<&[u8; SOCKID]>,
 ) -> io::Result<Vec<Sock>> {
+    let sock = netlink_socket()?;
+    let req = request(family, states, sport, info, exact);
+    // SAFETY: an all-zero sockaddr_nl is valid (the kernel as destination).
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: valid buffer, valid sockaddr of the right size.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    read_replies(&sock, info, exact.is_some())
+}
+
+fn netlink_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -295,8 +318,17 @@ fn query(
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh fd that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
+/// The request: a netlink header and an `inet_diag_req_v2`.
+fn request(
+    family: u8,
+    states: u32,
+    sport: u16,
+    info: bool,
+    exact: Option<&[u8; SOCKID]>,
+) -> [u8; NLMSG_HDR + 56] {
     let mut req = [0u8; NLMSG_HDR + 56];
     let len = req.len() as u32;
     req[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -319,24 +351,11 @@ fn query(
     if let Some(id) = exact {
         req[NLMSG_HDR + 8..NLMSG_HDR + 8 + SOCKID].copy_from_slice(id);
     }
-    // SAFETY: an all-zero sockaddr_nl is valid (the kernel as destination).
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: valid buffer, valid sockaddr of the right size.
-    let sent = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    req
+}
 
+/// Reads the answers up to DONE (or, for an exact lookup, the one socket).
+fn read_replies(sock: &OwnedFd, info: bool, exact: bool) -> io::Result<Vec<Sock>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -367,26 +386,9 @@ fn query(
                     return Err(io::Error::from_raw_os_error(-errno));
                 }
                 SOCK_DIAG_BY_FAMILY if mlen >= NLMSG_HDR + DIAG_MSG => {
-                    let m = &h[NLMSG_HDR..];
-                    let u32_at =
-                        |i: usize| u32::from_ne_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
-                    let mut id = [0u8; SOCKID];
-                    id.copy_from_slice(&m[4..4 + SOCKID]);
-                    out.push(Sock {
-                        state: m[1],
-                        port: u16::from_be_bytes([m[4], m[5]]),
-                        id,
-                        rqueue: u32_at(56),
-                        wqueue: u32_at(60),
-                        inode: u32_at(68),
-                        info: if info {
-                            tcp_info(&h[NLMSG_HDR + DIAG_MSG..mlen])
-                        } else {
-                            None
-                        },
-                    });
+                    out.push(diag_msg(&h[..mlen], info));
                     // An exact lookup answers with the one socket, and no DONE.
-                    if exact.is_some() {
+                    if exact {
                         return Ok(out);
                     }
                 }
@@ -394,6 +396,27 @@ fn query(
             }
             off += (mlen + 3) & !3;
         }
+    }
+}
+
+/// One `inet_diag_msg` (after its netlink header `h[..16]`) and its attributes.
+fn diag_msg(h: &[u8], info: bool) -> Sock {
+    let m = &h[NLMSG_HDR..];
+    let u32_at = |i: usize| u32::from_ne_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+    let mut id = [0u8; SOCKID];
+    id.copy_from_slice(&m[4..4 + SOCKID]);
+    Sock {
+        state: m[1],
+        port: u16::from_be_bytes([m[4], m[5]]),
+        id,
+        rqueue: u32_at(56),
+        wqueue: u32_at(60),
+        inode: u32_at(68),
+        info: if info {
+            tcp_info(&h[NLMSG_HDR + DIAG_MSG..])
+        } else {
+            None
+        },
     }
 }
 
