@@ -73,7 +73,7 @@ fn ebpf_attach_failure_reaches_pcheck_output() {
     let pfile = demo_pfile(&sb, "");
     let mut pc = Pcheck::start(&sb, &pfile, &["--bpf-object", &bad.display().to_string()]);
     pc.wait_for("pcheck started", Duration::from_secs(60));
-    // The loader's own line (ebpf.rs, `log::warn!`), not the agent's summary of it
+    // The loader's own line (sense/ebpf/loader.rs, `log::warn!`), not the agent's summary of it
     // ("eBPF: no hook for ...") nor the load line.
     let facade: Vec<&String> = pc
         .seen
