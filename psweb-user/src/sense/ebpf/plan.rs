@@ -310,4 +310,95 @@ mod tests {
         assert!(!kprobe_available(&dir, KPROBE_TCP_CONN_REQUEST));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn tracepoint(root: &Path, category: &str, name: &str, fields: &str) {
+        let dir = root.join("events").join(category).join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("format"),
+            format!("name: {name}\nformat:\n{fields}"),
+        )
+        .unwrap();
+    }
+
+    /// Older kernels, imitated by a tracefs that lacks hooks: exit evidence is planned
+    /// from what there is, and each missing hook is skipped with what replaces it.
+    #[test]
+    fn missing_hooks_are_skipped_with_their_replacement() {
+        let Ok(btf) = KernelBtf::read(Path::new(super::super::btf::VMLINUX_BTF)) else {
+            eprintln!("SKIPPED: no kernel BTF");
+            return;
+        };
+        let tracefs = tempfile::tempdir().unwrap();
+        let root = tracefs.path();
+        tracepoint(
+            root,
+            "sched",
+            "sched_process_exit",
+            "\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n",
+        );
+        let p = plan(&btf, root).unwrap();
+        assert_eq!(p.attach.len(), 1);
+        assert_eq!(p.attach[0].prog, PROG_EXIT);
+        assert_eq!(p.config.exit_group_dead_ctx_off, 32);
+        let kinds: Vec<&str> = p.hooks.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                EVIDENCE_EXIT,
+                EVIDENCE_OVERFLOW_FINAL_ACK,
+                EVIDENCE_OVERFLOW_SYN
+            ]
+        );
+        assert_eq!(
+            p.hooks[0].1,
+            "tracepoint sched/sched_process_exit (group_dead)"
+        );
+        assert_eq!(
+            p.hooks[1].1,
+            "none: tracepoint skb/kfree_skb is missing; TcpExtListenOverflows deltas and sock_diag replace it"
+        );
+        assert_eq!(
+            p.hooks[2].1,
+            "none: tracepoint sock/sk_data_ready is missing (kernel too old) and no kprobe on tcp_conn_request; sock_diag polling replaces it"
+        );
+        assert_eq!(p.unavailable.len(), 2);
+
+        // No group_dead (the exit is told by signal->live), a kfree_skb without a drop
+        // reason, and sk_data_ready present.
+        tracepoint(
+            root,
+            "sched",
+            "sched_process_exit",
+            "\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n",
+        );
+        tracepoint(
+            root,
+            "skb",
+            "kfree_skb",
+            "\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n",
+        );
+        tracepoint(
+            root,
+            "sock",
+            "sk_data_ready",
+            "\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:__u16 protocol;\toffset:18;\tsize:2;\tsigned:0;\n",
+        );
+        let p = plan(&btf, root).unwrap();
+        let progs: Vec<&str> = p.attach.iter().map(|a| a.prog).collect();
+        assert_eq!(progs, [PROG_EXIT, PROG_SK_DATA_READY]);
+        assert_eq!(
+            p.hooks[0].1,
+            "tracepoint sched/sched_process_exit (signal->live == 0)"
+        );
+        assert_ne!(p.config.task_signal_off, 0);
+        assert!(p.hooks[1].1.starts_with(
+            "none: this kernel's kfree_skb carries no TCP_LISTEN_OVERFLOW drop reason"
+        ));
+        assert_eq!(
+            (p.config.sdr_skaddr_ctx_off, p.config.sdr_protocol_ctx_off),
+            (8, 18)
+        );
+        assert_eq!(p.unavailable.len(), 1);
+    }
 }
