@@ -267,13 +267,14 @@ impl Conn {
                     .entry(host.to_string())
                     .or_default()
                     .insert(pfile.to_string(), health);
-            } else if let Some(i) = rest.strip_prefix("reboot/") {
+            } else if let Some((kind @ ("reboot" | "restart"), i)) = rest.split_once('/') {
                 if let (Ok(i), Ok(rec)) = (i.parse(), serde_json::from_str::<SlotRecord>(val)) {
-                    v.slots.insert(i, rec.host);
-                }
-            } else if let Some(i) = rest.strip_prefix("restart/") {
-                if let (Ok(i), Ok(rec)) = (i.parse(), serde_json::from_str::<SlotRecord>(val)) {
-                    v.restart_slots.insert(i, rec.host);
+                    let slots = if kind == "reboot" {
+                        &mut v.slots
+                    } else {
+                        &mut v.restart_slots
+                    };
+                    slots.insert(i, rec.host);
                 }
             } else if rest == "hold" {
                 v.operator_hold = Some(val.to_string());
