@@ -70,13 +70,8 @@ pub struct Store {
 
 impl Store {
     pub fn new(dir: &Path, pfile: &Path) -> Self {
-        let sock = crate::admin::socket_path(pfile, None);
-        let name = sock
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pcheck".into());
         Self {
-            path: dir.join(format!("{name}.state")),
+            path: crate::paths::state_file(dir, pfile),
             failing: false,
         }
     }

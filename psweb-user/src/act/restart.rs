@@ -2,8 +2,8 @@
 //! output into the log, its own session, a hard timeout after which the whole
 //! session's process group is SIGKILLed and the attempt counts as failed.
 
+use crate::procfs::{self, Stat};
 use crate::report::Logger;
-use crate::sense::procfs::{self, Stat};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;

@@ -5,7 +5,6 @@
 //! credentials are checked (root, or pcheck's own uid).
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
 /// A request from padmin.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -291,32 +290,7 @@ impl PentView {
     }
 }
 
-/// Where pcheck for `pfile` serves padmin: `control_socket` from the pfile, else
-/// `$PSWEB_RUN_DIR` (default /run/psweb) + `pcheck-<hash of the pfile's absolute
-/// path>.sock`. pcheck and padmin compute the same path from the same pfile.
-pub fn socket_path(pfile: &Path, configured: Option<&Path>) -> PathBuf {
-    if let Some(p) = configured {
-        return p.to_path_buf();
-    }
-    let abs = std::fs::canonicalize(pfile).unwrap_or_else(|_| pfile.to_path_buf());
-    let dir = std::env::var_os("PSWEB_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/psweb"));
-    dir.join(format!(
-        "pcheck-{:016x}.sock",
-        fnv1a(abs.as_os_str().as_encoded_bytes())
-    ))
-}
-
-/// FNV-1a, 64 bit: stable across builds and versions (unlike std's hasher).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use crate::paths::socket_path;
 
 pub mod server;
 

@@ -46,12 +46,12 @@ pub fn start(
     for (index, url) in urls.iter().enumerate() {
         let config = if url.https {
             if tls.is_none() {
-                let opts = crate::probe::TlsOptions {
-                    verify: crate::probe::TlsVerify::SystemRoots,
+                let opts = crate::tls::TlsOptions {
+                    verify: crate::tls::TlsVerify::SystemRoots,
                     sni: None,
                 };
                 tls = Some(
-                    crate::probe::https::tls_config(&opts)
+                    crate::tls::tls_config(&opts)
                         .map_err(|e| format!("webhook {}: TLS setup: {e}", url.safe()))?,
                 );
             }
