@@ -50,8 +50,53 @@ pub enum Request {
 
 impl Request {
     /// One request line as padmin sends it (surrounding whitespace ignored).
-    pub fn parse(line: &str) -> Result<Self, String> {
-        serde_json::from_str(line.trim()).map_err(|e| e.to_string())
+    pub fn parse(line: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(line.trim())
+    }
+}
+
+/// Why the control socket could not be set up, or one padmin connection failed. The
+/// text is what the operator reads (pcheck's start-up error, a `control socket:` line).
+#[derive(thiserror::Error, Debug)]
+pub enum AdminError {
+    #[error("cannot create {dir}: {source}")]
+    CreateDir { dir: String, source: std::io::Error },
+    #[error("cannot open {path}: {source}")]
+    OpenLock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("refusing lock {path}: not a plain file of uid {me} (owner {owner}, {links} links)")]
+    BadLock {
+        path: String,
+        me: u32,
+        owner: String,
+        links: u64,
+    },
+    #[error("another pcheck (pid {pid}) already watches this pfile (lock {path})")]
+    Locked { pid: String, path: String },
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("peer credentials: {0}")]
+    PeerCred(std::io::Error),
+    #[error("no request within {ms} ms from pid {pid:?}: closed")]
+    NoRequest { ms: u128, pid: Option<i32> },
+    #[error("reading a request: {0}")]
+    Read(std::io::Error),
+}
+
+/// The agent's start-up still returns its errors as text.
+impl From<AdminError> for String {
+    fn from(e: AdminError) -> Self {
+        e.to_string()
     }
 }
 
