@@ -26,16 +26,11 @@ use std::time::Duration;
 
 /// An etcd error, with whether it was an expired or refused authentication (the
 /// connection is then made again, which authenticates again).
-#[derive(Debug)]
+#[derive(thiserror::Error, Debug)]
+#[error("{msg}")]
 pub struct Error {
     pub msg: String,
     pub unauthenticated: bool,
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
 }
 
 impl From<etcd_client::Error> for Error {
