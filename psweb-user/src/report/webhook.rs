@@ -428,6 +428,7 @@ mod tests {
     fn status_line() {
         assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n").unwrap(), 204);
         assert_eq!(status_code(b"HTTP/1.0 500 \r\nA: b\r\n\r\n").unwrap(), 500);
+        assert_eq!(status_code(b"HTTP/1.1 202\r\n").unwrap(), 202);
         let e = status_code(b"SSH-2.0-OpenSSH\r\n").unwrap_err().to_string();
         assert_eq!(e, "not an HTTP response: \"SSH-2.0-OpenSSH\"");
         assert!(status_code(b"HTTP/1.1 2x0 OK\r\n").is_err());
