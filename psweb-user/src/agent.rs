@@ -1121,7 +1121,12 @@ fn spawn_restart(
         }
         let msg = match act::restart::run(&script, &log).await {
             Ok(started) => Msg::Started(idx, started),
-            Err(reason) => Msg::Evidence(idx, Evidence::StartFailed { reason }),
+            Err(e) => Msg::Evidence(
+                idx,
+                Evidence::StartFailed {
+                    reason: e.to_string(),
+                },
+            ),
         };
         let _ = tx.send(msg);
     });

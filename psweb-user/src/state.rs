@@ -44,12 +44,12 @@ pub struct EntryState {
 
 impl State {
     /// Impossible values mean the file is not ours or was damaged.
-    fn sane(&self) -> Result<(), String> {
+    fn sane(&self) -> Result<(), StateError> {
         if self.version != VERSION {
-            return Err(format!("version {} (expected {VERSION})", self.version));
+            return Err(StateError::Version(self.version));
         }
         if self.reboot_count > 1000 || self.reboots.len() > 1000 {
-            return Err(format!("reboot_count {} is impossible", self.reboot_count));
+            return Err(StateError::RebootCount(self.reboot_count));
         }
         Ok(())
     }
@@ -70,13 +70,8 @@ pub struct Store {
 
 impl Store {
     pub fn new(dir: &Path, pfile: &Path) -> Self {
-        let sock = crate::admin::socket_path(pfile, None);
-        let name = sock
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pcheck".into());
         Self {
-            path: dir.join(format!("{name}.state")),
+            path: crate::paths::state_file(dir, pfile),
             failing: false,
         }
     }
@@ -229,10 +224,21 @@ pub fn on_tmpfs(dir: &Path) -> bool {
 
 /// A state file's text as pcheck trusts it: valid JSON of this version, with sane
 /// values; Err says what is wrong.
-pub fn parse(text: &str) -> Result<State, String> {
-    serde_json::from_str::<State>(text)
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.sane().map(|()| s))
+pub fn parse(text: &str) -> Result<State, StateError> {
+    let s = serde_json::from_str::<State>(text)?;
+    s.sane()?;
+    Ok(s)
+}
+
+/// Why a state file's text is not trusted (it is then kept aside as `.corrupt`).
+#[derive(thiserror::Error, Debug)]
+pub enum StateError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("version {0} (expected {VERSION})")]
+    Version(u32),
+    #[error("reboot_count {0} is impossible")]
+    RebootCount(u32),
 }
 
 /// This boot's id (changes at every boot). Read from `$PSWEB_BOOT_ID_FILE` when set

@@ -1,7 +1,7 @@
 //! Killing what is left of a dead service before it is restarted (SPEC 9: "master
 //! killed, children live on": Apache's workers keep the port after the master dies).
 
-use crate::sense::procfs::{self, Stat};
+use crate::procfs::{self, Stat};
 use std::time::{Duration, Instant};
 
 /// Who belongs to a watched service, recorded when it was found running.

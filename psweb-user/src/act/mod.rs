@@ -9,6 +9,49 @@ pub mod restart;
 
 use crate::report::Logger;
 
+/// Why a restart attempt failed. The text is the reason in the `Restart Failed` line
+/// and the `restart_failed` event, which operators read.
+#[derive(thiserror::Error, Debug)]
+pub enum RestartError {
+    /// The script, or a directory or symlink on its path, could be changed by a
+    /// non-root user.
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("restart script {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("restart script {0} is not an executable regular file")]
+    NotExecutable(String),
+    #[error("user {name}: {why}")]
+    User { name: String, why: String },
+    #[error("user {0} does not exist")]
+    NoUser(String),
+    #[error("cannot run restart script {name}: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("restart script {0} exited before it could be watched")]
+    Vanished(String),
+    #[error("waiting for restart script {name}: {source}")]
+    Wait {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("restart script {name} did not finish within {ms} ms: killed its process group")]
+    Timeout { name: String, ms: u128 },
+    #[error("restart script {name} exited with status {code}")]
+    Status { name: String, code: i32 },
+    #[error("restart script {name} was killed by signal {signal}")]
+    Signal { name: String, signal: i32 },
+    #[error("restart script {0} failed")]
+    Failed(String),
+    #[error("restart script {name} exited 0 but {how} after {ms} ms")]
+    NotStarted { name: String, how: String, ms: u128 },
+}
+
 /// Before anything is started: the fd limit raised (children get the one found),
 /// pcheck made a child subreaper and its reaper started. Each failure is logged and
 /// pcheck goes on with less protection.

@@ -1,6 +1,6 @@
 //! pcheck as a child subreaper: a daemon its restart script starts (fork, setsid,
 //! fork) stays pcheck's descendant instead of going to PID 1. That is the evidence
-//! that a process was born from pcheck's own script ([`crate::sense::procfs::born_of_me`]),
+//! that a process was born from pcheck's own script ([`crate::procfs::born_of_me`]),
 //! and pcheck reaps such processes the moment they die, so a dead master never lingers
 //! as a zombie that a start script would take for a running server.
 //!
@@ -97,9 +97,9 @@ fn children() -> Vec<i32> {
     }
     if !listed {
         let me = std::process::id() as i32;
-        out = crate::sense::procfs::pids()
+        out = crate::procfs::pids()
             .into_iter()
-            .filter(|p| crate::sense::procfs::stat(*p).is_ok_and(|s| s.ppid == me))
+            .filter(|p| crate::procfs::stat(*p).is_ok_and(|s| s.ppid == me))
             .collect();
     }
     out

@@ -2,8 +2,9 @@
 //! output into the log, its own session, a hard timeout after which the whole
 //! session's process group is SIGKILLed and the attempt counts as failed.
 
+use super::RestartError;
+use crate::procfs::{self, Stat};
 use crate::report::Logger;
-use crate::sense::procfs::{self, Stat};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,22 +37,54 @@ pub struct Script<'a> {
 
 /// Runs the script; when it exits 0, waits up to `start_wait` for the process to be
 /// running (by pidfile or executable). Err says why the attempt failed.
-pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
-    // Checked again at every restart, as written (each directory and symlink on the
-    // way); the resolved path is run, and nothing on it can be changed but by root.
-    let exec = crate::trust::check(s.path, "restart script")?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(&exec)
-            .map_err(|e| format!("restart script {}: {e}", s.path.display()))?;
-        if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
-            return Err(format!(
-                "restart script {} is not an executable regular file",
-                s.path.display()
-            ));
-        }
+pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, RestartError> {
+    let exec = checked_script(s.path)?;
+    let mut cmd = command(s, &exec)?;
+    let name = s.path.display().to_string();
+    let mut child = super::reaper::spawn(&mut cmd).map_err(|source| RestartError::Spawn {
+        name: name.clone(),
+        source,
+    })?;
+    let child_id = child.id();
+    let Some(script_pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return Err(RestartError::Vanished(name));
+    };
+    // Output goes to the log line by line, for as long as anything holds the pipe
+    // (a server the script leaves running may keep it: it is drained, never blocked).
+    if let Some(out) = child.stdout.take() {
+        spawn_lines(out, name.clone(), Arc::clone(log));
     }
-    let mut cmd = Command::new(&exec);
+    if let Some(err) = child.stderr.take() {
+        spawn_lines(err, name.clone(), Arc::clone(log));
+    }
+    wait_script(&mut child, child_id, script_pid, &name, s.timeout).await?;
+    let stat = wait_started(s, &name).await?;
+    Ok(Started {
+        stat,
+        script_sid: script_pid,
+    })
+}
+
+/// The script as it will be run: checked again at every restart, as written (each
+/// directory and symlink on the way); the resolved path is run, and nothing on it can
+/// be changed but by root.
+fn checked_script(path: &Path) -> Result<std::path::PathBuf, RestartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let exec = crate::trust::check(path, "restart script").map_err(RestartError::Untrusted)?;
+    let m = std::fs::metadata(&exec).map_err(|source| RestartError::Unreadable {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+        return Err(RestartError::NotExecutable(path.display().to_string()));
+    }
+    Ok(exec)
+}
+
+/// The script's command: a clean environment with the entry's names, no stdin, output
+/// piped, its own session, and (with `user=`) that user's ids and groups.
+fn command(s: &Script<'_>, exec: &Path) -> Result<Command, RestartError> {
+    let mut cmd = Command::new(exec);
     clean_env(&mut cmd);
     cmd.env("PSWEB_PNAME", s.pname)
         .env("PSWEB_PENT_ID", s.pent_id.to_string())
@@ -65,10 +98,14 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
     let ids = match s.user {
         None => None,
         Some(name) => {
+            let bad = |why: String| RestartError::User {
+                name: name.to_string(),
+                why,
+            };
             let u = nix::unistd::User::from_name(name)
-                .map_err(|e| format!("user {name}: {e}"))?
-                .ok_or_else(|| format!("user {name} does not exist"))?;
-            let cname = std::ffi::CString::new(name).map_err(|e| format!("user {name}: {e}"))?;
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| RestartError::NoUser(name.to_string()))?;
+            let cname = std::ffi::CString::new(name).map_err(|e| bad(e.to_string()))?;
             cmd.env("HOME", &u.dir)
                 .env("USER", name)
                 .env("LOGNAME", name);
@@ -90,30 +127,30 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
             Ok(())
         });
     }
-    let name = s.path.display().to_string();
-    let mut child = super::reaper::spawn(&mut cmd)
-        .map_err(|e| format!("cannot run restart script {name}: {e}"))?;
-    let child_id = child.id();
-    let Some(script_pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return Err(format!(
-            "restart script {name} exited before it could be watched"
-        ));
-    };
-    // Output goes to the log line by line, for as long as anything holds the pipe
-    // (a server the script leaves running may keep it: it is drained, never blocked).
-    if let Some(out) = child.stdout.take() {
-        spawn_lines(out, name.clone(), Arc::clone(log));
-    }
-    if let Some(err) = child.stderr.take() {
-        spawn_lines(err, name.clone(), Arc::clone(log));
-    }
-    let waited = tokio::time::timeout(s.timeout, child.wait()).await;
+    Ok(cmd)
+}
+
+/// Waits for the script to exit 0 within `timeout`; at the timeout its whole process
+/// group is SIGKILLed.
+async fn wait_script(
+    child: &mut tokio::process::Child,
+    child_id: Option<u32>,
+    script_pid: i32,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), RestartError> {
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
     if waited.is_ok() {
         super::reaper::release(child_id);
     }
     let status = match waited {
         Ok(Ok(st)) => st,
-        Ok(Err(e)) => return Err(format!("waiting for restart script {name}: {e}")),
+        Ok(Err(source)) => {
+            return Err(RestartError::Wait {
+                name: name.to_string(),
+                source,
+            })
+        }
         Err(_) => {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(script_pid),
@@ -121,33 +158,34 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
             );
             let _ = child.wait().await;
             super::reaper::release(child_id);
-            return Err(format!(
-                "restart script {name} did not finish within {} ms: killed its process group",
-                s.timeout.as_millis()
-            ));
+            return Err(RestartError::Timeout {
+                name: name.to_string(),
+                ms: timeout.as_millis(),
+            });
         }
     };
-    if !status.success() {
-        return Err(
-            match (
-                status.code(),
-                std::os::unix::process::ExitStatusExt::signal(&status),
-            ) {
-                (Some(c), _) => format!("restart script {name} exited with status {c}"),
-                (None, Some(sig)) => format!("restart script {name} was killed by signal {sig}"),
-                _ => format!("restart script {name} failed"),
-            },
-        );
+    let name = name.to_string();
+    match (
+        status.success(),
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (true, _, _) => Ok(()),
+        (false, Some(code), _) => Err(RestartError::Status { name, code }),
+        (false, None, Some(signal)) => Err(RestartError::Signal { name, signal }),
+        _ => Err(RestartError::Failed(name)),
     }
+}
+
+/// After the script exited 0: the started process, by pidfile or executable, within
+/// `start_wait`.
+async fn wait_started(s: &Script<'_>, name: &str) -> Result<Stat, RestartError> {
     let deadline = Instant::now() + s.start_wait;
     loop {
         if let Some(stat) =
             procfs::find_bounded(s.pname, s.pidfile, s.owner, Duration::from_secs(2)).await
         {
-            return Ok(Started {
-                stat,
-                script_sid: script_pid,
-            });
+            return Ok(stat);
         }
         if Instant::now() >= deadline {
             let who = crate::trust::owner_name(s.owner);
@@ -159,10 +197,11 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, String> {
                 ),
                 None => format!("no process of {who} runs {}", s.pname.display()),
             };
-            return Err(format!(
-                "restart script {name} exited 0 but {how} after {} ms",
-                s.start_wait.as_millis()
-            ));
+            return Err(RestartError::NotStarted {
+                name: name.to_string(),
+                how,
+                ms: s.start_wait.as_millis(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

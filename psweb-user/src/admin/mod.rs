@@ -5,7 +5,6 @@
 //! credentials are checked (root, or pcheck's own uid).
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
 /// A request from padmin.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,8 +50,53 @@ pub enum Request {
 
 impl Request {
     /// One request line as padmin sends it (surrounding whitespace ignored).
-    pub fn parse(line: &str) -> Result<Self, String> {
-        serde_json::from_str(line.trim()).map_err(|e| e.to_string())
+    pub fn parse(line: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(line.trim())
+    }
+}
+
+/// Why the control socket could not be set up, or one padmin connection failed. The
+/// text is what the operator reads (pcheck's start-up error, a `control socket:` line).
+#[derive(thiserror::Error, Debug)]
+pub enum AdminError {
+    #[error("cannot create {dir}: {source}")]
+    CreateDir { dir: String, source: std::io::Error },
+    #[error("cannot open {path}: {source}")]
+    OpenLock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("refusing lock {path}: not a plain file of uid {me} (owner {owner}, {links} links)")]
+    BadLock {
+        path: String,
+        me: u32,
+        owner: String,
+        links: u64,
+    },
+    #[error("another pcheck (pid {pid}) already watches this pfile (lock {path})")]
+    Locked { pid: String, path: String },
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("peer credentials: {0}")]
+    PeerCred(std::io::Error),
+    #[error("no request within {ms} ms from pid {pid:?}: closed")]
+    NoRequest { ms: u128, pid: Option<i32> },
+    #[error("reading a request: {0}")]
+    Read(std::io::Error),
+}
+
+/// The agent's start-up still returns its errors as text.
+impl From<AdminError> for String {
+    fn from(e: AdminError) -> Self {
+        e.to_string()
     }
 }
 
@@ -291,32 +335,7 @@ impl PentView {
     }
 }
 
-/// Where pcheck for `pfile` serves padmin: `control_socket` from the pfile, else
-/// `$PSWEB_RUN_DIR` (default /run/psweb) + `pcheck-<hash of the pfile's absolute
-/// path>.sock`. pcheck and padmin compute the same path from the same pfile.
-pub fn socket_path(pfile: &Path, configured: Option<&Path>) -> PathBuf {
-    if let Some(p) = configured {
-        return p.to_path_buf();
-    }
-    let abs = std::fs::canonicalize(pfile).unwrap_or_else(|_| pfile.to_path_buf());
-    let dir = std::env::var_os("PSWEB_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/psweb"));
-    dir.join(format!(
-        "pcheck-{:016x}.sock",
-        fnv1a(abs.as_os_str().as_encoded_bytes())
-    ))
-}
-
-/// FNV-1a, 64 bit: stable across builds and versions (unlike std's hasher).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use crate::paths::socket_path;
 
 pub mod server;
 

@@ -1,6 +1,6 @@
 //! pcheck's side of the control socket.
 
-use super::{Request, Response};
+use super::{AdminError, Request, Response};
 use crate::gate::Gate;
 use crate::report::Logger;
 use std::fs::File;
@@ -42,57 +42,22 @@ impl Drop for Control {
 impl Control {
     /// Takes the pfile's lock (`<socket>.lock`) and binds the socket with mode 0600.
     /// Fails if another pcheck already serves this pfile.
-    pub fn bind(path: &Path) -> Result<Self, String> {
+    pub fn bind(path: &Path) -> Result<Self, AdminError> {
+        let io = |source| AdminError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|source| AdminError::CreateDir {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
         }
-        let lock_path = path.with_extension("lock");
-        // Never through a symlink, and only a plain file of our own: a planted name
-        // cannot make pcheck write into another file.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        {
-            use std::os::unix::fs::MetadataExt;
-            let m = lock
-                .metadata()
-                .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-            // SAFETY: geteuid cannot fail.
-            let me = unsafe { libc::geteuid() };
-            if !m.is_file() || m.nlink() != 1 || m.uid() != me {
-                return Err(format!(
-                    "refusing lock {}: not a plain file of uid {me} (owner {}, {} links)",
-                    lock_path.display(),
-                    crate::trust::owner_name(m.uid()),
-                    m.nlink()
-                ));
-            }
-        }
-        // SAFETY: flock on an fd we own.
-        let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let owner = std::fs::read_to_string(&lock_path).unwrap_or_default();
-            return Err(format!(
-                "another pcheck (pid {}) already watches this pfile (lock {})",
-                owner.trim(),
-                lock_path.display()
-            ));
-        }
-        let _ = lock.set_len(0);
-        let _ = std::os::unix::fs::FileExt::write_at(
-            &lock,
-            format!("{}\n", std::process::id()).as_bytes(),
-            0,
-        );
+        let lock = take_lock(&path.with_extension("lock"))?;
         let _ = std::fs::remove_file(path);
         // Bind under a umask that leaves the socket 0600 from its first moment.
         // SAFETY: umask only swaps the process's file-creation mask.
@@ -100,13 +65,13 @@ impl Control {
         let bound = std::os::unix::net::UnixListener::bind(path);
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
-        let std_listener = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+        let std_listener = bound.map_err(|source| AdminError::Bind {
+            path: path.display().to_string(),
+            source,
+        })?;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let listener =
-            UnixListener::from_std(std_listener).map_err(|e| format!("{}: {e}", path.display()))?;
+        std_listener.set_nonblocking(true).map_err(io)?;
+        let listener = UnixListener::from_std(std_listener).map_err(io)?;
         Ok(Self {
             listener,
             path: path.to_path_buf(),
@@ -154,30 +119,76 @@ impl Control {
     }
 }
 
+/// Takes the pfile's lock (`<socket>.lock`, holding pcheck's pid): one pcheck per
+/// pfile.
+fn take_lock(lock_path: &Path) -> Result<File, AdminError> {
+    // Never through a symlink, and only a plain file of our own: a planted name
+    // cannot make pcheck write into another file.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(lock_path)
+        .map_err(|source| AdminError::OpenLock {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = lock.metadata().map_err(|source| AdminError::Io {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if !m.is_file() || m.nlink() != 1 || m.uid() != me {
+            return Err(AdminError::BadLock {
+                path: lock_path.display().to_string(),
+                me,
+                owner: crate::trust::owner_name(m.uid()),
+                links: m.nlink(),
+            });
+        }
+    }
+    // SAFETY: flock on an fd we own.
+    let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let owner = std::fs::read_to_string(lock_path).unwrap_or_default();
+        return Err(AdminError::Locked {
+            pid: owner.trim().to_string(),
+            path: lock_path.display().to_string(),
+        });
+    }
+    let _ = lock.set_len(0);
+    let _ = std::os::unix::fs::FileExt::write_at(
+        &lock,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0,
+    );
+    Ok(lock)
+}
+
 async fn handle(
     stream: UnixStream,
     my_uid: u32,
     calls: mpsc::Sender<Call>,
     log: &Logger,
     read_timeout: std::time::Duration,
-) -> Result<(), String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("peer credentials: {e}"))?;
+) -> Result<(), AdminError> {
+    let cred = stream.peer_cred().map_err(AdminError::PeerCred)?;
     let (r, mut w) = stream.into_split();
     // The request is read first, so that a refused padmin still gets its answer.
     let mut line = String::new();
     let mut reader = BufReader::new(r).take(64 * 1024);
     tokio::time::timeout(read_timeout, reader.read_line(&mut line))
         .await
-        .map_err(|_| {
-            format!(
-                "no request within {} ms from pid {:?}: closed",
-                read_timeout.as_millis(),
-                cred.pid()
-            )
+        .map_err(|_| AdminError::NoRequest {
+            ms: read_timeout.as_millis(),
+            pid: cred.pid(),
         })?
-        .map_err(|e| format!("reading a request: {e}"))?;
+        .map_err(AdminError::Read)?;
     if cred.uid() != 0 && cred.uid() != my_uid {
         log.warn(&format!(
             "control socket: refused uid {} (pid {:?}): only root or uid {my_uid} may control pcheck",
@@ -203,26 +214,47 @@ async fn handle(
     };
     if let Request::Events { follow } = req {
         // Served here, from the event bus: the agent's task is not involved.
-        let Some(bus) = log.bus() else {
-            send(&mut w, Response::error("this pcheck has no event stream")).await;
-            return Ok(());
-        };
-        if !follow {
-            send(
-                &mut w,
-                Response {
-                    ok: true,
-                    events: bus.recent(),
-                    ..Response::default()
-                },
-            )
-            .await;
-            return Ok(());
-        }
-        let (recent, rx) = bus.follow();
-        let reader = reader.into_inner().into_inner();
-        return follow_events(reader, w, recent, rx).await;
+        return events(reader.into_inner().into_inner(), w, log, follow).await;
     }
+    ask_agent(w, calls, req).await;
+    Ok(())
+}
+
+/// `events` (the recent ones) and `events --follow`, from the event bus.
+async fn events(
+    r: tokio::net::unix::OwnedReadHalf,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    log: &Logger,
+    follow: bool,
+) -> Result<(), AdminError> {
+    let Some(bus) = log.bus() else {
+        send(&mut w, Response::error("this pcheck has no event stream")).await;
+        return Ok(());
+    };
+    if !follow {
+        send(
+            &mut w,
+            Response {
+                ok: true,
+                events: bus.recent(),
+                ..Response::default()
+            },
+        )
+        .await;
+        return Ok(());
+    }
+    let (recent, rx) = bus.follow();
+    follow_events(r, w, recent, rx).await;
+    Ok(())
+}
+
+/// Any other request: handed to the agent's loop, whose answer goes back to padmin;
+/// `written` then tells the agent it was written.
+async fn ask_agent(
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    calls: mpsc::Sender<Call>,
+    req: Request,
+) {
     let (tx, rx) = oneshot::channel();
     let (written_tx, written) = oneshot::channel();
     let call = Call {
@@ -232,14 +264,13 @@ async fn handle(
     };
     if calls.send(call).await.is_err() {
         send(&mut w, Response::error("pcheck is shutting down")).await;
-        return Ok(());
+        return;
     }
     let resp = rx
         .await
         .unwrap_or_else(|_| Response::error("pcheck is shutting down"));
     send(&mut w, resp).await;
     let _ = written_tx.send(());
-    Ok(())
 }
 
 /// `events --follow`: one Response line (`{"ok":true,"message":"following"}`), then
@@ -249,18 +280,18 @@ async fn follow_events(
     mut w: tokio::net::unix::OwnedWriteHalf,
     recent: Vec<crate::report::events::Event>,
     mut rx: tokio::sync::broadcast::Receiver<crate::report::events::Event>,
-) -> Result<(), String> {
+) {
     use tokio::sync::broadcast::error::RecvError;
     let head = serde_json::to_string(&Response::message("following")).unwrap_or_default();
     if write_line(&mut w, head).await.is_err() {
-        return Ok(());
+        return;
     }
     for ev in recent {
         if write_line(&mut w, serde_json::to_string(&ev).unwrap_or_default())
             .await
             .is_err()
         {
-            return Ok(());
+            return;
         }
     }
     let mut buf = [0u8; 64];
@@ -268,18 +299,18 @@ async fn follow_events(
         tokio::select! {
             n = r.read(&mut buf) => {
                 if !matches!(n, Ok(n) if n > 0) {
-                    return Ok(()); // padmin went away
+                    return; // padmin went away
                 }
             }
             ev = rx.recv() => match ev {
                 Ok(ev) => {
                     if write_line(&mut w, serde_json::to_string(&ev).unwrap_or_default()).await.is_err() {
-                        return Ok(());
+                        return;
                     }
                 }
                 // A follower too slow for 1024 events loses the oldest; it goes on.
                 Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return Ok(()),
+                Err(RecvError::Closed) => return,
             }
         }
     }

@@ -26,16 +26,11 @@ use std::time::Duration;
 
 /// An etcd error, with whether it was an expired or refused authentication (the
 /// connection is then made again, which authenticates again).
-#[derive(Debug)]
+#[derive(thiserror::Error, Debug)]
+#[error("{msg}")]
 pub struct Error {
     pub msg: String,
     pub unauthenticated: bool,
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
 }
 
 impl From<etcd_client::Error> for Error {
@@ -267,13 +262,14 @@ impl Conn {
                     .entry(host.to_string())
                     .or_default()
                     .insert(pfile.to_string(), health);
-            } else if let Some(i) = rest.strip_prefix("reboot/") {
+            } else if let Some((kind @ ("reboot" | "restart"), i)) = rest.split_once('/') {
                 if let (Ok(i), Ok(rec)) = (i.parse(), serde_json::from_str::<SlotRecord>(val)) {
-                    v.slots.insert(i, rec.host);
-                }
-            } else if let Some(i) = rest.strip_prefix("restart/") {
-                if let (Ok(i), Ok(rec)) = (i.parse(), serde_json::from_str::<SlotRecord>(val)) {
-                    v.restart_slots.insert(i, rec.host);
+                    let slots = if kind == "reboot" {
+                        &mut v.slots
+                    } else {
+                        &mut v.restart_slots
+                    };
+                    slots.insert(i, rec.host);
                 }
             } else if rest == "hold" {
                 v.operator_hold = Some(val.to_string());

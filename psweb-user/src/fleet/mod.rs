@@ -238,6 +238,34 @@ struct Task {
     gave_back: bool,
 }
 
+/// What a session opens: the budget as stored, the member lease and its keep-alive
+/// stream, and the watch of the fleet's prefix.
+struct Open {
+    budget: u32,
+    lease: i64,
+    keeper: etcd_client::LeaseKeeper,
+    kept: etcd_client::LeaseKeepAliveStream,
+    watch: etcd_client::WatchStream,
+}
+
+impl Open {
+    /// Renews the member lease; an error when etcd does not answer in time or the
+    /// lease has expired.
+    async fn keep_alive(&mut self) -> etcd::Result<()> {
+        // A stream has no request timeout: bound the wait for the answer.
+        let answer = tokio::time::timeout(KEEPALIVE_WAIT, async {
+            self.keeper.keep_alive().await?;
+            self.kept.message().await
+        })
+        .await
+        .map_err(|_| etcd::Error::from("no answer to the member lease keep-alive".to_string()))??;
+        if answer.is_none_or(|r| r.ttl() <= 0) {
+            return Err(etcd::Error::from("the member lease expired".to_string()));
+        }
+        Ok(())
+    }
+}
+
 /// How a session with etcd ended.
 enum End {
     Stop,
@@ -428,59 +456,82 @@ impl Task {
         cmds: &mut mpsc::Receiver<Cmd>,
         stop: &mut oneshot::Receiver<()>,
     ) -> End {
-        let budget = match conn.budget("max_rebooting", self.cfg.max_rebooting).await {
-            Ok(b) => b,
-            Err(e) => return End::Lost(e),
+        let r = match self.open(&mut conn).await {
+            Ok(open) => {
+                self.now_reachable();
+                self.serve_session(&mut conn, open, local, cmds, stop).await
+            }
+            Err(e) => Err(e),
         };
+        match r {
+            Ok(end) => end,
+            Err(e) => {
+                if e.unauthenticated {
+                    self.log.warn(&format!(
+                        "fleet: etcd refused the authentication token ({e}); connecting again"
+                    ));
+                }
+                End::Lost(e)
+            }
+        }
+    }
+
+    /// The start of a session: the budgets as stored, the member lease with its
+    /// keep-alive stream, and the watch of the fleet's prefix.
+    async fn open(&mut self, conn: &mut Conn) -> etcd::Result<Open> {
+        let budget = conn.budget("max_rebooting", self.cfg.max_rebooting).await?;
         let restart_budget = match self.cfg.max_restarting {
-            Some(n) => match conn.budget("max_restarting", n).await {
-                Ok(b) => Some(b),
-                Err(e) => return End::Lost(e),
-            },
+            Some(n) => Some(conn.budget("max_restarting", n).await?),
             None => None,
         };
         self.restart_budget = restart_budget.unwrap_or(0);
         if !self.budget_logged {
             self.budget_logged = true;
-            let mismatches = [
-                (
-                    "fleet_max_rebooting",
-                    Some(self.cfg.max_rebooting),
-                    Some(budget),
-                ),
-                (
-                    "fleet_max_restarting",
-                    self.cfg.max_restarting,
-                    restart_budget,
-                ),
-            ];
-            for (key, configured, stored) in mismatches {
-                if let (Some(c), Some(s)) = (configured, stored) {
-                    if let Some(msg) = rules::budget_mismatch(&self.cfg.name, key, c, s) {
-                        self.log.warn(&msg);
-                    }
-                }
-            }
+            self.log_budget_mismatches(budget, restart_budget);
         }
-        let lease = match conn.grant(self.cfg.lease_ttl).await {
-            Ok(l) => l,
-            Err(e) => return End::Lost(e),
-        };
-        let (mut keeper, mut kept) = match conn.client.lease_keep_alive(lease).await {
-            Ok(k) => k,
-            Err(e) => return End::Lost(e.into()),
-        };
-        let mut watch = match conn
+        let lease = conn.grant(self.cfg.lease_ttl).await?;
+        let (keeper, kept) = conn.client.lease_keep_alive(lease).await?;
+        let watch = conn
             .client
             .watch(
                 conn.prefix.clone(),
                 Some(etcd_client::WatchOptions::new().with_prefix()),
             )
-            .await
-        {
-            Ok(w) => w,
-            Err(e) => return End::Lost(e.into()),
-        };
+            .await?;
+        Ok(Open {
+            budget,
+            lease,
+            keeper,
+            kept,
+            watch,
+        })
+    }
+
+    /// One warning per budget whose stored value differs from this pfile's.
+    fn log_budget_mismatches(&self, budget: u32, restart_budget: Option<u32>) {
+        let mismatches = [
+            (
+                "fleet_max_rebooting",
+                Some(self.cfg.max_rebooting),
+                Some(budget),
+            ),
+            (
+                "fleet_max_restarting",
+                self.cfg.max_restarting,
+                restart_budget,
+            ),
+        ];
+        for (key, configured, stored) in mismatches {
+            if let (Some(c), Some(s)) = (configured, stored) {
+                if let Some(msg) = rules::budget_mismatch(&self.cfg.name, key, c, s) {
+                    self.log.warn(&msg);
+                }
+            }
+        }
+    }
+
+    /// A session is open: one line if etcd was away, and the holds it caused end.
+    fn now_reachable(&mut self) {
         if self.reachable == Some(false) {
             self.event(
                 Level::Info,
@@ -502,6 +553,20 @@ impl Task {
         }
         self.reachable = Some(true);
         self.established = true;
+    }
+
+    /// The session's loop: keeps the lease, publishes the member record, looks at the
+    /// fleet when something may have changed, and answers padmin; until stopped or
+    /// etcd fails.
+    async fn serve_session(
+        &mut self,
+        conn: &mut Conn,
+        mut open: Open,
+        local: &mut watch::Receiver<Local>,
+        cmds: &mut mpsc::Receiver<Cmd>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> etcd::Result<End> {
+        let budget = open.budget;
         let mut last: Option<Vec<(u32, Health)>> = None;
         let mut ka = tokio::time::interval(self.cfg.lease_ttl / 3);
         ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -511,89 +576,86 @@ impl Task {
         // Whether this host may hold a slot (learnt at the first look).
         let mut holding = true;
         local.mark_changed();
-        let r: etcd::Result<End> = async {
-            loop {
-                let l = local.borrow().clone();
-                let look = holding
-                    || (l.want_reboot && !*self.granted.borrow())
-                    || (l.want_restart && !*self.restart_granted.borrow());
-                tokio::select! {
-                    _ = &mut *stop => {
-                        let _ = conn.revoke(lease).await;
+        loop {
+            let l = local.borrow().clone();
+            let look = holding
+                || (l.want_reboot && !*self.granted.borrow())
+                || (l.want_restart && !*self.restart_granted.borrow());
+            tokio::select! {
+                _ = &mut *stop => {
+                    let _ = conn.revoke(open.lease).await;
+                    return Ok(End::Stop);
+                }
+                _ = ka.tick() => open.keep_alive().await?,
+                r = local.changed() => {
+                    if r.is_err() {
+                        let _ = conn.revoke(open.lease).await;
                         return Ok(End::Stop);
                     }
-                    _ = ka.tick() => {
-                        // A stream has no request timeout: bound the wait for the answer.
-                        let answer = tokio::time::timeout(KEEPALIVE_WAIT, async {
-                            keeper.keep_alive().await?;
-                            kept.message().await
-                        })
-                        .await
-                        .map_err(|_| etcd::Error::from("no answer to the member lease keep-alive".to_string()))??;
-                        if answer.is_none_or(|r| r.ttl() <= 0) {
-                            return Err(etcd::Error::from("the member lease expired".to_string()));
-                        }
+                    let l = local.borrow_and_update().clone();
+                    self.local_changed(conn, open.lease, &l, &mut last).await?;
+                    if (l.want_reboot && !*self.granted.borrow())
+                        || (l.want_restart && !*self.restart_granted.borrow())
+                        || holding
+                    {
+                        holding = self.look(conn, budget, &l).await?;
                     }
-                    r = local.changed() => {
-                        if r.is_err() {
-                            let _ = conn.revoke(lease).await;
-                            return Ok(End::Stop);
-                        }
-                        let l = local.borrow_and_update().clone();
-                        if !l.want_reboot {
-                            self.due_since = None;
-                            self.gave_back = false;
-                        } else if self.due_since.is_none() {
-                            self.due_since = Some(Instant::now());
-                        }
-                        if last.as_ref() != Some(&l.entries) {
-                            let health = l.entries.iter().map(|(_, h)| *h)
-                                .find(|h| *h != Health::Up).unwrap_or(Health::Up);
-                            let rec = MemberRecord { health, entries: l.entries.clone(), updated: etcd::unix_now() };
-                            conn.put_member(&self.host, &self.pfile, &rec, lease).await?;
-                            last = Some(l.entries.clone());
-                        }
-                        if !l.want_reboot {
-                            self.granted.send_replace(false);
-                        }
-                        if !l.want_restart {
-                            self.restart_granted.send_replace(false);
-                        }
-                        if (l.want_reboot && !*self.granted.borrow())
-                            || (l.want_restart && !*self.restart_granted.borrow())
-                            || holding
-                        {
-                            holding = self.look(&mut conn, budget, &l).await?;
-                        }
-                    }
-                    _ = eval.tick(), if look => {
-                        holding = self.look(&mut conn, budget, &l).await?;
-                    }
-                    w = watch.message() => {
-                        let Some(w) = w? else {
-                            return Err(etcd::Error::from("etcd ended the watch".to_string()));
-                        };
-                        self.watched(&conn.prefix, &w);
-                        if look {
-                            holding = self.look(&mut conn, budget, &l).await?;
-                        }
-                    }
-                    Some(cmd) = cmds.recv() => self.command(&mut conn, budget, cmd).await?,
                 }
+                _ = eval.tick(), if look => {
+                    holding = self.look(conn, budget, &l).await?;
+                }
+                w = open.watch.message() => {
+                    let Some(w) = w? else {
+                        return Err(etcd::Error::from("etcd ended the watch".to_string()));
+                    };
+                    self.watched(&conn.prefix, &w);
+                    if look {
+                        holding = self.look(conn, budget, &l).await?;
+                    }
+                }
+                Some(cmd) = cmds.recv() => self.command(conn, budget, cmd).await?,
             }
         }
-        .await;
-        match r {
-            Ok(end) => end,
-            Err(e) => {
-                if e.unauthenticated {
-                    self.log.warn(&format!(
-                        "fleet: etcd refused the authentication token ({e}); connecting again"
-                    ));
-                }
-                End::Lost(e)
-            }
+    }
+
+    /// The agent's view changed: when a reboot fell due, the member record if the
+    /// entries' health changed, and grants it no longer wants go back.
+    async fn local_changed(
+        &mut self,
+        conn: &mut Conn,
+        lease: i64,
+        l: &Local,
+        last: &mut Option<Vec<(u32, Health)>>,
+    ) -> etcd::Result<()> {
+        if !l.want_reboot {
+            self.due_since = None;
+            self.gave_back = false;
+        } else if self.due_since.is_none() {
+            self.due_since = Some(Instant::now());
         }
+        if last.as_ref() != Some(&l.entries) {
+            let health = l
+                .entries
+                .iter()
+                .map(|(_, h)| *h)
+                .find(|h| *h != Health::Up)
+                .unwrap_or(Health::Up);
+            let rec = MemberRecord {
+                health,
+                entries: l.entries.clone(),
+                updated: etcd::unix_now(),
+            };
+            conn.put_member(&self.host, &self.pfile, &rec, lease)
+                .await?;
+            *last = Some(l.entries.clone());
+        }
+        if !l.want_reboot {
+            self.granted.send_replace(false);
+        }
+        if !l.want_restart {
+            self.restart_granted.send_replace(false);
+        }
+        Ok(())
     }
 
     /// Logs, on every member, what operators did to the fleet.
@@ -929,16 +991,8 @@ async fn show(
 ) -> etcd::Result<serde_json::Value> {
     let view = conn.view(budget).await?;
     let records = conn.members().await?;
-    let mut slots = Vec::new();
-    for (i, host) in &view.slots {
-        let ttl = conn.slot_ttl("reboot", *i).await?;
-        slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
-    }
-    let mut restart_slots = Vec::new();
-    for (i, host) in &view.restart_slots {
-        let ttl = conn.slot_ttl("restart", *i).await?;
-        restart_slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
-    }
+    let slots = slots_json(conn, "reboot", &view.slots).await?;
+    let restart_slots = slots_json(conn, "restart", &view.restart_slots).await?;
     let (k, n) = view.unhealthy();
     Ok(serde_json::json!({
         "fleet": cfg.name,
@@ -958,4 +1012,18 @@ async fn show(
         "outage_hold": rules::outage(&view, cfg.hold_ratio).is_some(),
         "operator_hold": view.operator_hold,
     }))
+}
+
+/// The slots of one kind (reboot or restart) for `show fleet`: holder and expiry.
+async fn slots_json(
+    conn: &mut Conn,
+    kind: &str,
+    held: &std::collections::BTreeMap<u32, String>,
+) -> etcd::Result<Vec<serde_json::Value>> {
+    let mut slots = Vec::new();
+    for (i, host) in held {
+        let ttl = conn.slot_ttl(kind, *i).await?;
+        slots.push(serde_json::json!({"slot": i, "host": host, "expires_in_s": ttl}));
+    }
+    Ok(slots)
 }

@@ -4,6 +4,7 @@
 //! without waiting for its next check. One task sends, in order; the main task only
 //! queues.
 
+use super::LbError;
 use crate::core::lb::{self as rule, LbState, PushedMarks};
 use crate::pfile::HaproxySocket;
 use crate::report::Logger;
@@ -98,11 +99,11 @@ async fn push_one(
     server: &str,
     state: LbState,
     marks: PushedMarks,
-) -> Result<(Vec<String>, PushedMarks, bool), String> {
+) -> Result<(Vec<String>, PushedMarks, bool), LbError> {
     let backend = server.split('/').next().unwrap_or(server);
     let show = exchange(target, &format!("show servers state {backend}")).await?;
     let flags = rule::haproxy_admin_state(&show, server)
-        .ok_or_else(|| format!("HAProxy does not know the server {server}"))?;
+        .ok_or_else(|| LbError::UnknownServer(server.to_string()))?;
     let (cmds, m) = rule::runtime_commands(server, state, flags, marks);
     let forced = flags & (rule::HAPROXY_FMAINT | rule::HAPROXY_FDRAIN) != 0;
     let kept = cmds.is_empty() && forced && state != LbState::Down;
@@ -110,14 +111,14 @@ async fn push_one(
         let answer = exchange(target, &cmds.join("; ")).await?;
         let answer = answer.trim();
         if !answer.is_empty() {
-            return Err(format!("HAProxy answered {answer:?}"));
+            return Err(LbError::HaproxyRefused(answer.to_string()));
         }
     }
     Ok((cmds, m, kept))
 }
 
 /// One command line, one answer (HAProxy closes after answering).
-async fn exchange(target: &HaproxySocket, cmd: &str) -> Result<String, String> {
+async fn exchange(target: &HaproxySocket, cmd: &str) -> Result<String, LbError> {
     let r = tokio::time::timeout(EXCHANGE, async {
         match target {
             HaproxySocket::Unix(p) => {
@@ -133,8 +134,8 @@ async fn exchange(target: &HaproxySocket, cmd: &str) -> Result<String, String> {
     .await;
     match r {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", EXCHANGE.as_secs())),
+        Ok(Err(e)) => Err(LbError::HaproxyIo(e)),
+        Err(_) => Err(LbError::HaproxySilent(EXCHANGE.as_secs())),
     }
 }
 

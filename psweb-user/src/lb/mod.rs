@@ -277,7 +277,7 @@ pub struct Listeners {
 /// Binds every load-balancer listener the pfile asks for (an address that cannot be
 /// bound ends pcheck's start, before it starts or adopts anything). Questions that
 /// arrive before [`serve`] wait in the kernel's backlog.
-pub fn bind_all(pfile: &Pfile) -> Result<Listeners, String> {
+pub fn bind_all(pfile: &Pfile) -> Result<Listeners, LbError> {
     let mut agents = Vec::new();
     let per_entry = pfile.entries.iter().filter_map(|e| {
         e.lb.agent_listen
@@ -423,12 +423,51 @@ pub fn allowed(allow: &[Cidr], peer: IpAddr) -> bool {
 
 /// Binds a load-balancer listener (an error ends pcheck's start: the operator asked
 /// for it).
-pub fn bind(addr: std::net::SocketAddr, what: &str) -> Result<std::net::TcpListener, String> {
-    let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("{what} {addr}: cannot listen: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| format!("{what} {addr}: {e}"))?;
+pub fn bind(addr: std::net::SocketAddr, what: &str) -> Result<std::net::TcpListener, LbError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|source| LbError::Listen {
+        what: what.to_string(),
+        addr,
+        source,
+    })?;
+    l.set_nonblocking(true).map_err(|source| LbError::Socket {
+        what: what.to_string(),
+        addr,
+        source,
+    })?;
     Ok(l)
+}
+
+/// Why a load-balancer listener could not be set up, or a push to HAProxy failed.
+#[derive(thiserror::Error, Debug)]
+pub enum LbError {
+    #[error("{what} {addr}: cannot listen: {source}")]
+    Listen {
+        what: String,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what} {addr}: {source}")]
+    Socket {
+        what: String,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    HaproxyIo(std::io::Error),
+    #[error("no answer within {0} s")]
+    HaproxySilent(u64),
+    #[error("HAProxy does not know the server {0}")]
+    UnknownServer(String),
+    /// HAProxy's answer to a command, which should have been empty.
+    #[error("HAProxy answered {0:?}")]
+    HaproxyRefused(String),
+}
+
+/// The agent's start-up still returns its errors as text.
+impl From<LbError> for String {
+    fn from(e: LbError) -> Self {
+        e.to_string()
+    }
 }
 
 /// The accept loop every load-balancer listener shares: at most

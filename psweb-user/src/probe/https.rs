@@ -1,85 +1,15 @@
-//! HTTPS probe (`_bi_webservs`): the HTTP probe over TLS 1.2 or 1.3 (rustls with the
-//! `ring` provider, installed explicitly in each configuration, never as a process
-//! default).
+//! HTTPS probe (`_bi_webservs`): the HTTP probe over TLS 1.2 or 1.3 (the client
+//! configuration comes from [`crate::tls`]).
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use super::{http, tcp, Answer, ProbeError, Target, TlsOptions, TlsVerify};
-
-/// Builds the client configuration for `opts`: TLS 1.2 and 1.3, ALPN `http/1.1`, and
-/// the chosen certificate check. Reads the CA file or the system trust store
-/// synchronously, so build it once per target (see [`super::Prober`]).
-pub fn tls_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ProbeError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ProbeError::Config(format!("TLS versions: {e}")))?;
-    let mut config = match &opts.verify {
-        TlsVerify::SystemRoots => builder
-            .with_root_certificates(system_roots()?)
-            .with_no_client_auth(),
-        TlsVerify::CaFile(path) => builder
-            .with_root_certificates(ca_file_roots(path)?)
-            .with_no_client_auth(),
-        TlsVerify::Off => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert { provider }))
-            .with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The system trust store, as OpenSSL on this machine would find it (`SSL_CERT_FILE`,
-/// `SSL_CERT_DIR`, or the distribution's bundle and directory). Works offline.
-fn system_roots() -> Result<RootCertStore, ProbeError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found
-            .errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(ProbeError::Config(format!(
-            "no usable system root certificates{}{why}",
-            if why.is_empty() { "" } else { ": " }
-        )));
-    }
-    Ok(roots)
-}
-
-/// Every certificate in a PEM file as a trust anchor (a self-signed server certificate
-/// works too).
-fn ca_file_roots(path: &std::path::Path) -> Result<RootCertStore, ProbeError> {
-    let shown = path.display();
-    let mut roots = RootCertStore::empty();
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ProbeError::Config(format!("CA file {shown}: {e}")))?;
-    for cert in iter {
-        let cert = cert.map_err(|e| ProbeError::Config(format!("CA file {shown}: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| ProbeError::Config(format!("CA file {shown}: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(ProbeError::Config(format!(
-            "CA file {shown}: no certificates"
-        )));
-    }
-    Ok(roots)
-}
+use super::{http, tcp, Answer, ProbeError, Target, TlsOptions};
 
 /// The name the certificate is checked against. Explicit `sni` wins; otherwise the host
 /// field. A DNS name is sent as SNI; an IP address is not (rustls never sends IPs as
@@ -133,61 +63,6 @@ fn tls_error(e: std::io::Error) -> ProbeError {
     }
 }
 
-/// `TlsVerify::Off`: accepts any certificate chain and name, but still verifies the
-/// handshake signatures with the provider's algorithms, so the server must own the key
-/// of the certificate it presents.
-#[derive(Debug)]
-struct AcceptAnyCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -202,7 +77,6 @@ mod tests {
 
     use super::super::testutil::{header, read_head, request_line, serve};
     use super::super::{probe, Kind, ProbeError, Prober, Target, TlsOptions, TlsVerify};
-    use super::*;
 
     /// What the test server saw on its one connection.
     #[derive(Debug)]
@@ -450,13 +324,12 @@ mod tests {
             verify: TlsVerify::CaFile("/nonexistent/ca.pem".into()),
             sni: None,
         };
-        assert!(matches!(tls_config(&missing), Err(ProbeError::Config(_))));
-        let empty = tempfile::NamedTempFile::new().unwrap();
-        let empty = TlsOptions {
-            verify: TlsVerify::CaFile(empty.path().to_path_buf()),
-            sni: None,
-        };
-        assert!(matches!(tls_config(&empty), Err(ProbeError::Config(_))));
+        let mut t = Target::new("localhost", 443);
+        t.tls = Some(missing);
+        assert!(matches!(
+            Prober::new(Kind::Https, t),
+            Err(ProbeError::Config(_))
+        ));
         let mut t = Target::new("localhost", 443);
         t.tls = Some(TlsOptions {
             verify: TlsVerify::Off,
@@ -466,6 +339,5 @@ mod tests {
             Prober::new(Kind::Https, t),
             Err(ProbeError::Config(_))
         ));
-        assert!(tls_config(&TlsOptions::default()).is_ok(), "system roots");
     }
 }

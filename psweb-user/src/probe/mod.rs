@@ -20,13 +20,12 @@ pub mod https;
 pub mod tcp;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use https::tls_config;
+pub use crate::tls::{tls_config, TlsOptions, TlsVerify};
 
 /// Timeout used by [`Target::new`]; the agent normally sets its own from the pfile.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,30 +92,6 @@ impl Target {
             format!("{h}:{}", self.port)
         }
     }
-}
-
-/// How an HTTPS probe sets up TLS.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsOptions {
-    /// How the server certificate is checked.
-    pub verify: TlsVerify,
-    /// Server name sent as SNI and checked against the certificate. Default: the host
-    /// field when it is a DNS name; no SNI (and an IP-address check) for IP addresses.
-    pub sni: Option<String>,
-}
-
-/// How the server certificate is checked.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum TlsVerify {
-    /// Against the system's trust store (`/etc/ssl/certs`, or `SSL_CERT_FILE` /
-    /// `SSL_CERT_DIR`), read with `rustls-native-certs`.
-    #[default]
-    SystemRoots,
-    /// Against the certificates in this PEM file only.
-    CaFile(PathBuf),
-    /// Not at all (self-signed localhost certificates). The handshake signatures are
-    /// still checked, so the peer must hold the key of the certificate it shows.
-    Off,
 }
 
 /// The probe kind; the pfile block name decides it.
@@ -191,6 +166,12 @@ pub enum ProbeError {
     /// The target cannot be probed as configured (bad path, CA file, server name).
     #[error("bad probe configuration: {0}")]
     Config(String),
+}
+
+impl From<crate::tls::TlsError> for ProbeError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        ProbeError::Config(e.to_string())
+    }
 }
 
 /// A target with its TLS client configuration built once and its host name's

@@ -3,7 +3,7 @@
 //! or store; a slow scraper only ever waits on its own connection.
 
 use super::events::{Event, EventKind};
-use super::Logger;
+use super::{Logger, ReportError};
 use crate::gate::Gate;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -109,85 +109,99 @@ impl Metrics {
             fleet_hold: Gauge::default(),
             reboot_held: Counter::default(),
         };
+        m.register_entry_metrics(&mut registry);
+        m.register_host_metrics(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// The per-entry metrics: up, restarts, states, probe latency.
+    fn register_entry_metrics(&self, registry: &mut Registry) {
         registry.register(
             "psweb_up",
             "1 when the entry's process runs and is watched (proc_sts AVAIL)",
-            m.up.clone(),
+            self.up.clone(),
         );
         registry.register(
             "psweb_restarts",
             "Successful restarts since this pcheck started",
-            m.restarts.clone(),
+            self.restarts.clone(),
         );
         registry.register(
             "psweb_entry_restarts",
             "restart_count as show pent says it (persisted across pcheck restarts)",
-            m.restart_count.clone(),
+            self.restart_count.clone(),
         );
         registry.register(
             "psweb_proc_state",
             "1 for the entry's current proc_sts",
-            m.proc_state.clone(),
+            self.proc_state.clone(),
         );
         registry.register(
             "psweb_stall_state",
             "1 for the entry's current stall_chk state",
-            m.stall_state.clone(),
+            self.stall_state.clone(),
         );
         registry.register(
             "psweb_lb_state",
             "1 for what the load balancer is told of the entry (up, drain or down)",
-            m.lb_state.clone(),
+            self.lb_state.clone(),
         );
         registry.register(
             "psweb_probe_duration_seconds",
             "Stall probe latency",
-            m.probe.clone(),
+            self.probe.clone(),
         );
+    }
+
+    /// The host's metrics: accept queues, evidence, reboots, events, webhooks, fleet.
+    fn register_host_metrics(&self, registry: &mut Registry) {
         registry.register(
             "psweb_accept_queue_overflows",
             "Accept-queue overflows the kernel program saw, per port and path",
-            m.overflows.clone(),
+            self.overflows.clone(),
         );
         registry.register(
             "psweb_accept_queue_full_polls",
             "sock_diag polls that found a watched port's accept queue full",
-            m.full_polls.clone(),
+            self.full_polls.clone(),
         );
         registry.register(
             "psweb_evidence_mode",
             "1 for the source of death evidence in use",
-            m.evidence.clone(),
+            self.evidence.clone(),
         );
         registry.register(
             "psweb_auto_reboots",
             "Automatic reboots in a row (the auto-reboot count)",
-            m.reboots.clone(),
+            self.reboots.clone(),
         );
-        registry.register("psweb_events", "Events emitted, per kind", m.events.clone());
+        registry.register(
+            "psweb_events",
+            "Events emitted, per kind",
+            self.events.clone(),
+        );
         registry.register(
             "psweb_webhook_dropped",
             "Events not delivered to a webhook (queue_full or gave_up)",
-            m.webhook_dropped.clone(),
+            self.webhook_dropped.clone(),
         );
         // Every kind's counter exists from the start, at 0: a rule's increase() then
         // sees the first event too.
         for k in EventKind::ALL {
-            let _ = m.events.get_or_create(&KindLabels {
+            let _ = self.events.get_or_create(&KindLabels {
                 kind: k.as_str().to_string(),
             });
         }
         registry.register(
             "psweb_fleet_hold",
             "1 while the fleet holds automatic reboots (outage suspected, or an operator's hold)",
-            m.fleet_hold.clone(),
+            self.fleet_hold.clone(),
         );
         registry.register(
             "psweb_fleet_reboot_held",
             "Times a due automatic reboot was held by the fleet (no slot, a hold, etcd away)",
-            m.reboot_held.clone(),
+            self.reboot_held.clone(),
         );
-        Self { registry, ..m }
     }
 
     pub fn entry_labels(pent_id: u32, pname: &str) -> EntryLabels {
@@ -414,11 +428,11 @@ fn exposition(request_head: &str, metrics: &Metrics) -> (&'static str, String) {
 }
 
 /// Binds the metrics address (an error ends pcheck's start: the operator asked for it).
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ReportError> {
     let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("metrics_listen {addr}: cannot listen: {e}"))?;
+        .map_err(|source| ReportError::MetricsListen { addr, source })?;
     l.set_nonblocking(true)
-        .map_err(|e| format!("metrics_listen {addr}: {e}"))?;
+        .map_err(|source| ReportError::MetricsSocket { addr, source })?;
     Ok(l)
 }
 
@@ -446,7 +460,7 @@ pub async fn serve(
         let Some(permit) = gate.slot().await else {
             return;
         };
-        let (mut s, peer) = match listener.accept().await {
+        let (s, peer) = match listener.accept().await {
             Ok(c) => {
                 gate.accepted();
                 c
@@ -467,47 +481,52 @@ pub async fn serve(
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let _permit = permit;
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            let head = tokio::time::timeout(read_timeout, async {
-                loop {
-                    let n = s.read(&mut chunk).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > 16 * 1024 {
-                        return Some(());
-                    }
-                }
-            })
-            .await;
-            if !matches!(head, Ok(Some(()))) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let mut words = line.split_whitespace();
-            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or("");
-            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path == "/") {
-                let (ctype, body) = exposition(&line, &metrics);
-                ("200 OK", ctype, body)
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain; charset=utf-8",
-                    "not found: GET /metrics\n".to_string(),
-                )
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), s.write_all(resp.as_bytes())).await;
-            let _ = s.shutdown().await;
+            answer(s, &metrics, read_timeout).await;
         });
     }
+}
+
+/// One scrape: reads the request head (within `read_timeout`), answers `GET /metrics`
+/// (or `/`) with the exposition and anything else with 404, and closes.
+async fn answer(mut s: tokio::net::TcpStream, metrics: &Metrics, read_timeout: Duration) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head = tokio::time::timeout(read_timeout, async {
+        loop {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > 16 * 1024 {
+                return Some(());
+            }
+        }
+    })
+    .await;
+    if !matches!(head, Ok(Some(()))) {
+        return;
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path == "/") {
+        let (ctype, body) = exposition(&line, metrics);
+        ("200 OK", ctype, body)
+    } else {
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found: GET /metrics\n".to_string(),
+        )
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(resp.as_bytes())).await;
+    let _ = s.shutdown().await;
 }
 
 #[cfg(test)]

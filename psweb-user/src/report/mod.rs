@@ -11,11 +11,14 @@
 //! webhooks, metrics. Lines written through the `log` facade (the eBPF loader,
 //! aya-log, libraries) reach the same outputs through [`facade`].
 
+mod error;
 pub mod events;
 pub mod facade;
 pub mod metrics;
 pub mod notify;
 pub mod webhook;
+
+pub use error::ReportError;
 
 use crate::core::Level;
 use events::{Bus, EventInfo};

@@ -8,7 +8,7 @@
 
 use super::events::{alertmanager, Event, HookQueue};
 use super::metrics::Metrics;
-use super::Logger;
+use super::{Logger, ReportError};
 use crate::pfile::{WebhookFormat, WebhookUrl};
 use crate::shutdown::Shutdown;
 use rustls::pki_types::ServerName;
@@ -36,7 +36,7 @@ pub fn start(
     log: &Arc<Logger>,
     metrics: Option<Arc<Metrics>>,
     sd: &Shutdown,
-) -> Result<Vec<Arc<HookQueue>>, String> {
+) -> Result<Vec<Arc<HookQueue>>, ReportError> {
     let headers: Arc<str> = match header_file {
         Some(p) => load_headers(p)?.into(),
         None => "".into(),
@@ -46,14 +46,16 @@ pub fn start(
     for (index, url) in urls.iter().enumerate() {
         let config = if url.https {
             if tls.is_none() {
-                let opts = crate::probe::TlsOptions {
-                    verify: crate::probe::TlsVerify::SystemRoots,
+                let opts = crate::tls::TlsOptions {
+                    verify: crate::tls::TlsVerify::SystemRoots,
                     sni: None,
                 };
-                tls = Some(
-                    crate::probe::https::tls_config(&opts)
-                        .map_err(|e| format!("webhook {}: TLS setup: {e}", url.safe()))?,
-                );
+                tls = Some(crate::tls::tls_config(&opts).map_err(|source| {
+                    ReportError::WebhookTls {
+                        url: url.safe(),
+                        source,
+                    }
+                })?);
             }
             tls.clone()
         } else {
@@ -176,7 +178,7 @@ async fn sender(
                     break;
                 }
                 Ok(Ok(code)) => failure = Some(format!("HTTP status {code}")),
-                Ok(Err(e)) => failure = Some(e),
+                Ok(Err(e)) => failure = Some(e.to_string()),
                 Err(_) => failure = Some(format!("no answer within {} s", TIMEOUT.as_secs())),
             }
             if attempt < ATTEMPTS {
@@ -215,20 +217,23 @@ async fn post(
     headers: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
     body: &[u8],
-) -> Result<u16, String> {
+) -> Result<u16, ReportError> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(ReportError::Connect)?;
     let _ = tcp.set_nodelay(true);
     match tls {
         None => exchange(tcp, url, headers, body).await,
         Some(cfg) => {
-            let name = ServerName::try_from(url.host.clone())
-                .map_err(|e| format!("bad TLS server name {:?}: {e}", url.host))?;
+            let name =
+                ServerName::try_from(url.host.clone()).map_err(|e| ReportError::ServerName {
+                    host: url.host.clone(),
+                    why: e.to_string(),
+                })?;
             let conn = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("TLS: {e}"))?;
+                .map_err(ReportError::Tls)?;
             exchange(conn, url, headers, body).await
         }
     }
@@ -239,7 +244,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     url: &WebhookUrl,
     headers: &str,
     body: &[u8],
-) -> Result<u16, String> {
+) -> Result<u16, ReportError> {
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: psweb-pcheck/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         url.path,
@@ -249,12 +254,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     );
     let mut req = head.into_bytes();
     req.extend_from_slice(body);
-    s.write_all(&req).await.map_err(|e| format!("send: {e}"))?;
-    s.flush().await.map_err(|e| format!("send: {e}"))?;
+    s.write_all(&req).await.map_err(ReportError::Send)?;
+    s.flush().await.map_err(ReportError::Send)?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     loop {
-        let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        let n = s.read(&mut chunk).await.map_err(ReportError::Read)?;
         if n == 0 {
             break;
         }
@@ -263,36 +268,48 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
     }
-    let line = String::from_utf8_lossy(&buf);
-    let mut words = line.split_whitespace();
-    match (
-        words.next(),
-        words.next().and_then(|c| c.parse::<u16>().ok()),
-    ) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
-        _ => Err(format!(
-            "not an HTTP response: {:?}",
-            line.lines().next().unwrap_or("")
-        )),
+    status_code(&buf)
+}
+
+/// The status code of an HTTP/1.x response whose status line (at least) is in `buf`.
+fn status_code(buf: &[u8]) -> Result<u16, ReportError> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut res = httparse::Response::new(&mut headers);
+    // The status line is parsed before the headers: a partial head (or more headers
+    // than there is room for) still has its code.
+    let parsed = res.parse(buf);
+    match (parsed, res.code) {
+        (Ok(_) | Err(httparse::Error::TooManyHeaders), Some(code)) => Ok(code),
+        _ => {
+            let line = String::from_utf8_lossy(buf);
+            Err(ReportError::NotHttp(
+                line.lines().next().unwrap_or("").to_string(),
+            ))
+        }
     }
 }
 
 /// Reads `webhook_header_file`: `Name: value` lines (blank lines and `#` comments
 /// skipped), returned as header lines ending in CRLF. Errors name the file and line,
 /// never a value (it is usually a secret).
-pub fn load_headers(path: &std::path::Path) -> Result<String, String> {
+pub fn load_headers(path: &std::path::Path) -> Result<String, ReportError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let what =
-        |line: usize, why: &str| format!("webhook_header_file {}:{line}: {why}", path.display());
+    let what = |line: usize, why: &str| ReportError::HeaderLine {
+        path: path.display().to_string(),
+        line,
+        why: why.to_string(),
+    };
+    let io = |source| ReportError::HeaderFile {
+        path: path.display().to_string(),
+        source,
+    };
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| format!("webhook_header_file {}: {e}", path.display()))?;
-    let m = f
-        .metadata()
-        .map_err(|e| format!("webhook_header_file {}: {e}", path.display()))?;
+        .map_err(io)?;
+    let m = f.metadata().map_err(io)?;
     if !m.is_file() {
         return Err(what(0, "not a regular file"));
     }
@@ -309,9 +326,7 @@ pub fn load_headers(path: &std::path::Path) -> Result<String, String> {
         }
     }
     let mut text = String::new();
-    f.take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("webhook_header_file {}: {e}", path.display()))?;
+    f.take(64 * 1024).read_to_string(&mut text).map_err(io)?;
     let mut out = String::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -410,6 +425,17 @@ mod tests {
     }
 
     #[test]
+    fn status_line() {
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n").unwrap(), 204);
+        assert_eq!(status_code(b"HTTP/1.0 500 \r\nA: b\r\n\r\n").unwrap(), 500);
+        assert_eq!(status_code(b"HTTP/1.1 202\r\n").unwrap(), 202);
+        let e = status_code(b"SSH-2.0-OpenSSH\r\n").unwrap_err().to_string();
+        assert_eq!(e, "not an HTTP response: \"SSH-2.0-OpenSSH\"");
+        assert!(status_code(b"HTTP/1.1 2x0 OK\r\n").is_err());
+        assert!(status_code(b"").is_err());
+    }
+
+    #[test]
     fn header_file_lines() {
         let d = tempfile::tempdir().expect("tmp");
         let p = d.path().join("h");
@@ -421,7 +447,7 @@ mod tests {
             "Authorization: Bearer abc\r\nX-A: b\r\n"
         );
         std::fs::write(&p, "Authorization Bearer abc\n").expect("write");
-        let err = load_headers(&p).expect_err("no colon");
+        let err = load_headers(&p).expect_err("no colon").to_string();
         assert!(
             err.contains(":1: expected Name: value") && !err.contains("abc"),
             "{err}"

@@ -1,6 +1,6 @@
 //! Where evidence comes from. Each source degrades on its own.
 //!
-//! - `procfs`: process identity (pid + start time), zombie state, adoption by pidfile
+//! - `procfs` ([`crate::procfs`], shared with `act/`): process identity (pid + start time), zombie state, adoption by pidfile
 //!   or by executable, the processes of a service (session / process group).
 //! - `pidfd`: a watched process held by pidfd; readable the moment it exits.
 //! - `ebpf`: the kernel's own exit and accept-queue-overflow events, through a ring
@@ -8,6 +8,8 @@
 
 pub mod ebpf;
 pub mod pidfd;
-pub mod procfs;
+/// Process reading lives in [`crate::procfs`] (act/ uses it too); this alias keeps the
+/// old path working.
+pub use crate::procfs;
 pub mod progress;
 pub mod sockdiag;

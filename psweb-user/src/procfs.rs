@@ -1,4 +1,6 @@
-//! /proc: process identity, state, adoption and the members of a service.
+//! /proc: process identity, state, adoption and the members of a service. The one
+//! place pcheck reads processes: `sense/` (death evidence, progress) and `act/`
+//! (restart, kill, reaping) both use it.
 
 use std::io;
 use std::path::{Path, PathBuf};
