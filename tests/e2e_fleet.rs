@@ -718,13 +718,70 @@ fn etcd_over_tls_with_a_client_certificate() {
 /// after the first failed probe), in a fleet with a restart budget, and reboots far
 /// off (a stalled entry is down).
 fn stall_host(name: &str, etcd: &Etcd, fleet: &str, extra: &str) -> Host {
+    stall_host_with(name, etcd, fleet, &format!("fleet_hold_ratio = 2\n{extra}"))
+}
+
+/// `stall_host` with the fleet's default hold ratio unless `extra` sets one.
+fn stall_host_with(name: &str, etcd: &Etcd, fleet: &str, extra: &str) -> Host {
     Host::with_block(
         name,
         etcd,
         fleet,
-        &format!("reboot_after = 1h\nfleet_hold_ratio = 2\n{extra}"),
+        &format!("reboot_after = 1h\n{extra}"),
         &stall_block("_bi_webserv", "10:0:2:10:PORT", 1, ""),
     )
+}
+
+/// `padmin -c show fleet --json` of a host: the `fleet` object.
+fn show_fleet(h: &mut Host) -> serde_json::Value {
+    let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["fleet"].clone()
+}
+
+/// Asks `show fleet` of `h` until `ok` holds of its answer.
+fn wait_fleet(
+    h: &mut Host,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let v = show_fleet(h);
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The Alertmanager alerts a webhook received so far: (alertname, fired, summary);
+/// `fired` is false for a resolution (its `endsAt` is not a day ahead).
+fn alerts(
+    hook: &std::sync::mpsc::Receiver<(u64, serde_json::Value)>,
+    seen: &mut Vec<(String, bool, String)>,
+) {
+    while let Ok((_, body)) = hook.try_recv() {
+        for a in body.as_array().cloned().unwrap_or_default() {
+            let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
+            let summary = a["annotations"]["summary"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let (starts, ends) = (
+                a["startsAt"].as_str().unwrap_or(""),
+                a["endsAt"].as_str().unwrap_or(""),
+            );
+            // A problem ends a day after it starts; a resolution when it is sent.
+            let fired = ends.get(..10) != starts.get(..10);
+            seen.push((name, fired, summary));
+        }
+    }
 }
 
 /// The demo server's pid of a host, once its stall check answered.
@@ -851,4 +908,333 @@ fn a_death_is_restarted_at_once_while_the_restart_budget_is_full() {
         !h.pc().seen.iter().any(|l| l.contains("Killed Process")),
         "the held kill was dropped with the dead process"
     );
+}
+
+#[test]
+fn an_outage_holds_stall_kills_until_the_share_falls() {
+    if !root_or_skip("fleet_restart_outage") || !etcd_or_skip("fleet_restart_outage") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("restart-outage");
+    // The stalled host sends its alerts to a receiver (Alertmanager's format).
+    let (rport, hook) = webhook_receiver();
+    let mut s0 = stall_host_with(
+        "s0",
+        &etcd,
+        &fleet,
+        &format!(
+            "fleet_max_restarting = 1\nwebhook = http://127.0.0.1:{rport}/hook\nwebhook_format = alertmanager"
+        ),
+    );
+    let mut others: Vec<Host> = (1..3)
+        .map(|i| Host::new(&format!("h{i}"), &etcd, &fleet, "reboot_after = 1h"))
+        .collect();
+    let pid = stall_ready(&mut s0);
+    for h in &mut others {
+        h.start();
+    }
+    // One host of three fails: no outage yet.
+    others[0].break_server();
+    wait_fleet(&mut s0, "1 of 3 hosts unhealthy", |v| {
+        v["unhealthy"] == 1 && v["hosts"] == 3
+    });
+    // s0 stalls too: 2 of 3 is more than the default ratio 0.5: the kill is held.
+    kill(pid, libc::SIGSTOP);
+    let outage = s0
+        .pc()
+        .wait_for("Fleet Outage Suspected", Duration::from_secs(120));
+    assert!(
+        outage.contains(&format!("fleet= {fleet} unhealthy= 2/3")),
+        "{outage}"
+    );
+    let held = s0.pc().seen_or_wait("Stall Restart held", T);
+    assert!(
+        held.contains("2 of 3 hosts are unhealthy (more than fleet_hold_ratio 0.5)"),
+        "{held}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(alive(pid), "the held stall kill waits");
+    s0.pc().drain();
+    assert!(
+        !s0.pc().seen.iter().any(|l| l.contains("Killed Process")),
+        "no kill while the outage holds"
+    );
+    // h1 recovers: 1 of 3: the hold ends and the kill goes ahead.
+    others[0].fix();
+    let over = s0.pc().wait_for("Fleet outage over", T);
+    assert!(
+        over.contains("automatic reboots and stall restarts go on"),
+        "{over}"
+    );
+    s0.pc().wait_for("Fleet restart slot granted", T);
+    s0.pc().wait_for(&format!("Killed Process: pid= {pid}"), T);
+    s0.pc().wait_for("Fleet restart slot released", T);
+    assert!(http_ok(s0.port), "the stalled host serves again");
+    // Evented: the hold and the held kill fired alerts, and their own recoveries
+    // resolved them (a restart slot, not a reboot slot, ends restart_held).
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + T;
+    let has = |seen: &[(String, bool, String)], name: &str, fired: bool, summary: &str| {
+        seen.iter()
+            .any(|(n, f, s)| n == name && *f == fired && s.contains(summary))
+    };
+    loop {
+        alerts(&hook, &mut seen);
+        if has(
+            &seen,
+            "psweb_restart_held",
+            false,
+            "Fleet restart slot granted",
+        ) && has(&seen, "psweb_fleet_hold", false, "Fleet outage over")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alerts resolved: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        has(&seen, "psweb_fleet_hold", true, "Fleet Outage Suspected"),
+        "{seen:?}"
+    );
+    assert!(
+        has(&seen, "psweb_restart_held", true, "Stall Restart held"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(n, f, _)| n == "psweb_reboot_held" && *f),
+        "no reboot was held (and a restart slot is no reboot slot): {seen:?}"
+    );
+}
+
+#[test]
+fn etcd_away_holds_stall_kills_with_a_restart_budget_but_never_deaths() {
+    if !root_or_skip("fleet_restart_away") || !etcd_or_skip("fleet_restart_away") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let mut etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("restart-away");
+    // Two hosts: one holds (the default), one goes on as a lone host.
+    let mut hold = stall_host("a0", &etcd, &fleet, "fleet_max_restarting = 1");
+    let mut proceed = stall_host(
+        "a1",
+        &etcd,
+        &fleet,
+        "fleet_max_restarting = 1\nfleet_unreachable = proceed",
+    );
+    let pid = stall_ready(&mut hold);
+    let pid1 = stall_ready(&mut proceed);
+    etcd.stop();
+    let away = hold.pc().wait_for("Fleet etcd unreachable", T);
+    assert!(
+        away.contains(
+            "monitoring and death restarts go on, automatic reboots and stall restarts are held"
+        ),
+        "{away}"
+    );
+    proceed.pc().wait_for("Fleet etcd unreachable", T);
+    // A death is restarted at once, etcd or not.
+    let t = Instant::now();
+    kill(pid, libc::SIGKILL);
+    hold.pc().wait_for("Restarted Process", T);
+    println!(
+        "death with etcd away and a restart budget -> restarted in {} ms",
+        t.elapsed().as_millis()
+    );
+    hold.pc().wait_for("stall_chk (web) of pent_id= 1", T);
+    let pid = pid_of(&hold.pc().entry(1));
+    // Both stall: the holding host keeps its stalled server; the other kills it.
+    kill(pid, libc::SIGSTOP);
+    kill(pid1, libc::SIGSTOP);
+    let held = hold
+        .pc()
+        .wait_for("Stall Restart held", Duration::from_secs(120));
+    assert!(
+        held.contains("etcd cannot be reached (fleet_unreachable = hold)"),
+        "{held}"
+    );
+    proceed.pc().wait_for(
+        &format!("Killed Process: pid= {pid1}"),
+        Duration::from_secs(120),
+    );
+    proceed.pc().wait_for("stall_chk (web) of pent_id= 1", T);
+    assert!(http_ok(proceed.port), "the lone host restarted its server");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(alive(pid), "no stall kill while etcd is away");
+    // etcd back: the held kill takes a slot and goes ahead.
+    etcd.run();
+    hold.pc().wait_for("Fleet etcd reachable again", T);
+    hold.pc().wait_for("Fleet restart slot granted", T);
+    hold.pc()
+        .wait_for(&format!("Killed Process: pid= {pid}"), T);
+    hold.pc().wait_for("Fleet restart slot released", T);
+    assert!(http_ok(hold.port), "the held host serves again");
+    hold.pc().drain();
+    let count = |s: &str| {
+        hold.pc
+            .as_ref()
+            .map_or(0, |p| p.seen.iter().filter(|l| l.contains(s)).count())
+    };
+    assert_eq!(
+        count("Fleet etcd unreachable"),
+        1,
+        "one line when etcd goes"
+    );
+    assert_eq!(count("Stall Restart held"), 1, "one held line per reason");
+}
+
+#[test]
+fn show_fleet_lists_a_restart_slot_in_flight_and_an_operator_frees_a_stuck_one() {
+    if !root_or_skip("fleet_restart_show") || !etcd_or_skip("fleet_restart_show") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("restart-show");
+    let mut s0 = stall_host("r0", &etcd, &fleet, "fleet_max_restarting = 1");
+    // Another budget here: the fleet's stored one wins, and the mismatch is logged.
+    let mut r1 = Host::new(
+        "r1",
+        &etcd,
+        &fleet,
+        "reboot_after = 1h\nfleet_hold_ratio = 2\nfleet_max_restarting = 3",
+    );
+    let pid = stall_ready(&mut s0);
+    r1.start();
+    let mismatch = r1.pc().seen_or_wait("fleet_max_restarting = 3 here", T);
+    assert!(mismatch.contains("using 1"), "{mismatch}");
+    // The server's restarts fail once it is killed: the stall-restart stays in flight.
+    std::fs::write(s0.sb.file("broken"), "").expect("touch");
+    kill(pid, libc::SIGSTOP);
+    s0.pc()
+        .wait_for("Fleet restart slot granted", Duration::from_secs(120));
+    s0.pc().wait_for(&format!("Killed Process: pid= {pid}"), T);
+    // Any member lists the slot, its holder and its expiry.
+    let v = wait_fleet(&mut r1, "r0's restart slot", |v| {
+        v["restart_slots"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(v["max_restarting"], 1, "{v}");
+    assert_eq!(v["restart_slots"][0]["slot"], 0, "{v}");
+    assert_eq!(v["restart_slots"][0]["host"], "r0", "{v}");
+    assert!(
+        v["restart_slots"][0]["expires_in_s"]
+            .as_i64()
+            .is_some_and(|s| s > 0 && s <= 900),
+        "expires within fleet_reboot_ttl (15 min): {v}"
+    );
+    assert_eq!(v["slots"], serde_json::json!([]), "no reboot slot: {v}");
+    let text = String::from_utf8_lossy(&r1.pc().padmin(&["-c", "show fleet"]).stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("restart_slot") && l.contains("= 0 held by r0 (expires in ")),
+        "{text}"
+    );
+    // r0's pcheck dies mid-restart (its member lease goes; the slot's does not):
+    // an operator frees the slot rather than wait for fleet_reboot_ttl.
+    kill(s0.pc().child.id() as i32, libc::SIGKILL);
+    s0.pc().wait_exit(T);
+    s0.pc = None;
+    wait_fleet(&mut r1, "r0's member key gone", |v| {
+        v["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["host"] != "r0"))
+    });
+    let v = show_fleet(&mut r1);
+    assert_eq!(
+        v["restart_slots"][0]["host"], "r0",
+        "the slot outlives the member: {v}"
+    );
+    let out = r1.pc().padmin(&["-c", "fleet", "release", "--host", "r0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("restart slot 0 of host r0"), "{said}");
+    let line = r1.pc().wait_for("Fleet restart slot released", T);
+    assert!(
+        line.contains("host= r0") && line.contains("by an operator"),
+        "{line}"
+    );
+    let v = show_fleet(&mut r1);
+    assert_eq!(v["restart_slots"], serde_json::json!([]), "{v}");
+    // Nothing left to free.
+    let out = r1.pc().padmin(&["-c", "fleet", "release", "--host", "r0"]);
+    assert!(!out.status.success());
+    for p in demo_pids(&s0.sb) {
+        kill(p, libc::SIGKILL);
+    }
+}
+
+#[test]
+fn several_pfiles_on_one_host_are_one_member() {
+    if !root_or_skip("fleet_one_member") || !etcd_or_skip("fleet_one_member") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    let fleet = fleet_name("one-member");
+    // Two pchecks (two pfiles) of host m0, and a host h1: with the default hold ratio.
+    let mut hosts: Vec<Host> = ["m0", "m0", "h1"]
+        .iter()
+        .map(|n| Host::new(n, &etcd, &fleet, "reboot_after = 1h"))
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let v = wait_fleet(&mut hosts[2], "three member keys up", |v| {
+        v["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "up"))
+    });
+    assert_eq!(
+        (v["unhealthy"].clone(), v["hosts"].clone()),
+        (0.into(), 2.into()),
+        "{v}"
+    );
+    // One of m0's servers fails: m0 is unhealthy, h1 is not.
+    hosts[0].break_server();
+    let v = wait_fleet(&mut hosts[2], "m0 unhealthy", |v| v["unhealthy"] == 1);
+    assert_eq!(v["hosts"], 2, "two hosts, however many pfiles: {v}");
+    let m0: Vec<&serde_json::Value> = v["members"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["host"] == "m0").collect())
+        .unwrap_or_default();
+    assert_eq!(m0.len(), 2, "one key per pfile: {v}");
+    assert!(
+        m0.iter().any(|m| m["health"] != "up") && m0.iter().any(|m| m["health"] == "up"),
+        "{v}"
+    );
+    // Both of m0's servers fail: still one unhealthy host of two, not an outage.
+    hosts[1].break_server();
+    let v = wait_fleet(&mut hosts[2], "both m0 keys unhealthy", |v| {
+        v["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .filter(|m| m["host"] == "m0" && m["health"] != "up")
+                .count()
+                == 2
+        })
+    });
+    assert_eq!(
+        (v["unhealthy"].clone(), v["hosts"].clone()),
+        (1.into(), 2.into()),
+        "{v}"
+    );
+    assert_eq!(v["outage_hold"], false, "{v}");
+    // m0 is healthy again only when both of its pfiles are.
+    hosts[0].fix();
+    wait_fleet(&mut hosts[2], "m0's first pfile up", |v| {
+        v["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .filter(|m| m["host"] == "m0" && m["health"] == "up")
+                .count()
+                == 1
+        })
+    });
+    assert_eq!(show_fleet(&mut hosts[2])["unhealthy"], 1);
+    hosts[1].fix();
+    wait_fleet(&mut hosts[2], "m0 healthy", |v| v["unhealthy"] == 0);
 }

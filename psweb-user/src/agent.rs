@@ -367,7 +367,7 @@ async fn run_inner(
         lb: Arc::clone(&lb_board),
         queue_wake,
         shutdown: sd,
-        restart_budget: fleet.is_some_and(Fleet::restart_budget),
+        restart_budget: fleet.and_then(Fleet::restart_ask),
     };
     if let Some(m) = &ctx.metrics {
         m.set_reboots(ctx.guard.count);
@@ -677,8 +677,9 @@ struct Ctx {
     queue_wake: QueueWake,
     /// Handed to every task spawned here; see [`stop`].
     shutdown: Shutdown,
-    /// The fleet has a restart budget: stall kills wait for its slot (on the tick).
-    restart_budget: bool,
+    /// The fleet has a restart budget: stall kills wait for its slot (asked for at
+    /// once, killed on the tick once granted).
+    restart_budget: Option<crate::fleet::RestartAsk>,
 }
 
 /// Metrics of every entry from its decision state (cheap: a few atomic stores).
@@ -890,9 +891,10 @@ fn feed(
                 }
             }
             Action::KillStalled { watch, pid } => {
-                if ctx.restart_budget {
+                if let Some(ask) = &ctx.restart_budget {
                     // The fleet's restart budget: killed once a slot is granted.
                     slot.held_kill = Some((watch, pid));
+                    ask.now(slot.cfg.pent_id);
                 } else {
                     kill_stalled(idx, slot, watch, pid, ctx);
                 }

@@ -70,7 +70,7 @@ pub struct PadminArgs {
     /// Print JSON instead of the seed's text.
     #[arg(long)]
     pub json: bool,
-    /// With -c "fleet release": the host whose reboot slot is freed.
+    /// With -c "fleet release": the host whose reboot and restart slots are freed.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
 }

@@ -88,7 +88,8 @@ pub const PROBLEMS: [Problem; 12] = [
         scope: Scope::Host,
         resolved_by: &[],
     },
-    // The fleet: a due reboot waits (until it gets its slot, or pcheck starts again).
+    // The fleet: a due reboot waits (until it gets its reboot slot, or pcheck starts
+    // again). A restart slot is no answer to it.
     Problem {
         kind: EventKind::RebootHeld,
         severity: "warning",
@@ -96,12 +97,12 @@ pub const PROBLEMS: [Problem; 12] = [
         resolved_by: &[EventKind::FleetSlot, EventKind::PcheckStart],
     },
     // The fleet: a stall kill waits for a restart slot (until it gets one, or pcheck
-    // starts again).
+    // starts again). A reboot slot is no answer to it.
     Problem {
         kind: EventKind::RestartHeld,
         severity: "warning",
         scope: Scope::Host,
-        resolved_by: &[EventKind::FleetSlot, EventKind::PcheckStart],
+        resolved_by: &[EventKind::RestartSlot, EventKind::PcheckStart],
     },
     // An outage is suspected, or an operator holds the fleet's reboots.
     Problem {
@@ -235,10 +236,11 @@ mod tests {
             (RebootHeld, "fire", &["reboot_held"]),
             (FleetHold, "fire", &["fleet_hold"]),
             (FleetResume, "resolve", &["fleet_hold"]),
-            (FleetSlot, "resolve", &["reboot_held", "restart_held"]),
+            (FleetSlot, "resolve", &["reboot_held"]),
             (FleetEtcdLost, "fire", &["fleet_etcd_lost"]),
             (FleetEtcdBack, "resolve", &["fleet_etcd_lost"]),
             (RestartHeld, "fire", &["restart_held"]),
+            (RestartSlot, "resolve", &["restart_held"]),
         ];
         assert_eq!(table.len(), EventKind::ALL.len());
         for (kind, role, problems) in table {
@@ -262,10 +264,30 @@ mod tests {
                         | EventKind::RebootReset
                         | EventKind::FleetResume
                         | EventKind::FleetSlot
+                        | EventKind::RestartSlot
                         | EventKind::FleetEtcdBack
                 );
                 assert_eq!(host_wide, p.scope == Scope::Host, "{} by {r}", p.kind);
             }
+        }
+    }
+
+    #[test]
+    fn each_slot_resolves_its_own_held_alert() {
+        use EventKind::*;
+        // (held alert, a slot event, resolves it)
+        let table = [
+            (RebootHeld, FleetSlot, true),
+            (RebootHeld, RestartSlot, false),
+            (RestartHeld, RestartSlot, true),
+            (RestartHeld, FleetSlot, false),
+        ];
+        for (held, slot, resolves) in table {
+            let ends = match alert_action(slot) {
+                AlertAction::Resolve(ps) => ps.iter().any(|p| p.kind == held),
+                _ => false,
+            };
+            assert_eq!(ends, resolves, "{slot} resolves {held}");
         }
     }
 }

@@ -212,8 +212,8 @@ pub fn decide_restart(view: &View, host: &str, ratio: f64) -> RestartDecision {
     if let Some((unhealthy, of)) = outage(view, ratio) {
         return RestartDecision::Held(Held::Outage { unhealthy, of });
     }
-    if let Some((i, _)) = view.restart_slots.iter().find(|(_, h)| h.as_str() == host) {
-        return RestartDecision::Keep(*i);
+    if let Some(i) = restart_slot_of(view, host) {
+        return RestartDecision::Keep(i);
     }
     let free: Vec<u32> = (0..view.max_restarting)
         .filter(|i| !view.restart_slots.contains_key(i))
@@ -225,21 +225,26 @@ pub fn decide_restart(view: &View, host: &str, ratio: f64) -> RestartDecision {
     }
 }
 
+/// The restart slot `host` holds, if any.
+pub fn restart_slot_of(view: &View, host: &str) -> Option<u32> {
+    view.restart_slots
+        .iter()
+        .find(|(_, h)| h.as_str() == host)
+        .map(|(i, _)| *i)
+}
+
 /// Whether `host` gives its restart slot back: no stall kill of it waits
 /// (`want_restart`) and none of its entries is still stalled or restarting (every one is
 /// up again, or gave up at retry-over: the restart is no longer in flight).
 pub fn release_restart_slot(view: &View, host: &str, want_restart: bool) -> Option<u32> {
-    let (i, _) = view
-        .restart_slots
-        .iter()
-        .find(|(_, h)| h.as_str() == host)?;
+    let i = restart_slot_of(view, host)?;
     let settled = view.members.get(host).is_some_and(|pf| {
         !pf.is_empty()
             && pf
                 .values()
                 .all(|x| matches!(x, Health::Up | Health::RetryOver))
     });
-    (!want_restart && settled).then_some(*i)
+    (!want_restart && settled).then_some(i)
 }
 
 /// The stored budget wins over this host's configuration: Some(message) when they

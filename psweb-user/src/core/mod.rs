@@ -253,10 +253,12 @@ pub enum EventKind {
     FleetEtcdBack,
     /// A stall kill waits for the fleet's restart budget (no slot, an outage, etcd away).
     RestartHeld,
+    /// A restart slot (`fleet_max_restarting`) was taken or given back.
+    RestartSlot,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         Self::PcheckStart,
         Self::PcheckStop,
         Self::ProcessStart,
@@ -288,6 +290,7 @@ impl EventKind {
         Self::FleetEtcdLost,
         Self::FleetEtcdBack,
         Self::RestartHeld,
+        Self::RestartSlot,
     ];
 
     /// The JSON name: `process_down`.
@@ -324,6 +327,7 @@ impl EventKind {
             Self::FleetEtcdLost => "fleet_etcd_lost",
             Self::FleetEtcdBack => "fleet_etcd_back",
             Self::RestartHeld => "restart_held",
+            Self::RestartSlot => "restart_slot",
         }
     }
 }

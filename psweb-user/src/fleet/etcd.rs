@@ -367,10 +367,15 @@ impl Conn {
         Ok(())
     }
 
-    /// Tells every member that an operator freed `host`'s slot (a key they see come
-    /// and go through their watch).
-    pub async fn note_release(&mut self, host: &str, who: &str) -> Result<()> {
-        let key = self.key(&format!("released/{host}"));
+    /// Tells every member that an operator freed `host`'s slot of `kind` (a key they
+    /// see come and go through their watch: `released/HOST` for a reboot slot,
+    /// `released-restart/HOST` for a restart slot).
+    pub async fn note_release(&mut self, kind: &str, host: &str, who: &str) -> Result<()> {
+        let key = if kind == "reboot" {
+            self.key(&format!("released/{host}"))
+        } else {
+            self.key(&format!("released-{kind}/{host}"))
+        };
         self.client.put(key.clone(), who, None).await?;
         self.client.delete(key, None).await?;
         Ok(())

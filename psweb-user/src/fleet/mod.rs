@@ -34,6 +34,35 @@ struct Local {
     at_limit: bool,
     /// A stall kill waits for a restart slot (`fleet_max_restarting`).
     want_restart: bool,
+    /// Since when (for the grant's log line).
+    restart_since: Option<Instant>,
+}
+
+/// Asks the fleet for a restart slot the moment a stall kill is held, not at the
+/// agent's next tick (the tick keeps asking while the kill waits).
+#[derive(Clone)]
+pub struct RestartAsk(watch::Sender<Local>);
+
+impl RestartAsk {
+    /// `pent_id`'s server stalled: the member key says so before the slot is asked
+    /// for, so that the fleet's outage rule counts this host as the tick would.
+    pub fn now(&self, pent_id: u32) {
+        self.0.send_if_modified(|l| {
+            let mut changed = false;
+            for (id, h) in &mut l.entries {
+                if *id == pent_id && *h == Health::Up {
+                    *h = Health::Stalled;
+                    changed = true;
+                }
+            }
+            if !l.want_restart {
+                l.want_restart = true;
+                l.restart_since = Some(Instant::now());
+                changed = true;
+            }
+            changed
+        });
+    }
 }
 
 /// Operator requests (padmin), answered with a message or an error.
@@ -116,6 +145,7 @@ impl Fleet {
             restart_budget: 0,
             restart_held: None,
             held: None,
+            outage: false,
             reachable: None,
             budget_logged: false,
             established: false,
@@ -159,12 +189,14 @@ impl Fleet {
             && !guard.at_limit()
             && worst.is_some_and(|(_, d)| d >= guard.policy.after);
         let at_limit = guard.policy.enabled && guard.at_limit() && worst.is_some();
+        let want_restart = want_restart && self.restart_budget;
         self.local.send_if_modified(|l| {
             let new = Local {
                 entries,
                 want_reboot: due,
                 at_limit,
-                want_restart: want_restart && self.restart_budget,
+                want_restart,
+                restart_since: want_restart.then(|| l.restart_since.unwrap_or_else(Instant::now)),
             };
             let changed = *l != new;
             *l = new;
@@ -176,10 +208,10 @@ impl Fleet {
         worst
     }
 
-    /// `fleet_max_restarting` is set: stall kills are held until the fleet grants a
-    /// restart slot ([`Fleet::stall_kill_may`]).
-    pub fn restart_budget(&self) -> bool {
-        self.restart_budget
+    /// With `fleet_max_restarting` (stall kills are held until the fleet grants a
+    /// restart slot, [`Fleet::stall_kill_may`]): the handle that asks for a restart slot at once.
+    pub fn restart_ask(&self) -> Option<RestartAsk> {
+        self.restart_budget.then(|| RestartAsk(self.local.clone()))
     }
 
     /// Whether a stall kill may go ahead now: always without a restart budget; with
@@ -227,6 +259,9 @@ struct Task {
     restart_held: Option<Held>,
     /// Why the due reboot waits, as last logged.
     held: Option<Held>,
+    /// `Fleet Outage Suspected` was logged (for a held reboot or stall kill), and
+    /// `Fleet outage over` is still to come.
+    outage: bool,
     reachable: Option<bool>,
     budget_logged: bool,
     /// The last session got as far as its member key.
@@ -380,14 +415,8 @@ impl Task {
         if let Some(m) = self.metrics.get() {
             m.set_fleet_hold(matches!(why, Held::Outage { .. } | Held::Operator(_)));
         }
+        self.outage_suspected(&why);
         let fleet = &self.cfg.name;
-        if let Held::Outage { unhealthy, of } = &why {
-            self.event(
-                Level::Error,
-                &format!("Fleet Outage Suspected: fleet= {fleet} unhealthy= {unhealthy}/{of}"),
-                EventKind::FleetHold,
-            );
-        }
         let reason = why.reason("reboot", "fleet_max_rebooting", self.cfg.hold_ratio);
         self.event(
             Level::Warning,
@@ -410,6 +439,7 @@ impl Task {
         {
             return;
         }
+        self.outage_suspected(&why);
         let reason = why.reason("restart", "fleet_max_restarting", self.cfg.hold_ratio);
         self.event(
             Level::Warning,
@@ -422,6 +452,28 @@ impl Task {
         self.restart_held = Some(why);
     }
 
+    /// An outage holds a reboot or a stall kill: one line (and event) per outage,
+    /// whichever it holds first.
+    fn outage_suspected(&mut self, why: &Held) {
+        let Held::Outage { unhealthy, of } = why else {
+            return;
+        };
+        if std::mem::replace(&mut self.outage, true) {
+            return;
+        }
+        if let Some(m) = self.metrics.get() {
+            m.set_fleet_hold(true);
+        }
+        self.event(
+            Level::Error,
+            &format!(
+                "Fleet Outage Suspected: fleet= {} unhealthy= {unhealthy}/{of}",
+                self.cfg.name
+            ),
+            EventKind::FleetHold,
+        );
+    }
+
     /// A grant ends any hold.
     fn not_held(&mut self) {
         if let Some(m) = self.metrics.get() {
@@ -432,17 +484,28 @@ impl Task {
 
     /// The outage hold ends when the share of unhealthy hosts falls.
     fn outage_over(&mut self, view: &rules::View) {
-        if !matches!(self.held, Some(Held::Outage { .. }))
-            || rules::outage(view, self.cfg.hold_ratio).is_some()
-        {
+        if !self.outage || rules::outage(view, self.cfg.hold_ratio).is_some() {
             return;
         }
+        self.outage = false;
         let (k, n) = view.unhealthy();
-        self.not_held();
+        if matches!(self.held, Some(Held::Outage { .. })) {
+            self.not_held();
+        } else if let Some(m) = self.metrics.get() {
+            m.set_fleet_hold(view.operator_hold.is_some());
+        }
+        if matches!(self.restart_held, Some(Held::Outage { .. })) {
+            self.restart_held = None;
+        }
+        let what = if self.cfg.max_restarting.is_some() {
+            "automatic reboots and stall restarts go on"
+        } else {
+            "automatic reboots go on"
+        };
         self.event(
             Level::Info,
             &format!(
-                "Fleet outage over: fleet= {} unhealthy= {k}/{n}: automatic reboots go on",
+                "Fleet outage over: fleet= {} unhealthy= {k}/{n}: {what}",
                 self.cfg.name
             ),
             EventKind::FleetResume,
@@ -695,6 +758,12 @@ impl Task {
                             &format!("Fleet reboot slot released: fleet= {fleet} host= {host}: by an operator ({value})"),
                             EventKind::FleetSlot,
                         );
+                    } else if let Some(host) = r.strip_prefix("released-restart/") {
+                        self.event(
+                            Level::Warning,
+                            &format!("Fleet restart slot released: fleet= {fleet} host= {host}: by an operator ({value})"),
+                            EventKind::RestartSlot,
+                        );
                     }
                 }
                 _ => {}
@@ -708,6 +777,7 @@ impl Task {
         let started = Instant::now();
         let mut view = conn.view(budget).await?;
         view.max_restarting = self.restart_budget;
+        self.outage_over(&view);
         let restarting = self.look_restart(conn, &view, l).await?;
         let rebooting = self.look_reboot(conn, budget, l, &view, started).await?;
         Ok(restarting || rebooting)
@@ -723,18 +793,23 @@ impl Task {
     ) -> etcd::Result<bool> {
         if let Some(i) = rules::release_restart_slot(view, &self.host, l.want_restart) {
             if conn.release_slot("restart", i, Some(&self.host)).await? {
+                let why = if view.host_up(&self.host) {
+                    "the restarted server is healthy again"
+                } else {
+                    "the restart gave up (retry-over)"
+                };
                 self.event(
                     Level::Info,
                     &format!(
-                        "Fleet restart slot released: fleet= {} host= {} slot= {i}: the restarted server is healthy again",
+                        "Fleet restart slot released: fleet= {} host= {} slot= {i}: {why}",
                         self.cfg.name, self.host
                     ),
-                    EventKind::FleetSlot,
+                    EventKind::RestartSlot,
                 );
             }
             return Ok(false);
         }
-        let holding = view.restart_slots.values().any(|h| *h == self.host);
+        let holding = rules::restart_slot_of(view, &self.host).is_some();
         if !l.want_restart || *self.restart_granted.borrow() {
             return Ok(holding);
         }
@@ -767,13 +842,14 @@ impl Task {
         self.event(
             Level::Warning,
             &format!(
-                "Fleet restart slot granted: fleet= {} host= {} slot= {i}/{}: the stalled server is killed and restarted (freed when it is healthy again, or after fleet_reboot_ttl {} s)",
+                "Fleet restart slot granted: fleet= {} host= {} slot= {i}/{} ({} ms after the stall kill fell due): the stalled server is killed and restarted (freed when it is healthy again, or after fleet_reboot_ttl {} s)",
                 self.cfg.name,
                 self.host,
                 view.max_restarting,
+                l.restart_since.map_or(0, |t| t.elapsed().as_millis()),
                 self.cfg.reboot_ttl.as_secs()
             ),
-            EventKind::FleetSlot,
+            EventKind::RestartSlot,
         );
         self.restart_granted.send_replace(true);
         Ok(true)
@@ -807,7 +883,6 @@ impl Task {
             }
             return Ok(false);
         }
-        self.outage_over(view);
         let holding = view.slot_of(&self.host).is_some();
         if !l.want_reboot || *self.granted.borrow() || self.gave_back {
             return Ok(holding);
@@ -884,21 +959,33 @@ impl Task {
                 }));
             }
             Cmd::Release(host, reply) => {
+                // Both kinds of slot: a host whose pcheck is gone holds either until
+                // its fleet_reboot_ttl.
                 let view = conn.view(budget).await?;
-                let Some(i) = view.slot_of(&host) else {
-                    let _ = reply.send(Err(format!(
-                        "host {host} holds no reboot slot of fleet {}",
+                let held = [
+                    ("reboot", view.slot_of(&host)),
+                    ("restart", rules::restart_slot_of(&view, &host)),
+                ];
+                let who = format!("padmin on {}", self.host);
+                let mut freed = Vec::new();
+                for (kind, slot) in held {
+                    let Some(i) = slot else { continue };
+                    conn.release_slot(kind, i, Some(&host)).await?;
+                    conn.note_release(kind, &host, &who).await?;
+                    freed.push(format!("{kind} slot {i}"));
+                }
+                let _ = reply.send(if freed.is_empty() {
+                    Err(format!(
+                        "host {host} holds no reboot or restart slot of fleet {}",
                         self.cfg.name
-                    )));
-                    return Ok(());
-                };
-                conn.release_slot("reboot", i, Some(&host)).await?;
-                conn.note_release(&host, &format!("padmin on {}", self.host))
-                    .await?;
-                let _ = reply.send(Ok(format!(
-                    "fleet {}: reboot slot {i} of host {host} is free",
-                    self.cfg.name
-                )));
+                    ))
+                } else {
+                    Ok(format!(
+                        "fleet {}: {} of host {host} free",
+                        self.cfg.name,
+                        freed.join(" and ")
+                    ))
+                });
             }
             Cmd::GiveBack => {
                 let view = conn.view(budget).await?;

@@ -1,6 +1,6 @@
 //! `padmin -c "show fleet"`: the fleet as etcd holds it (members, reboot slots, holds);
 //! `fleet hold` / `fleet resume`: hold automatic reboots fleet-wide (e.g. during a
-//! deploy) and lift the hold; `fleet release --host NAME`: free a stuck reboot slot.
+//! deploy) and lift the hold; `fleet release --host NAME`: free a stuck reboot or restart slot.
 //! pcheck carries them out through its etcd connection; every member logs them.
 
 use crate::client;
