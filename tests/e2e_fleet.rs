@@ -297,6 +297,11 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
         assert!(http_ok(h.port), "host {} serves", h.name);
     }
     assert!(hosts[2].reboots().is_empty() && hosts[3].reboots().is_empty());
+    // The recovered hosts' held reboots are no longer due: their holds end (the
+    // event resolves their reboot_held alert).
+    for h in &mut hosts[2..] {
+        h.pc().seen_or_wait("Auto Reboot no longer held", T);
+    }
 }
 
 #[test]
@@ -901,6 +906,7 @@ fn a_death_is_restarted_at_once_while_the_restart_budget_is_full() {
         "death with the restart budget full -> restarted in {} ms",
         took.as_millis()
     );
+    h.pc().seen_or_wait("Stall Restart no longer held", T);
     h.pc().wait_for("stall_chk (web) of pent_id= 1", T);
     assert!(http_ok(h.port), "the restarted server serves");
     h.pc().drain();

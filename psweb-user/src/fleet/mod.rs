@@ -360,6 +360,7 @@ impl Task {
 
     /// etcd is away: one line when it goes, and reboots per `fleet_unreachable`.
     fn unreachable(&mut self, err: &etcd::Error, l: &Local) {
+        self.unheld(l);
         if self.reachable != Some(false) {
             self.reachable = Some(false);
             let what = match self.cfg.unreachable {
@@ -472,6 +473,29 @@ impl Task {
             ),
             EventKind::FleetHold,
         );
+    }
+
+    /// A held reboot that is no longer due, or a held stall kill that no longer waits
+    /// (the server came back, or died and was restarted), ends its hold: one line, an
+    /// event that resolves its alert, and the next hold is logged again.
+    fn unheld(&mut self, l: &Local) {
+        let (fleet, host) = (&self.cfg.name, &self.host);
+        if !l.want_reboot && self.held.is_some() {
+            self.held = None;
+            self.event(
+                Level::Info,
+                &format!("Auto Reboot no longer held: fleet= {fleet} host= {host}: no reboot is due any more"),
+                EventKind::FleetSlot,
+            );
+        }
+        if !l.want_restart && self.restart_held.is_some() {
+            self.restart_held = None;
+            self.event(
+                Level::Info,
+                &format!("Stall Restart no longer held: fleet= {fleet} host= {host}: no stall kill waits any more"),
+                EventKind::RestartSlot,
+            );
+        }
     }
 
     /// A grant ends any hold.
@@ -718,6 +742,7 @@ impl Task {
         if !l.want_restart {
             self.restart_granted.send_replace(false);
         }
+        self.unheld(l);
         Ok(())
     }
 
