@@ -540,20 +540,53 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
     }
     let esb = Sandbox::new();
     let etcd = Etcd::start(&esb, &["--auth-token-ttl", "2"]);
+    expired_tokens_are_renewed(&esb, &etcd, &fleet_name("auth"), None);
+}
+
+#[test]
+fn tls_and_auth_together_renew_an_expired_token() {
+    if !root_or_skip("fleet_tls_auth") || !etcd_or_skip("fleet_tls_auth") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let (etcd, keys) = tls_etcd(&esb, &["--auth-token-ttl", "2"]);
+    expired_tokens_are_renewed(&esb, &etcd, &fleet_name("tls-auth"), Some(&keys));
+}
+
+/// etcd with auth on (user root) and a short token TTL: a pcheck authenticating as
+/// root (`tls`: its TLS keys too) renews its expired token by connecting again.
+fn expired_tokens_are_renewed(esb: &Sandbox, etcd: &Etcd, fleet: &str, tls: Option<&str>) {
+    // The test's own client turns auth on, over TLS when etcd wants it.
+    let mut cfg = psweb::pfile::FleetCfg {
+        endpoints: vec![etcd.url()],
+        name: fleet.to_string(),
+        ..Default::default()
+    };
+    for line in tls.unwrap_or("").lines() {
+        if let Some((k, v)) = line.split_once(" = ") {
+            let v = Some(PathBuf::from(v));
+            match k {
+                "fleet_tls_ca" => cfg.tls_ca = v,
+                "fleet_tls_cert" => cfg.tls_cert = v,
+                "fleet_tls_key" => cfg.tls_key = v,
+                _ => {}
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
     rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.url()], None)
+        let mut c = psweb::fleet::etcd::Conn::connect(&cfg)
             .await
-            .expect("connect");
+            .expect("connect")
+            .client;
         c.user_add("root", "s3cret", None).await.expect("user");
         c.role_add("root").await.expect("role");
         c.user_grant_role("root", "root").await.expect("grant");
         c.auth_enable().await.expect("auth on");
     });
-    let fleet = fleet_name("auth");
     let pw = esb.file("etcd-password");
     std::fs::write(&pw, "s3cret\n").expect("password file");
     // A secret is read only from a file of root's own (mode 600).
@@ -561,9 +594,13 @@ fn an_expired_auth_token_is_renewed_by_connecting_again() {
         .expect("chmod");
     let mut h = Host::new(
         "h0",
-        &etcd,
-        &fleet,
-        &format!("fleet_user = root\nfleet_password_file = {}", pw.display()),
+        etcd,
+        fleet,
+        &format!(
+            "fleet_user = root\nfleet_password_file = {}\n{}",
+            pw.display(),
+            tls.unwrap_or("")
+        ),
     );
     h.start();
     let health = |h: &mut Host| -> String {
@@ -660,12 +697,9 @@ fn tls_files(
     (c, k)
 }
 
-#[test]
-fn etcd_over_tls_with_a_client_certificate() {
-    if !root_or_skip("fleet_tls") || !etcd_or_skip("fleet_tls") {
-        return;
-    }
-    let esb = Sandbox::new();
+/// An etcd over TLS that wants a client certificate (`extra`: more etcd arguments),
+/// and the pfile keys of a client with its certificate.
+fn tls_etcd(esb: &Sandbox, extra: &[&str]) -> (Etcd, String) {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -679,27 +713,34 @@ fn etcd_over_tls_with_a_client_certificate() {
     let server = tls_files(&esb, "server", &["127.0.0.1", "localhost"], &ca);
     let client = tls_files(&esb, "client", &["psweb"], &ca);
     let etcd = Etcd::start_tls(
-        &esb,
+        esb,
         &ca_path,
         (&server.0, &server.1),
         (
             std::fs::read_to_string(&client.0).expect("client cert"),
             std::fs::read_to_string(&client.1).expect("client key"),
         ),
+        extra,
     );
     assert!(etcd.url().starts_with("https://"));
-    let fleet = fleet_name("tls");
-    let mut h = Host::new(
-        "h0",
-        &etcd,
-        &fleet,
-        &format!(
-            "fleet_tls_ca = {}\nfleet_tls_cert = {}\nfleet_tls_key = {}",
-            ca_path.display(),
-            client.0.display(),
-            client.1.display()
-        ),
+    let keys = format!(
+        "fleet_tls_ca = {}\nfleet_tls_cert = {}\nfleet_tls_key = {}",
+        ca_path.display(),
+        client.0.display(),
+        client.1.display()
     );
+    (etcd, keys)
+}
+
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    if !root_or_skip("fleet_tls") || !etcd_or_skip("fleet_tls") {
+        return;
+    }
+    let esb = Sandbox::new();
+    let (etcd, keys) = tls_etcd(&esb, &[]);
+    let fleet = fleet_name("tls");
+    let mut h = Host::new("h0", &etcd, &fleet, &keys);
     h.start();
     let deadline = Instant::now() + T;
     loop {

@@ -45,12 +45,14 @@ impl Etcd {
     }
 
     /// An etcd that serves TLS only and wants a client certificate signed by `ca`.
-    /// `client`: (certificate, key) the readiness check presents.
+    /// `client`: (certificate, key) the readiness check presents; `extra`: more
+    /// arguments to etcd.
     pub fn start_tls(
         sb: &Sandbox,
         ca: &Path,
         server: (&Path, &Path),
         client: (String, String),
+        extra: &[&str],
     ) -> Self {
         let mut e = Self {
             child: None,
@@ -65,7 +67,10 @@ impl Etcd {
                 "--client-cert-auth".into(),
                 "--trusted-ca-file".into(),
                 ca.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|s| (*s).to_string()))
+            .collect(),
             tls: Some((std::fs::read_to_string(ca).expect("ca"), client.0, client.1)),
         };
         e.run();
