@@ -710,8 +710,8 @@ fn tls_etcd(esb: &Sandbox, extra: &[&str]) -> (Etcd, String) {
     let ca_path = esb.file("ca.pem");
     std::fs::write(&ca_path, ca_cert.pem()).expect("ca pem");
     let ca = (ca_cert, ca_key);
-    let server = tls_files(&esb, "server", &["127.0.0.1", "localhost"], &ca);
-    let client = tls_files(&esb, "client", &["psweb"], &ca);
+    let server = tls_files(esb, "server", &["127.0.0.1", "localhost"], &ca);
+    let client = tls_files(esb, "client", &["psweb"], &ca);
     let etcd = Etcd::start_tls(
         esb,
         &ca_path,
