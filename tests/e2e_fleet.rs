@@ -238,14 +238,14 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
     let etcd = Etcd::start(&esb, &[]);
     let fleet = fleet_name("outage");
     // reboot_after 3s: every host has reported its failure before any reboot is due.
-    // h0 serves metrics: the hold is a gauge and the held reboots a counter.
-    let metrics = free_port();
+    // h0 and h2 serve metrics: the hold is a gauge and the held reboots a counter.
+    let (metrics, metrics2) = (free_port(), free_port());
     let mut hosts: Vec<Host> = (0..4)
         .map(|i| {
-            let m = if i == 0 {
-                format!("\nmetrics_listen = 127.0.0.1:{metrics}")
-            } else {
-                String::new()
+            let m = match i {
+                0 => format!("\nmetrics_listen = 127.0.0.1:{metrics}"),
+                2 => format!("\nmetrics_listen = 127.0.0.1:{metrics2}"),
+                _ => String::new(),
             };
             Host::new(
                 &format!("h{i}"),
@@ -299,9 +299,14 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
     assert!(hosts[2].reboots().is_empty() && hosts[3].reboots().is_empty());
     // The recovered hosts' held reboots are no longer due: their holds end (the
     // event resolves their reboot_held alert).
+    // Nothing of theirs is held any more, yet they announced the outage: its end is
+    // theirs to say too, and the hold gauge falls back.
     for h in &mut hosts[2..] {
         h.pc().seen_or_wait("Auto Reboot no longer held", T);
+        h.pc().seen_or_wait("Fleet outage over", T);
     }
+    let scrape = metrics_text(metrics2);
+    assert!(scrape.contains("\npsweb_fleet_hold 0"), "{scrape}");
 }
 
 #[test]

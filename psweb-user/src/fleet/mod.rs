@@ -665,7 +665,11 @@ impl Task {
         local.mark_changed();
         loop {
             let l = local.borrow().clone();
+            // An outage this host announced is watched until it is over, even when
+            // nothing of this host waits any more: its end is logged and the hold
+            // gauge falls back.
             let look = holding
+                || self.outage
                 || (l.want_reboot && !*self.granted.borrow())
                 || (l.want_restart && !*self.restart_granted.borrow());
             tokio::select! {
@@ -684,6 +688,7 @@ impl Task {
                     if (l.want_reboot && !*self.granted.borrow())
                         || (l.want_restart && !*self.restart_granted.borrow())
                         || holding
+                        || self.outage
                     {
                         holding = self.look(conn, budget, &l).await?;
                     }
