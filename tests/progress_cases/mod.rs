@@ -134,7 +134,10 @@ fn tool_or_skip(test: &str, path: &str, package: &str) -> bool {
     if std::path::Path::new(path).exists() {
         return true;
     }
-    println!("SKIPPED {test}: {path} ({package}) is not installed (cargo xtask test installs it)");
+    skip(
+        test,
+        &format!("{path} ({package}) is not installed (cargo xtask test installs it)"),
+    );
     false
 }
 
