@@ -204,6 +204,14 @@ fn every_child_waiting_on_a_slow_cgi_is_never_judged() {
     }
 }
 
+/// The event MPM's worker threads wait on mod_cgid's daemon, which runs the CGIs.
+#[test]
+fn every_event_thread_waiting_on_a_slow_cgi_is_never_judged() {
+    if let Some(r) = never_judged(Busy::SlowCgiEvent) {
+        assert!(r.answered > 0, "the slow page was served");
+    }
+}
+
 #[test]
 fn keep_alive_load_over_ipv6_on_apache_prefork_is_never_judged() {
     never_judged(Busy::PreforkKeepAliveV6);

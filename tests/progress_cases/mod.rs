@@ -45,10 +45,13 @@ pub enum Busy {
     /// Every prefork child waits on a CGI slower than the window (5 s) while 40
     /// clients queue: a slow handler process looks the same as a hung one.
     SlowCgi,
+    /// The same on the event MPM, the CGIs run by mod_cgid's daemon (not children of
+    /// the waiting worker threads).
+    SlowCgiEvent,
 }
 
 impl Busy {
-    pub const ALL: [Busy; 8] = [
+    pub const ALL: [Busy; 9] = [
         Busy::PreforkKeepAlive,
         Busy::EventAb,
         Busy::NginxSlowHandler,
@@ -57,6 +60,7 @@ impl Busy {
         Busy::SlowUpstream,
         Busy::PreforkKeepAliveV6,
         Busy::SlowCgi,
+        Busy::SlowCgiEvent,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +72,7 @@ impl Busy {
             Busy::SlowUpstream => "apache prefork, every child on a silent upstream",
             Busy::PreforkKeepAliveV6 => "apache prefork, 0.2 s CGI, wrk -c200 over [::1]",
             Busy::SlowCgi => "apache prefork, every child on a 5 s CGI",
+            Busy::SlowCgiEvent => "apache event, every thread on a 5 s CGI (mod_cgid)",
         }
     }
 }
@@ -484,15 +489,20 @@ pub fn run_busy(case: Busy, secs: u64) -> Option<BusyRun> {
     let mut answered: Option<Arc<std::sync::atomic::AtomicU64>> = None;
     let mut guards: Vec<Box<dyn Any>> = Vec::new();
     let pc = match case {
-        Busy::SlowCgi => {
+        Busy::SlowCgi | Busy::SlowCgiEvent => {
             if !apache_or_skip(name) {
                 return None;
             }
+            let mpm = if case == Busy::SlowCgi {
+                Mpm::Prefork
+            } else {
+                Mpm::Event
+            };
             let report = (
                 "report",
                 "sleep 5\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow report\\n'",
             );
-            let (script, pidfile) = apache(&sb, port, Mpm::Prefork, 4, 16, &[report], "");
+            let (script, pidfile) = apache(&sb, port, mpm, 4, 16, &[report], "");
             let pc = pcheck_kernel(&sb, APACHE, &script, &pidfile, port);
             let c = clients(port, 40, "GET /cgi/report HTTP/1.0\r\n\r\n");
             answered = Some(Arc::clone(&c.answered));
