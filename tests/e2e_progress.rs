@@ -49,9 +49,10 @@ fn never_judged(case: Busy) -> Option<BusyRun> {
 fn judged(case: Stuck) -> Option<StuckRun> {
     let r = run_stuck(case, VERDICT_BOUND)?;
     println!(
-        "{}: judged in {} ms: {}",
+        "{}: judged in {} ms (set-up {} ms): {}",
         case.name(),
         r.took.as_millis(),
+        r.setup.as_millis(),
         r.why
     );
     assert!(
@@ -159,6 +160,61 @@ fn a_worker_deadlocked_on_a_lock_is_judged() {
     if let Some(r) = judged(Stuck::NginxDeadlock) {
         assert!(r.why.contains("S:"), "a sleeping worker: {}", r.why);
     }
+}
+
+/// A deadlock on Apache: a mod_perl handler blocks every prefork child on a futex
+/// no one wakes; no socket I/O is pending.
+#[test]
+fn apache_prefork_children_deadlocked_on_a_lock_are_judged() {
+    if let Some(r) = judged(Stuck::PreforkDeadlock) {
+        assert!(r.why.contains("S:"), "sleeping workers: {}", r.why);
+        assert!(!r.why.contains("R:"), "no running worker: {}", r.why);
+    }
+}
+
+/// The same on the event MPM: both worker threads on the lock, the listener thread
+/// asleep in epoll_wait.
+#[test]
+fn apache_event_threads_deadlocked_on_a_lock_are_judged() {
+    if let Some(r) = judged(Stuck::EventDeadlock) {
+        assert!(r.why.contains("S:"), "sleeping threads: {}", r.why);
+    }
+}
+
+/// IPv6: Apache listens on 127.0.0.1 and [::1]; the load comes over [::1]. The
+/// progress sampling sees the IPv6 listener's queue and connections.
+#[test]
+fn stopped_apache_listening_on_both_families_is_judged_under_ipv6_load() {
+    if let Some(r) = judged(Stuck::PreforkStoppedV6) {
+        assert!(r.why.contains("T:"), "stopped threads: {}", r.why);
+        assert!(
+            r.why.contains("accept queue 17/16"),
+            "the [::1] queue: {}",
+            r.why
+        );
+    }
+}
+
+/// A CGI slower than the window on every child: the children wait on a handler
+/// process, which kernel evidence cannot tell from a hung one.
+#[test]
+fn every_child_waiting_on_a_slow_cgi_is_never_judged() {
+    if let Some(r) = never_judged(Busy::SlowCgi) {
+        assert!(r.answered > 0, "the slow page was served");
+    }
+}
+
+/// The event MPM's worker threads wait on mod_cgid's daemon, which runs the CGIs.
+#[test]
+fn every_event_thread_waiting_on_a_slow_cgi_is_never_judged() {
+    if let Some(r) = never_judged(Busy::SlowCgiEvent) {
+        assert!(r.answered > 0, "the slow page was served");
+    }
+}
+
+#[test]
+fn keep_alive_load_over_ipv6_on_apache_prefork_is_never_judged() {
+    never_judged(Busy::PreforkKeepAliveV6);
 }
 
 /// The accept queue never fills (keep-alive clients send their next requests on

@@ -106,10 +106,22 @@ const BUSY_SECS: u64 = 60;
 const VERDICT_GOAL_MS: u64 = 2300;
 const CPU_GOAL_PCT: f64 = 0.5;
 
-/// Stall verdicts under load: each stuck case LOAD_RUNS times (verdict ms, sorted),
-/// and every busy case for BUSY_SECS side by side.
+/// The host's load average over 1 minute (/proc/loadavg): the bench shares the host.
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Stall verdicts under load: each stuck case LOAD_RUNS times (verdict ms, sorted;
+/// and the longest set-up: from the first stuck request until every worker was in
+/// the handler), and every busy case for BUSY_SECS side by side.
 #[allow(clippy::type_complexity)]
-fn under_load() -> (Vec<(Stuck, Vec<u64>)>, Vec<(Busy, progress_cases::BusyRun)>) {
+fn under_load() -> (
+    Vec<(Stuck, Vec<u64>, u64)>,
+    Vec<(Busy, progress_cases::BusyRun)>,
+) {
     let busy: Vec<_> = Busy::ALL
         .iter()
         .map(|c| (*c, std::thread::spawn(move || run_busy(*c, BUSY_SECS))))
@@ -121,15 +133,19 @@ fn under_load() -> (Vec<(Stuck, Vec<u64>)>, Vec<(Busy, progress_cases::BusyRun)>
     let mut stuck = Vec::new();
     for c in Stuck::ALL {
         let mut ms = Vec::new();
+        let mut setup = 0;
         for _ in 0..LOAD_RUNS {
             match run_stuck(c, Duration::from_secs(60)) {
-                Some(r) => ms.push(r.took.as_millis() as u64),
+                Some(r) => {
+                    ms.push(r.took.as_millis() as u64);
+                    setup = setup.max(r.setup.as_millis() as u64);
+                }
                 None => break,
             }
         }
         ms.sort_unstable();
         if !ms.is_empty() {
-            stuck.push((c, ms));
+            stuck.push((c, ms, setup));
         }
     }
     (stuck, busy)
@@ -139,9 +155,11 @@ fn main() {
     if !root_or_skip("bench stall") {
         return;
     }
+    let load_start = load1();
     let seed = verdict_time(false);
     let kernel = verdict_time(true);
     let (stuck, busy) = under_load();
+    let load_end = load1();
 
     // Probe cost against real Apache httpd (HTTP and HTTPS on two instances).
     let mut rates = Vec::new();
@@ -210,18 +228,21 @@ fn main() {
         }
     );
     println!("\nstall verdicts under load (evidence = kernel, kernel_window 2 s; goal: verdict <= {VERDICT_GOAL_MS} ms, busy: 0 verdicts)");
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!("host load average (1 min): {load_start:.1} at the start, {load_end:.1} at the end ({cpus} CPUs)");
     println!(
-        "{:<50} {:>6} {:>9} {:>9} {:>6}",
-        "stuck server", "runs", "p50 ms", "max ms", "goal"
+        "{:<58} {:>5} {:>8} {:>8} {:>9} {:>6}",
+        "stuck server", "runs", "p50 ms", "max ms", "set-up ms", "goal"
     );
-    for (c, ms) in &stuck {
+    for (c, ms, setup) in &stuck {
         let max = ms[ms.len() - 1];
         println!(
-            "{:<50} {:>6} {:>9} {:>9} {:>6}",
+            "{:<58} {:>5} {:>8} {:>8} {:>9} {:>6}",
             c.name(),
             ms.len(),
             pct(ms, 0.5),
             max,
+            setup,
             if max <= VERDICT_GOAL_MS {
                 "met"
             } else {
@@ -230,12 +251,12 @@ fn main() {
         );
     }
     println!(
-        "{:<50} {:>22} {:>11} {:>10} {:>6}",
+        "{:<58} {:>14} {:>11} {:>10} {:>6}",
         "busy server", "verdicts", "queue full", "pcheck CPU", "goal"
     );
     for (c, r) in &busy {
         println!(
-            "{:<50} {:>22} {:>11} {:>9.2}% {:>6}",
+            "{:<58} {:>14} {:>11} {:>9.2}% {:>6}",
             c.name(),
             format!("{} in {BUSY_SECS} s", r.verdicts.len()),
             format!("{}/{}", r.waiting.queue_full, r.waiting.samples),
@@ -269,9 +290,11 @@ fn main() {
     let json = serde_json::json!({
         "bench": "stall",
         "verdict_ms": { "seed_rule_interval10_retry10": seed, "kernel_evidence_window2s": kernel },
+        "load_average_1min": { "start": load_start, "end": load_end, "cpus": cpus },
         "under_load": {
-            "stuck": stuck.iter().map(|(c, ms)| serde_json::json!({
+            "stuck": stuck.iter().map(|(c, ms, setup)| serde_json::json!({
                 "case": c.name(), "verdict_ms": ms, "goal_ms": VERDICT_GOAL_MS,
+                "max_setup_ms": setup,
                 "met": ms.last().is_some_and(|m| *m <= VERDICT_GOAL_MS),
             })).collect::<Vec<_>>(),
             "busy": busy.iter().map(|(c, r)| serde_json::json!({

@@ -18,6 +18,7 @@ pub const AB: &str = "/usr/bin/ab";
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const NGINX_PERL: &str = "/usr/lib/nginx/modules/ngx_http_perl_module.so";
 const MODS: &str = "/usr/lib/apache2/modules";
+pub const MOD_PERL: &str = "/usr/lib/apache2/modules/mod_perl.so";
 
 /// A busy server: work waits for it, and it is never to be judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,16 +39,28 @@ pub enum Busy {
     /// Every prefork child waits on an upstream that accepted and never answers
     /// (mod_proxy, timeout 60 s) while 40 clients queue.
     SlowUpstream,
+    /// The report's case on an Apache listening on both 127.0.0.1 and [::1], with
+    /// wrk's keep-alive load coming over IPv6.
+    PreforkKeepAliveV6,
+    /// Every prefork child waits on a CGI slower than the window (5 s) while 40
+    /// clients queue: a slow handler process looks the same as a hung one.
+    SlowCgi,
+    /// The same on the event MPM, the CGIs run by mod_cgid's daemon (not children of
+    /// the waiting worker threads).
+    SlowCgiEvent,
 }
 
 impl Busy {
-    pub const ALL: [Busy; 6] = [
+    pub const ALL: [Busy; 9] = [
         Busy::PreforkKeepAlive,
         Busy::EventAb,
         Busy::NginxSlowHandler,
         Busy::SlowDownloaders,
         Busy::IdleKeepAlive,
         Busy::SlowUpstream,
+        Busy::PreforkKeepAliveV6,
+        Busy::SlowCgi,
+        Busy::SlowCgiEvent,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -57,6 +70,9 @@ impl Busy {
             Busy::SlowDownloaders => "apache prefork, 4 downloaders at 8 KB/s",
             Busy::IdleKeepAlive => "apache prefork, idle keep-alive clients",
             Busy::SlowUpstream => "apache prefork, every child on a silent upstream",
+            Busy::PreforkKeepAliveV6 => "apache prefork, 0.2 s CGI, wrk -c200 over [::1]",
+            Busy::SlowCgi => "apache prefork, every child on a 5 s CGI",
+            Busy::SlowCgiEvent => "apache event, every thread on a 5 s CGI (mod_cgid)",
         }
     }
 }
@@ -76,6 +92,14 @@ pub enum Stuck {
     NginxLoop,
     /// nginx's worker blocked on a futex no one wakes (Perl), no socket I/O pending.
     NginxDeadlock,
+    /// Both Apache prefork children blocked on a futex no one wakes (a mod_perl
+    /// handler), no socket I/O pending.
+    PreforkDeadlock,
+    /// Both Apache event MPM worker threads blocked on a futex no one wakes (mod_perl).
+    EventDeadlock,
+    /// Every Apache prefork process SIGSTOPped while it listens on both 127.0.0.1
+    /// and [::1], under wrk keep-alive load over IPv6.
+    PreforkStoppedV6,
     /// The accept queue never fills: every Apache prefork child SIGSTOPped while it
     /// holds a keep-alive connection, and each client sends its next request there.
     /// Only a failed or slow probe is a sign of the waiting work.
@@ -83,13 +107,16 @@ pub enum Stuck {
 }
 
 impl Stuck {
-    pub const ALL: [Stuck; 7] = [
+    pub const ALL: [Stuck; 10] = [
         Stuck::PreforkStopped,
         Stuck::EventStopped,
         Stuck::PreforkLoop,
         Stuck::EventLoop,
         Stuck::NginxLoop,
         Stuck::NginxDeadlock,
+        Stuck::PreforkDeadlock,
+        Stuck::EventDeadlock,
+        Stuck::PreforkStoppedV6,
         Stuck::HeldConnectionsOnly,
     ];
     pub fn name(self) -> &'static str {
@@ -100,6 +127,9 @@ impl Stuck {
             Stuck::EventLoop => "apache event, looping handler (lua)",
             Stuck::NginxLoop => "nginx, looping handler (perl)",
             Stuck::NginxDeadlock => "nginx, worker deadlocked on a futex (perl)",
+            Stuck::PreforkDeadlock => "apache prefork, children deadlocked on a futex (mod_perl)",
+            Stuck::EventDeadlock => "apache event, threads deadlocked on a futex (mod_perl)",
+            Stuck::PreforkStoppedV6 => "apache prefork, SIGSTOP all, wrk over [::1]",
             Stuck::HeldConnectionsOnly => "apache prefork, SIGSTOP, requests on held conns",
         }
     }
@@ -109,7 +139,10 @@ fn tool_or_skip(test: &str, path: &str, package: &str) -> bool {
     if std::path::Path::new(path).exists() {
         return true;
     }
-    println!("SKIPPED {test}: {path} ({package}) is not installed (cargo xtask test installs it)");
+    skip(
+        test,
+        &format!("{path} ({package}) is not installed (cargo xtask test installs it)"),
+    );
     false
 }
 
@@ -172,16 +205,57 @@ const SLOW_CGI: (&str, &str) = (
     "sleep 0.2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow answer\\n'",
 );
 
+/// A file the stuck handlers append a line to just before they loop or block, so
+/// that a run can tell when every worker is stuck (written by the server's user).
+fn stuck_marks(sb: &Sandbox) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = sb.file("marks");
+    std::fs::create_dir_all(&dir).expect("marks dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    dir.join("stuck")
+}
+
+/// How many workers have reached their stuck handler.
+fn stuck_count(marks: &Path) -> usize {
+    std::fs::read_to_string(marks).map_or(0, |s| s.lines().count())
+}
+
 /// mod_lua with a handler on /loop that never returns.
 fn lua_loop(sb: &Sandbox) -> String {
     std::fs::create_dir_all(sb.file("lua")).expect("lua dir");
     std::fs::write(
         sb.file("lua/loop.lua"),
-        "function handle(r)\n  while true do end\nend\n",
+        format!(
+            "function handle(r)\n  local f = io.open(\"{}\", \"a\")\n  if f then f:write(\"x\\n\") f:close() end\n  while true do end\nend\n",
+            stuck_marks(sb).display()
+        ),
     )
     .expect("lua");
     format!(
         "LoadModule lua_module {MODS}/mod_lua.so\nLuaMapHandler ^/loop$ {}/lua/loop.lua handle\n",
+        sb.path().display()
+    )
+}
+
+/// mod_perl with a handler on /lock that blocks on a futex no one wakes
+/// (futex(&word, FUTEX_WAIT, 0, NULL) with word = 0): a deadlocked worker, no
+/// socket I/O pending.
+fn perl_lock(sb: &Sandbox) -> String {
+    std::fs::create_dir_all(sb.file("perl")).expect("perl dir");
+    std::fs::write(
+        sb.file("perl/PswebLock.pm"),
+        format!(
+            "package PswebLock;\nuse strict;\nsub handler {{\n    my $r = shift;\n    \
+             if (open(my $f, '>>', '{}')) {{ print $f \"x\\n\"; close $f; }}\n    \
+             my $w = pack('i', 0);\n    syscall({}, unpack('J', pack('p', $w)), 0, 0, 0);\n    return 0;\n}}\n1;\n",
+            stuck_marks(sb).display(),
+            libc::SYS_futex
+        ),
+    )
+    .expect("perl module");
+    format!(
+        "LoadModule perl_module {MOD_PERL}\nPerlSwitches -I{}/perl\nPerlModule PswebLock\n\
+         <Location /lock>\n  SetHandler modperl\n  PerlResponseHandler PswebLock\n</Location>\n",
         sb.path().display()
     )
 }
@@ -288,6 +362,11 @@ impl Drop for Proc {
 }
 
 fn wrk(port: u16, path: &str, conns: u32, secs: u64) -> Proc {
+    wrk_at("127.0.0.1", port, path, conns, secs)
+}
+
+/// wrk against `host` ("127.0.0.1", or "[::1]" for IPv6).
+fn wrk_at(host: &str, port: u16, path: &str, conns: u32, secs: u64) -> Proc {
     Proc(
         Command::new(WRK)
             .args([
@@ -297,7 +376,7 @@ fn wrk(port: u16, path: &str, conns: u32, secs: u64) -> Proc {
                 "--timeout",
                 "10s",
             ])
-            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .arg(format!("http://{host}:{port}{path}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -410,6 +489,43 @@ pub fn run_busy(case: Busy, secs: u64) -> Option<BusyRun> {
     let mut answered: Option<Arc<std::sync::atomic::AtomicU64>> = None;
     let mut guards: Vec<Box<dyn Any>> = Vec::new();
     let pc = match case {
+        Busy::SlowCgi | Busy::SlowCgiEvent => {
+            if !apache_or_skip(name) {
+                return None;
+            }
+            let mpm = if case == Busy::SlowCgi {
+                Mpm::Prefork
+            } else {
+                Mpm::Event
+            };
+            let report = (
+                "report",
+                "sleep 5\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow report\\n'",
+            );
+            let (script, pidfile) = apache(&sb, port, mpm, 4, 16, &[report], "");
+            let pc = pcheck_kernel(&sb, APACHE, &script, &pidfile, port);
+            let c = clients(port, 40, "GET /cgi/report HTTP/1.0\r\n\r\n");
+            answered = Some(Arc::clone(&c.answered));
+            guards.push(Box::new(c));
+            pc
+        }
+        Busy::PreforkKeepAliveV6 => {
+            if !apache_or_skip(name) || !tool_or_skip(name, WRK, "wrk") {
+                return None;
+            }
+            let (script, pidfile) = apache(
+                &sb,
+                port,
+                Mpm::Prefork,
+                4,
+                16,
+                &[SLOW_CGI],
+                &format!("Listen [::1]:{port}\n"),
+            );
+            let pc = pcheck_kernel(&sb, APACHE, &script, &pidfile, port);
+            guards.push(Box::new(wrk_at("[::1]", port, "/cgi/slow", 200, secs + 1)));
+            pc
+        }
         Busy::PreforkKeepAlive | Busy::EventAb => {
             let ab_case = case == Busy::EventAb;
             if !apache_or_skip(name)
@@ -620,8 +736,12 @@ fn watch_waiting(pc: &mut Pcheck, port: u16, until: Instant) -> Waiting {
 /// The outcome of a stuck run.
 #[derive(Debug)]
 pub struct StuckRun {
-    /// From the moment the server was made stuck to `Find Web Server Stall`.
+    /// From the moment the server was stuck (stopped, or every worker in its looping
+    /// or blocking handler) to `Find Web Server Stall`.
     pub took: Duration,
+    /// From the first request to the stuck handler until every worker was in it
+    /// (zero for the stopped cases): set-up, not part of the verdict time.
+    pub setup: Duration,
     /// The seed's line: `Find Web Server Stall: pid = ... : port = ...`.
     pub find: String,
     /// The `stall evidence (kernel): ...` line.
@@ -644,12 +764,20 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
     if apache_case && !apache_or_skip(name) {
         return None;
     }
+    if matches!(case, Stuck::PreforkDeadlock | Stuck::EventDeadlock)
+        && !tool_or_skip(name, MOD_PERL, "libapache2-mod-perl2")
+    {
+        return None;
+    }
     if !apache_case
         && (!nginx_or_skip(name) || !tool_or_skip(name, NGINX_PERL, "libnginx-mod-http-perl"))
     {
         return None;
     }
-    let stopped = matches!(case, Stuck::PreforkStopped | Stuck::EventStopped);
+    let stopped = matches!(
+        case,
+        Stuck::PreforkStopped | Stuck::EventStopped | Stuck::PreforkStoppedV6
+    );
     if case == Stuck::HeldConnectionsOnly {
         return Some(run_held_only(&sb, port, limit));
     }
@@ -657,22 +785,39 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
         return None;
     }
     let pc = match case {
-        Stuck::PreforkStopped | Stuck::EventStopped | Stuck::PreforkLoop | Stuck::EventLoop => {
-            let mpm = if matches!(case, Stuck::PreforkStopped | Stuck::PreforkLoop) {
-                Mpm::Prefork
-            } else {
+        Stuck::PreforkStopped
+        | Stuck::EventStopped
+        | Stuck::PreforkStoppedV6
+        | Stuck::PreforkLoop
+        | Stuck::EventLoop
+        | Stuck::PreforkDeadlock
+        | Stuck::EventDeadlock => {
+            let mpm = if matches!(
+                case,
+                Stuck::EventStopped | Stuck::EventLoop | Stuck::EventDeadlock
+            ) {
                 Mpm::Event
-            };
-            let (workers, backlog, extra) = if stopped {
-                (4, 16, String::new())
             } else {
-                (2, 8, lua_loop(&sb))
+                Mpm::Prefork
+            };
+            let (workers, backlog, extra) = match case {
+                Stuck::PreforkStoppedV6 => (4, 16, format!("Listen [::1]:{port}\n")),
+                _ if stopped => (4, 16, String::new()),
+                Stuck::PreforkDeadlock | Stuck::EventDeadlock => (2, 8, perl_lock(&sb)),
+                _ => (2, 8, lua_loop(&sb)),
             };
             let (script, pidfile) = apache(&sb, port, mpm, workers, backlog, &[SLOW_CGI], &extra);
             pcheck_kernel(&sb, APACHE, &script, &pidfile, port)
         }
         Stuck::NginxLoop => {
-            let (script, pidfile) = nginx_perl(&sb, port, "while (1) {} return 0;");
+            let (script, pidfile) = nginx_perl(
+                &sb,
+                port,
+                &format!(
+                    "if (open(my $f, q(>>), q({}))) {{ print $f qq(x\\n); close($f); }} while (1) {{}} return 0;",
+                    stuck_marks(&sb).display()
+                ),
+            );
             pcheck_kernel(&sb, NGINX, &script, &pidfile, port)
         }
         Stuck::HeldConnectionsOnly => unreachable!("run_held_only"),
@@ -682,7 +827,9 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
                 &sb,
                 port,
                 &format!(
-                    "my $w = pack(q(i), 0); syscall({}, unpack(q(J), pack(q(p), $w)), 0, 0, 0); return 0;",
+                    "if (open(my $f, q(>>), q({}))) {{ print $f qq(x\\n); close($f); }} \
+                     my $w = pack(q(i), 0); syscall({}, unpack(q(J), pack(q(p), $w)), 0, 0, 0); return 0;",
+                    stuck_marks(&sb).display(),
                     libc::SYS_futex
                 ),
             );
@@ -696,8 +843,13 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
     };
     let pc = &mut w.pc;
     let t0;
+    let mut setup = Duration::ZERO;
     if stopped {
-        guards.push(Box::new(wrk(port, "/cgi/slow", 200, 60)));
+        guards.push(Box::new(if case == Stuck::PreforkStoppedV6 {
+            wrk_at("[::1]", port, "/cgi/slow", 200, 60)
+        } else {
+            wrk(port, "/cgi/slow", 200, 60)
+        }));
         std::thread::sleep(Duration::from_secs(1));
         let procs = sandbox_pids_of(&sb, APACHE);
         t0 = Instant::now();
@@ -705,12 +857,29 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
             kill(*p, libc::SIGSTOP);
         }
     } else {
-        t0 = Instant::now();
+        // The stuck requests first, alone: the server is stuck once every worker
+        // is in the handler (each says so in the marks file). Then the other
+        // clients, whose work waits from then on. (Sent together, a stuck request
+        // whose SYN the full queue dropped arrived 1 or 3 s later, while the other
+        // worker was still serving: set-up, not verdict time.)
         let (path, n) = match case {
             Stuck::PreforkLoop | Stuck::EventLoop => ("GET /loop HTTP/1.0\r\n\r\n", 2),
+            Stuck::PreforkDeadlock | Stuck::EventDeadlock => ("GET /lock HTTP/1.0\r\n\r\n", 2),
             _ => ("GET /h HTTP/1.0\r\n\r\n", 1),
         };
+        let marks = stuck_marks(&sb);
+        let asked = Instant::now();
         guards.push(Box::new(clients(port, n, path)));
+        while stuck_count(&marks) < n {
+            assert!(
+                asked.elapsed() < T,
+                "{name}: {} of {n} workers in the stuck handler",
+                stuck_count(&marks)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t0 = Instant::now();
+        setup = t0 - asked;
         guards.push(Box::new(clients(port, 24, "GET / HTTP/1.0\r\n\r\n")));
     }
     let find = pc.wait_for("Find Web Server Stall", limit);
@@ -724,6 +893,7 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
     drop(w);
     Some(StuckRun {
         took,
+        setup,
         find,
         why,
         master,
@@ -788,6 +958,7 @@ fn run_held_only(sb: &Sandbox, port: u16, limit: Duration) -> StuckRun {
     drop(w);
     StuckRun {
         took,
+        setup: Duration::ZERO,
         find,
         why,
         master,

@@ -61,6 +61,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "/usr/lib/nginx/modules/ngx_http_js_module.so",
         "libnginx-mod-http-js",
     ),
+    // A mod_perl handler deadlocks Apache's workers on a futex (tests/e2e_progress.rs).
+    (
+        "/usr/lib/apache2/modules/mod_perl.so",
+        "libapache2-mod-perl2",
+    ),
 ];
 
 /// What building psweb needs beyond Rust: `protoc` and the well-known protobuf types

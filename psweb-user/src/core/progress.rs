@@ -9,9 +9,11 @@
 //! queue, and "read" is `bytes_received` minus what still sits in the receive queue.
 //!
 //! Then the server's processes are asked what they are doing: a worker sleeping in a
-//! system call while the kernel moves its bytes (a slow reader) or while it holds
-//! connections to another server (a slow upstream) is waiting, not stuck, and kernel
-//! evidence does not judge it (the probe rule still may).
+//! system call while the kernel moves its bytes (a slow reader), while it holds
+//! connections to another server (a slow upstream), or while it waits on anything
+//! else but a lock or its event loop (a handler process such as a CGI, a local
+//! socket, a client sending slowly) is waiting, not stuck, and kernel evidence does
+//! not judge it (the probe rule still may).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -266,6 +268,8 @@ pub fn progressed(before: &Sample, after: &Sample) -> bool {
 /// What the kernel shows of one thread of the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Thread {
+    /// Its process.
+    pub process: i32,
     /// /proc state: R, S, D, T, t, Z, ...
     pub state: char,
     /// The system call it sleeps in (None while running or unknown).
@@ -276,14 +280,32 @@ pub struct Thread {
     pub owes_answer: bool,
     /// Its process holds TCP connections to other servers (an upstream).
     pub outbound: bool,
+    /// Its process has a live child process: a handler it started (a CGI), whose
+    /// output it may be waiting for, even in its event loop's wait.
+    pub has_child: bool,
 }
+
+/// The system calls of an event loop waiting for readiness on its sockets (an event
+/// MPM's listener thread, an nginx worker). With work queued and no progress, such a
+/// thread waits on the rest of its process, not on something outside it.
+const EVENT_WAITS: [i64; 3] = [
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+];
 
 /// Whether kernel evidence may judge the server, given its threads. Err: why it
 /// must not (logged; the probe rule still judges). A process that holds connections
 /// of the port and has a thread asleep in a system call other than a lock (futex)
 /// is waiting, not stuck, when it holds connections to another server (a slow
-/// upstream looks the same as a hung one from here) or when it owes no answer on
-/// any of its connections (it waits on its clients: idle keep-alive, slow readers).
+/// upstream looks the same as a hung one from here), when it owes no answer on
+/// any of its connections (it waits on its clients: idle keep-alive, slow readers),
+/// or when the call is not its event loop's wait (or its process has a live child, a
+/// handler such as a CGI, whose output it may await there) and no other thread of its process
+/// is stopped, running or on a lock (it waits on a handler process such as a CGI, a
+/// local socket, a file, or a client that sends its request slowly: a slow one looks
+/// the same as a hung one; a threaded server's management thread reading a pipe
+/// beside workers that loop or deadlock does not count).
 /// Stopped (T), running (R) and lock-blocked workers are judged.
 pub fn judge(threads: &[Thread]) -> Result<(), &'static str> {
     let waiting: Vec<&Thread> = threads
@@ -299,6 +321,19 @@ pub fn judge(threads: &[Thread]) -> Result<(), &'static str> {
     }
     if waiting.iter().any(|t| !t.owes_answer) {
         return Err("its workers wait in a system call on connections they have answered (waiting on their clients: idle keep-alive, slow readers)");
+    }
+    let stuck_like = |t: &Thread| {
+        matches!(t.state, 'R' | 'T' | 't')
+            || (matches!(t.state, 'S' | 'D') && t.syscall == Some(libc::SYS_futex))
+    };
+    let elsewhere = waiting.iter().any(|w| {
+        (w.has_child || w.syscall.is_some_and(|n| !EVENT_WAITS.contains(&n)))
+            && !threads
+                .iter()
+                .any(|t| t.process == w.process && stuck_like(t))
+    });
+    if elsewhere {
+        return Err("its workers wait in a system call other than a lock or their event loop (on a handler process such as a CGI, a local socket, a file, or a client sending slowly: a slow one cannot be told from a hung one)");
     }
     Ok(())
 }
@@ -633,11 +668,13 @@ mod tests {
         outbound: bool,
     ) -> Thread {
         Thread {
+            process: 1,
             state,
             syscall,
             holds_port,
             owes_answer: owes,
             outbound,
+            has_child: false,
         }
     }
 
@@ -665,8 +702,45 @@ mod tests {
             (vec![th('S', read, true, true, true); 4], false),
             // Workers waiting on clients they have answered (keep-alive, slow readers).
             (vec![th('S', poll, true, false, false); 4], false),
-            // Workers waiting on a handler (a CGI) that owes the answer, no upstream.
-            (vec![th('S', read, true, true, false); 4], true),
+            // Workers waiting on a handler process (a CGI) that owes the answer, no
+            // upstream: a slow CGI looks the same as a hung one.
+            (vec![th('S', read, true, true, false); 4], false),
+            (vec![th('S', poll, true, true, false); 4], false),
+            // An nginx worker's event loop asleep while it owes answers, its
+            // connections full: waiting on nothing outside the process.
+            (
+                vec![th('S', Some(libc::SYS_epoll_pwait), true, true, false)],
+                true,
+            ),
+            // Event MPM: the main thread reads the parent's pipe, the listener waits in
+            // its event loop, the workers loop: judged.
+            (
+                vec![
+                    th('S', read, true, true, false),
+                    th('S', Some(libc::SYS_epoll_wait), true, true, false),
+                    th('R', None, true, true, false),
+                ],
+                true,
+            ),
+            // A prefork child awaits its CGI's output in its event loop's wait.
+            (
+                vec![Thread {
+                    has_child: true,
+                    ..th('S', Some(libc::SYS_epoll_wait), true, true, false)
+                }],
+                false,
+            ),
+            // Two processes: one loops, the other waits on its CGI: not judged.
+            (
+                vec![
+                    th('R', None, true, true, false),
+                    Thread {
+                        process: 2,
+                        ..th('S', poll, true, true, false)
+                    },
+                ],
+                false,
+            ),
             // Event MPM: the listener thread asleep, the workers on a lock.
             (
                 vec![

@@ -239,8 +239,16 @@ pub fn threads_of<S: std::hash::BuildHasher>(
     let listening: HashSet<u16> = sockdiag::listeners()
         .map(|ls| ls.into_iter().map(|l| l.port).collect())
         .unwrap_or_default();
+    let procs = tree(pid);
+    // Processes of the server with a live (not zombie) child: a handler they started.
+    let parents: HashSet<i32> = procs
+        .iter()
+        .filter_map(|c| procfs::stat(*c).ok())
+        .filter(|st| st.state != 'Z')
+        .map(|st| st.ppid)
+        .collect();
     let mut out = Vec::new();
-    for p in tree(pid) {
+    for p in procs {
         let socks = socket_inodes(p);
         let holds_port = socks.iter().any(|i| held.contains_key(i));
         let owes_answer = socks.iter().any(|i| held.get(i) == Some(&true));
@@ -265,11 +273,13 @@ pub fn threads_of<S: std::hash::BuildHasher>(
                 .ok()
                 .and_then(|s| parse_syscall(&s));
             out.push(Thread {
+                process: p,
                 state,
                 syscall,
                 holds_port,
                 owes_answer,
                 outbound,
+                has_child: parents.contains(&p),
             });
         }
     }
