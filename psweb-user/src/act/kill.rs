@@ -1,7 +1,8 @@
 //! Killing what is left of a dead service before it is restarted (SPEC 9: "master
 //! killed, children live on": Apache's workers keep the port after the master dies).
 
-use crate::procfs::{self, Stat};
+use crate::procfs::{self, Liveness, Stat};
+use crate::sense::pidfd::PidFd;
 use std::time::{Duration, Instant};
 
 /// Who belongs to a watched service, recorded when it was found running.
@@ -88,6 +89,32 @@ pub async fn kill_service(id: &ServiceId, wait: Duration) -> (Vec<i32>, Vec<i32>
             return (killed, live.iter().map(|s| s.pid).collect());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGKILLs exactly the process that was watched: through a pidfd opened now and
+/// checked against the recorded start time, so a recycled pid is never hit.
+pub(crate) fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
+    let check = |st: Option<u64>| match st {
+        Some(t) if procfs::alive(pid, t) == Liveness::Gone => {
+            Err(format!("pid {pid} is no longer the watched process"))
+        }
+        _ => Ok(()),
+    };
+    match PidFd::open(pid) {
+        Ok(fd) => {
+            check(start_time)?;
+            fd.send_signal(libc::SIGKILL).map_err(|e| e.to_string())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            check(start_time)?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 

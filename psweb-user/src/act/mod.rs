@@ -6,6 +6,7 @@ pub mod limits;
 pub mod reaper;
 pub mod reboot;
 pub mod restart;
+pub mod sequence;
 
 use crate::report::Logger;
 

@@ -338,6 +338,7 @@ impl PentView {
 pub use crate::paths::socket_path;
 
 pub mod server;
+pub mod view;
 
 #[cfg(test)]
 mod tests {

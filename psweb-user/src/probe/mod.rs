@@ -17,6 +17,7 @@
 
 pub mod http;
 pub mod https;
+pub mod schedule;
 pub mod tcp;
 
 use std::net::IpAddr;

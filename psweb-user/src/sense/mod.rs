@@ -12,4 +12,7 @@ pub mod pidfd;
 /// old path working.
 pub use crate::procfs;
 pub mod progress;
+pub mod queue;
 pub mod sockdiag;
+pub mod source;
+pub mod watch;

@@ -1,0 +1,95 @@
+//! The views `padmin -c show pent` and `show kernel` print, built from the agent's
+//! state.
+
+use crate::admin::{KernelView, PentView, PortView};
+use crate::agent::Slot;
+use crate::report::format_local;
+use crate::sense::ebpf::{self, LoadReport};
+use crate::sense::queue::PortStats;
+use crate::sense::source::Mode;
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+pub(crate) fn local_time(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_local(secs, "%Y/%m/%d %H:%M:%S")
+}
+
+pub(crate) fn kernel_view(
+    mode: Mode,
+    report: Option<&LoadReport>,
+    ports: &BTreeMap<u16, PortStats>,
+    kernel_serves_syn: bool,
+) -> KernelView {
+    let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
+    if mode != Mode::Ebpf {
+        let death = if mode == Mode::Pidfd {
+            "pidfd readiness"
+        } else {
+            "/proc polling"
+        };
+        hooks.push((ebpf::EVIDENCE_EXIT.to_string(), death.to_string()));
+    }
+    if !kernel_serves_syn {
+        hooks.push((
+            "accept-queue full".to_string(),
+            "sock_diag polling, every 1 s".to_string(),
+        ));
+    }
+    KernelView {
+        death_evidence: mode.name().to_string(),
+        transport: report.map_or("none", |r| r.transport.name()).to_string(),
+        btf: ebpf::btf_present(),
+        load_attach_us: report
+            .map(|r| u64::try_from(r.load_attach.as_micros()).unwrap_or(u64::MAX)),
+        hooks,
+        ports: ports
+            .iter()
+            .map(|(port, st)| PortView {
+                port: *port,
+                syn_overflows: st.syn,
+                final_ack_overflows: st.final_ack,
+                full_polls: st.full_polls,
+                backlog: st.backlog,
+                max_backlog: st.max_backlog,
+                last_seen: st.last.map(local_time),
+                source: if kernel_serves_syn {
+                    "ebpf"
+                } else {
+                    "sock_diag"
+                }
+                .to_string(),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentView {
+    let c = &s.core;
+    let rerun_time = c
+        .rerun_at
+        .map(|at| local_time(anchor.1 + at.saturating_duration_since(anchor.0)));
+    PentView {
+        pname: c.pname.clone(),
+        pid: c.pid,
+        retry_count: c.retry_count,
+        retry_limit: c.retry_limit,
+        restart_count: c.restart_count,
+        proc_sts: c.proc_sts.to_string(),
+        stall_chk: s
+            .cfg
+            .stall
+            .as_ref()
+            .zip(c.stall.as_ref())
+            .map(|(cfg, sw)| (cfg.kind.tag().to_string(), sw.sts.to_string())),
+        retry_over_act: c.retry_over_action.as_str().to_string(),
+        rerun_time,
+        pent_id: c.pent_id,
+        monitor_sts: if c.monitor_on { "on" } else { "off" }.to_string(),
+        evidence: mode.name().to_string(),
+        lb_state: None,
+    }
+}
