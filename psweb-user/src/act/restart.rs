@@ -3,6 +3,7 @@
 //! session's process group is SIGKILLed and the attempt counts as failed.
 
 use super::RestartError;
+use crate::core::DeathKind;
 use crate::procfs::{self, Stat};
 use crate::report::Logger;
 use std::path::Path;
@@ -165,14 +166,14 @@ async fn wait_script(
         }
     };
     let name = name.to_string();
+    let raw = std::os::unix::process::ExitStatusExt::into_raw(status);
     match (
         status.success(),
-        status.code(),
-        std::os::unix::process::ExitStatusExt::signal(&status),
+        u32::try_from(raw).map(DeathKind::from_wait_status),
     ) {
-        (true, _, _) => Ok(()),
-        (false, Some(code), _) => Err(RestartError::Status { name, code }),
-        (false, None, Some(signal)) => Err(RestartError::Signal { name, signal }),
+        (true, _) => Ok(()),
+        (false, Ok(DeathKind::Exited(code))) => Err(RestartError::Status { name, code }),
+        (false, Ok(DeathKind::Signaled(signal))) => Err(RestartError::Signal { name, signal }),
         _ => Err(RestartError::Failed(name)),
     }
 }

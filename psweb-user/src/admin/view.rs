@@ -2,15 +2,16 @@
 //! state.
 
 use crate::admin::{KernelView, PentView, PortView};
-use crate::agent::Slot;
+use crate::core::{DeathSource, Entry};
+use crate::pfile::ProcEntry;
 use crate::report::format_local;
 use crate::sense::ebpf::{self, LoadReport};
 use crate::sense::queue::PortStats;
-use crate::sense::source::Mode;
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-pub(crate) fn local_time(t: SystemTime) -> String {
+/// A wall-clock time as padmin prints it (and the state file records it).
+pub fn local_time(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -18,15 +19,17 @@ pub(crate) fn local_time(t: SystemTime) -> String {
     format_local(secs, "%Y/%m/%d %H:%M:%S")
 }
 
-pub(crate) fn kernel_view(
-    mode: Mode,
+/// `show kernel`: the death-evidence source in use, what the eBPF program attached,
+/// and each watched port's accept-queue evidence.
+pub fn kernel_view(
+    source: DeathSource,
     report: Option<&LoadReport>,
     ports: &BTreeMap<u16, PortStats>,
     kernel_serves_syn: bool,
 ) -> KernelView {
     let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
-    if mode != Mode::Ebpf {
-        let death = if mode == Mode::Pidfd {
+    if source != DeathSource::Ebpf {
+        let death = if source == DeathSource::Pidfd {
             "pidfd readiness"
         } else {
             "/proc polling"
@@ -40,7 +43,7 @@ pub(crate) fn kernel_view(
         ));
     }
     KernelView {
-        death_evidence: mode.name().to_string(),
+        death_evidence: source.name().to_string(),
         transport: report.map_or("none", |r| r.transport.name()).to_string(),
         btf: ebpf::btf_present(),
         load_attach_us: report
@@ -67,8 +70,14 @@ pub(crate) fn kernel_view(
     }
 }
 
-pub(crate) fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentView {
-    let c = &s.core;
+/// `show pent`: one entry's line. `anchor`: one instant on both clocks, to print the
+/// monotonic rerun time as a wall-clock time.
+pub fn pent_view(
+    cfg: &ProcEntry,
+    c: &Entry,
+    source: DeathSource,
+    anchor: (Instant, SystemTime),
+) -> PentView {
     let rerun_time = c
         .rerun_at
         .map(|at| local_time(anchor.1 + at.saturating_duration_since(anchor.0)));
@@ -79,8 +88,7 @@ pub(crate) fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentV
         retry_limit: c.retry_limit,
         restart_count: c.restart_count,
         proc_sts: c.proc_sts.to_string(),
-        stall_chk: s
-            .cfg
+        stall_chk: cfg
             .stall
             .as_ref()
             .zip(c.stall.as_ref())
@@ -89,7 +97,7 @@ pub(crate) fn view(s: &Slot, mode: Mode, anchor: (Instant, SystemTime)) -> PentV
         rerun_time,
         pent_id: c.pent_id,
         monitor_sts: if c.monitor_on { "on" } else { "off" }.to_string(),
-        evidence: mode.name().to_string(),
+        evidence: source.name().to_string(),
         lb_state: None,
     }
 }

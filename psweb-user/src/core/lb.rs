@@ -222,7 +222,7 @@ pub fn haproxy_admin_state(show: &str, server: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{DeathKind, Evidence, Source};
+    use crate::core::{DeathKind, DeathSource, Evidence};
     use crate::pfile::{
         EntrySettings, KernelAction, ProcEntry, RetryOverAction, StallCheck, StallEvidence,
         StallKind, TlsVerifyCfg,
@@ -555,7 +555,7 @@ mod tests {
                 watch: w,
                 pid: 10,
                 how: DeathKind::Signaled(9),
-                source: Source::Pidfd,
+                source: DeathSource::Pidfd,
             },
             later,
         );
@@ -580,7 +580,7 @@ mod tests {
                 watch: w,
                 pid: 11,
                 how: DeathKind::Signaled(9),
-                source: Source::Pidfd,
+                source: DeathSource::Pidfd,
             },
             later,
         );
@@ -636,7 +636,7 @@ mod tests {
                 watch: w,
                 pid: 10,
                 how: DeathKind::Signaled(9),
-                source: Source::Pidfd,
+                source: DeathSource::Pidfd,
             },
             t,
         );

@@ -4,6 +4,7 @@
 //! comes in as an argument (a monotonic `Instant`), so a wall-clock jump cannot reach
 //! any rule here, and every rule is tested in microseconds (see `tests.rs`).
 
+pub use crate::pfile::DeathSource;
 use crate::pfile::{
     KernelAction, ProcEntry, RetryOverAction, StallCheck, StallEvidence, StallKind, EXIT_RETRY_OVER,
 };
@@ -12,10 +13,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub mod alerts;
+pub mod death;
 pub mod fleet;
 pub mod lb;
 pub mod progress;
+pub mod ratelimit;
 pub mod reboot;
+pub mod status;
 
 /// `proc_sts` in `show pent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -66,25 +70,6 @@ impl fmt::Display for StallSts {
     }
 }
 
-/// Where a piece of death evidence came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Ebpf,
-    Pidfd,
-    Procfs,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Ebpf => "ebpf",
-            Self::Pidfd => "pidfd",
-            Self::Procfs => "procfs",
-        })
-    }
-}
-
 /// How a watched process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,7 +111,7 @@ pub enum Evidence {
         watch: WatchId,
         pid: i32,
         how: DeathKind,
-        source: Source,
+        source: DeathSource,
     },
     /// A start attempt failed (script non-zero, timed out, or process never appeared).
     StartFailed { reason: String },
@@ -338,7 +323,10 @@ impl fmt::Display for EventKind {
     }
 }
 
-/// Where the evidence behind an event came from.
+/// The `evidence` field of an event: where the evidence behind it came from. Wider
+/// than [`DeathSource`] (whose three values it carries under the same names, see
+/// `From<DeathSource>`): also the stall-evidence kinds (`probe`, `kernel`) and the
+/// accept-queue source of an overflow (`ebpf`, `sock_diag`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventSource {
@@ -352,12 +340,12 @@ pub enum EventSource {
     SockDiag,
 }
 
-impl From<Source> for EventSource {
-    fn from(s: Source) -> Self {
+impl From<DeathSource> for EventSource {
+    fn from(s: DeathSource) -> Self {
         match s {
-            Source::Ebpf => Self::Ebpf,
-            Source::Pidfd => Self::Pidfd,
-            Source::Procfs => Self::Procfs,
+            DeathSource::Ebpf => Self::Ebpf,
+            DeathSource::Pidfd => Self::Pidfd,
+            DeathSource::Procfs => Self::Procfs,
         }
     }
 }
@@ -641,7 +629,7 @@ impl Entry {
         watch: WatchId,
         pid: i32,
         how: DeathKind,
-        source: Source,
+        source: DeathSource,
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();

@@ -318,13 +318,13 @@ fn check(c: &Config, steps: &[Step]) -> Result<Vec<Instant>, TestCaseError> {
                 watch: w,
                 pid,
                 how: DeathKind::Signaled(9),
-                source: Source::Pidfd,
+                source: DeathSource::Pidfd,
             }),
             Step::StaleDeath => old_watches.last().map(|w| Evidence::Died {
                 watch: *w,
                 pid: 1,
                 how: DeathKind::Vanished,
-                source: Source::Procfs,
+                source: DeathSource::Procfs,
             }),
             Step::ProbeOk => watch.map(|w| Evidence::ProbeOk { watch: w }),
             Step::ProbeFails => watch.map(|w| Evidence::ProbeFailed {

@@ -120,6 +120,16 @@ impl RebootGuard {
     }
 }
 
+/// How many reboot records the state file keeps (the most recent).
+pub const REBOOT_HISTORY: usize = 20;
+
+/// Drops the oldest records beyond [`REBOOT_HISTORY`] (records are in the order they
+/// happened).
+pub fn bound_history<T>(records: &mut Vec<T>) {
+    let excess = records.len().saturating_sub(REBOOT_HISTORY);
+    records.drain(..excess);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +203,25 @@ mod tests {
         assert!(g
             .on_tick(Instant::now(), Some((1, Duration::from_secs(9999))))
             .is_empty());
+    }
+
+    #[test]
+    fn reboot_history_keeps_the_last_twenty() {
+        // (records before, records after, first kept)
+        for (before, after, first) in [
+            (0, 0, None),
+            (1, 1, Some(0)),
+            (20, 20, Some(0)),
+            (21, 20, Some(1)),
+            (45, 20, Some(25)),
+        ] {
+            let mut v: Vec<usize> = (0..before).collect();
+            super::bound_history(&mut v);
+            assert_eq!(
+                (v.len(), v.first().copied()),
+                (after, first),
+                "{before} records"
+            );
+        }
     }
 }

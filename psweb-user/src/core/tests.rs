@@ -36,7 +36,7 @@ fn died(watch: WatchId, pid: i32) -> Evidence {
         watch,
         pid,
         how: DeathKind::Signaled(9),
-        source: Source::Pidfd,
+        source: DeathSource::Pidfd,
     }
 }
 
@@ -314,7 +314,7 @@ fn log_lines_name_the_entry_and_evidence() {
             watch: w,
             pid: 100,
             how: DeathKind::Zombie,
-            source: Source::Procfs,
+            source: DeathSource::Procfs,
         },
         t,
     );

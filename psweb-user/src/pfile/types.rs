@@ -412,19 +412,45 @@ impl RetryOverAction {
     }
 }
 
-/// Where death evidence comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+/// A source of death evidence: the one pcheck uses, and the one behind each death
+/// report (with eBPF in use, the pidfd backstop or /proc can be the one that saw a
+/// death). Its name is the pfile's word and the events' `evidence` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+pub enum DeathSource {
+    /// The kernel's exit event (`sched_process_exit`), with the exit code.
+    Ebpf,
+    /// pidfd readiness.
+    Pidfd,
+    /// /proc polling.
+    Procfs,
+}
+
+impl DeathSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ebpf => "ebpf",
+            Self::Pidfd => "pidfd",
+            Self::Procfs => "procfs",
+        }
+    }
+}
+
+impl std::fmt::Display for DeathSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The pfile's `evidence` key (and `pcheck --evidence`): which [`DeathSource`] to
+/// use. Not a source itself: `auto` asks pcheck to choose one at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EvidenceMode {
     /// eBPF if it loads, else pidfd, else /proc polling.
     #[default]
     Auto,
-    /// eBPF only (pcheck refuses to start if it cannot load).
-    Ebpf,
-    /// pidfd readiness only.
-    Pidfd,
-    /// /proc polling only.
-    Procfs,
+    /// This source only (pcheck refuses to start if it cannot have it).
+    Only(DeathSource),
 }
 
 impl FromStr for EvidenceMode {
@@ -432,9 +458,9 @@ impl FromStr for EvidenceMode {
     fn from_str(s: &str) -> Result<Self, ValueError> {
         match s {
             "auto" => Ok(Self::Auto),
-            "ebpf" => Ok(Self::Ebpf),
-            "pidfd" => Ok(Self::Pidfd),
-            "procfs" => Ok(Self::Procfs),
+            "ebpf" => Ok(Self::Only(DeathSource::Ebpf)),
+            "pidfd" => Ok(Self::Only(DeathSource::Pidfd)),
+            "procfs" => Ok(Self::Only(DeathSource::Procfs)),
             other => Err(ValueError::EvidenceMode(other.to_string())),
         }
     }

@@ -91,6 +91,14 @@ impl EventInfo {
         self.port = self.port.or(port);
         self
     }
+    /// The process entry the event is about: its id, name and stall-check port.
+    pub fn for_entry(self, cfg: &crate::pfile::ProcEntry) -> Self {
+        self.entry(
+            cfg.pent_id,
+            &cfg.pname.display().to_string(),
+            cfg.stall.as_ref().map(|s| s.port),
+        )
+    }
     pub fn pid(mut self, pid: i32) -> Self {
         self.pid = Some(pid);
         self

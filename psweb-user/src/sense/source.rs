@@ -1,104 +1,78 @@
-//! Which source of death evidence pcheck uses: eBPF if it loads, else pidfd, else
-//! /proc polling, as the pfile's `evidence` asks.
+//! Which source of death evidence pcheck uses ([`DeathSource`]): eBPF if it loads,
+//! else pidfd, else /proc polling, as the pfile's `evidence` asks. Each source lost
+//! on the way is one log line.
 
-use crate::core::{EventKind, EventSource, Level};
+use crate::core::{DeathSource, EventKind, Level};
 use crate::pfile::EvidenceMode;
 use crate::report::events::EventInfo;
 use crate::report::Logger;
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport};
 use crate::sense::pidfd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-/// The death-evidence source actually in use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Ebpf,
-    Pidfd,
-    Procfs,
+/// The source chosen, and with eBPF the loaded program and what it attached.
+pub struct Chosen {
+    pub source: DeathSource,
+    pub kernel: Option<KernelEvidence>,
+    pub report: Option<LoadReport>,
 }
 
-impl Mode {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Ebpf => "ebpf",
-            Mode::Pidfd => "pidfd",
-            Mode::Procfs => "procfs",
+impl Chosen {
+    fn without_kernel(source: DeathSource) -> Self {
+        Self {
+            source,
+            kernel: None,
+            report: None,
         }
-    }
-
-    pub(crate) fn source(self) -> EventSource {
-        match self {
-            Mode::Ebpf => EventSource::Ebpf,
-            Mode::Pidfd => EventSource::Pidfd,
-            Mode::Procfs => EventSource::Procfs,
-        }
-    }
-}
-
-/// Loading the eBPF object parses the kernel's BTF (megabytes, freed once loaded);
-/// glibc keeps freed heap for reuse, so give it back to the system. (musl's
-/// allocator returns large blocks by itself.)
-pub(crate) fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
 /// Picks the source of death evidence, logging one line for each one that is lost.
-pub(crate) fn choose_mode(
+/// With eBPF, the ring-buffer reader is started and sends to `ktx`.
+pub fn choose(
     wanted: EvidenceMode,
-    object: Option<&std::path::Path>,
+    object: Option<&Path>,
     transport: ebpf::TransportChoice,
     ktx: mpsc::UnboundedSender<KernelEvent>,
     log: &Logger,
-) -> Result<(Mode, Option<KernelEvidence>, Option<LoadReport>), String> {
+) -> Result<Chosen, String> {
     let pidfd_ok = pidfd::available();
     match wanted {
-        EvidenceMode::Procfs => return Ok((Mode::Procfs, None, None)),
-        EvidenceMode::Pidfd if pidfd_ok => return Ok((Mode::Pidfd, None, None)),
-        EvidenceMode::Pidfd => {
+        EvidenceMode::Only(DeathSource::Procfs) => {
+            return Ok(Chosen::without_kernel(DeathSource::Procfs))
+        }
+        EvidenceMode::Only(DeathSource::Pidfd) if pidfd_ok => {
+            return Ok(Chosen::without_kernel(DeathSource::Pidfd))
+        }
+        EvidenceMode::Only(DeathSource::Pidfd) => {
             return Err("evidence=pidfd: this kernel has no pidfd_open (Linux 5.3+)".into())
         }
-        EvidenceMode::Ebpf | EvidenceMode::Auto => {}
+        EvidenceMode::Only(DeathSource::Ebpf) | EvidenceMode::Auto => {}
     }
-    let loaded = match object.map(PathBuf::from).or_else(ebpf::locate_object) {
-        None => {
-            Err("no eBPF object found (set PSWEB_BPF_OBJECT or install psweb.bpf.o)".to_string())
-        }
-        Some(path) => KernelEvidence::load_with(&path, transport)
-            .map_err(|e| e.to_string())
-            .and_then(|(mut k, report)| {
-                k.spawn_reader(ktx).map_err(|e| e.to_string())?;
-                Ok((k, report))
-            }),
-    };
-    match loaded {
+    match load(object, transport, ktx) {
         Ok((k, report)) => {
             release_freed_memory();
-            let hooks: Vec<String> = report
-                .hooks
-                .iter()
-                .map(|(what, hook)| format!("{what}: {hook}"))
-                .collect();
-            log.info(&format!(
-                "eBPF loaded in {} us ({}) events through the {}",
-                report.load_attach.as_micros(),
-                hooks.join("; "),
-                report.transport.name()
-            ));
-            for (what, why) in &report.unavailable {
-                log.warn(&format!("eBPF: no hook for {what}: {why}"));
-            }
-            Ok((Mode::Ebpf, Some(k), Some(report)))
+            log_loaded(&report, log);
+            Ok(Chosen {
+                source: DeathSource::Ebpf,
+                kernel: Some(k),
+                report: Some(report),
+            })
         }
-        Err(why) if wanted == EvidenceMode::Ebpf => Err(format!("evidence=ebpf: {why}")),
+        Err(why) if wanted == EvidenceMode::Only(DeathSource::Ebpf) => {
+            Err(format!("evidence=ebpf: {why}"))
+        }
         Err(why) => {
-            let fallback = if pidfd_ok { Mode::Pidfd } else { Mode::Procfs };
+            let fallback = if pidfd_ok {
+                DeathSource::Pidfd
+            } else {
+                DeathSource::Procfs
+            };
             let replacement = match fallback {
-                Mode::Pidfd => "pidfd exit notification (same verdicts, no kernel exit codes)",
+                DeathSource::Pidfd => {
+                    "pidfd exit notification (same verdicts, no kernel exit codes)"
+                }
                 _ => "/proc polling (same verdicts, detection within the poll interval)",
             };
             log.event(
@@ -106,9 +80,55 @@ pub(crate) fn choose_mode(
                 &format!(
                     "eBPF evidence unavailable: {why}; death evidence now from {replacement}, accept-queue evidence from sock_diag polling"
                 ),
-                EventInfo::new(EventKind::EvidenceMode).evidence(fallback.source()),
+                EventInfo::new(EventKind::EvidenceMode).evidence(fallback.into()),
             );
-            Ok((fallback, None, None))
+            Ok(Chosen::without_kernel(fallback))
         }
+    }
+}
+
+/// Loads the eBPF object (found at `object`, else where it is installed) and starts
+/// its reader.
+fn load(
+    object: Option<&Path>,
+    transport: ebpf::TransportChoice,
+    ktx: mpsc::UnboundedSender<KernelEvent>,
+) -> Result<(KernelEvidence, LoadReport), String> {
+    let Some(path) = object.map(PathBuf::from).or_else(ebpf::locate_object) else {
+        return Err(
+            "no eBPF object found (set PSWEB_BPF_OBJECT or install psweb.bpf.o)".to_string(),
+        );
+    };
+    let (mut k, report) = KernelEvidence::load_with(&path, transport).map_err(|e| e.to_string())?;
+    k.spawn_reader(ktx).map_err(|e| e.to_string())?;
+    Ok((k, report))
+}
+
+/// The line that says what was attached (and one for each hook that is missing).
+fn log_loaded(report: &LoadReport, log: &Logger) {
+    let hooks: Vec<String> = report
+        .hooks
+        .iter()
+        .map(|(what, hook)| format!("{what}: {hook}"))
+        .collect();
+    log.info(&format!(
+        "eBPF loaded in {} us ({}) events through the {}",
+        report.load_attach.as_micros(),
+        hooks.join("; "),
+        report.transport.name()
+    ));
+    for (what, why) in &report.unavailable {
+        log.warn(&format!("eBPF: no hook for {what}: {why}"));
+    }
+}
+
+/// Loading the eBPF object parses the kernel's BTF (megabytes, freed once loaded);
+/// glibc keeps freed heap for reuse, so give it back to the system. (musl's
+/// allocator returns large blocks by itself.)
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
