@@ -94,7 +94,7 @@ pub async fn kill_service(id: &ServiceId, wait: Duration) -> (Vec<i32>, Vec<i32>
 
 /// SIGKILLs exactly the process that was watched: through a pidfd opened now and
 /// checked against the recorded start time, so a recycled pid is never hit.
-pub(crate) fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
+pub fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
     let check = |st: Option<u64>| match st {
         Some(t) if procfs::alive(pid, t) == Liveness::Gone => {
             Err(format!("pid {pid} is no longer the watched process"))
