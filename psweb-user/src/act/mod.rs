@@ -1,5 +1,7 @@
-//! What pcheck does to the world: run restart scripts, kill what is left of a dead
-//! service. Each function reports its outcome; the decisions stay in `core`.
+//! What pcheck does to the world: the restart sequence (`sequence`) and its script
+//! (`restart`), killing what is left of a dead service and the exact kill of a
+//! stalled one (`kill`), the reboot command. Each function reports its outcome; the
+//! decisions stay in `core`.
 
 pub mod kill;
 pub mod limits;

@@ -37,10 +37,7 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
     act::prepare(&log);
     let sd = Shutdown::new();
     // From the start: a SIGTERM during start-up waits for the main loop, which stops.
-    let signals = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-    );
+    let (sigterm, sigint) = signals()?;
     for w in &pfile.warnings {
         log.warn(&format!("warning: {w}"));
     }
@@ -101,19 +98,26 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
             .unwrap_or(crate::pfile::DEFAULT_SHUTDOWN_FLUSH),
         lb_listeners: Some(lb_listeners),
     };
-    let (sigterm, sigint) = signals;
-    let inbox = Inbox {
-        rx,
-        krx,
-        calls,
-        sigterm,
-        sigint,
-    };
-    Ok((agent, inbox))
+    Ok((
+        agent,
+        Inbox {
+            rx,
+            krx,
+            calls,
+            sigterm,
+            sigint,
+        },
+    ))
 }
 
-fn signal(kind: SignalKind) -> Result<Signal, String> {
-    tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"))
+/// SIGTERM and SIGINT, as streams the main loop waits on.
+fn signals() -> Result<(Signal, Signal), String> {
+    let signal =
+        |kind| tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    ))
 }
 
 /// Events: metrics, webhooks and the ring padmin reads, before the first event.

@@ -5,6 +5,10 @@
 //! - `pidfd`: a watched process held by pidfd; readable the moment it exits.
 //! - `ebpf`: the kernel's own exit and accept-queue-overflow events, through a ring
 //!   buffer or a perf event array (`ebpf/`).
+//! - `source`: which of these is the source of death evidence (`choose`).
+//! - `watch`: the death watcher of one process (pidfd, else /proc polling).
+//! - `queue`: the watched ports' accept-queue evidence, and the kernel-evidence
+//!   sampler of one watch over `progress` and `sockdiag`.
 
 pub mod ebpf;
 pub mod pidfd;
