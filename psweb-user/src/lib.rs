@@ -15,6 +15,7 @@ pub mod gate;
 pub mod lb;
 pub mod paths;
 pub mod pfile;
+pub mod pidfd;
 pub mod probe;
 pub mod procfs;
 pub mod report;

@@ -1,8 +1,8 @@
 //! Killing what is left of a dead service before it is restarted (SPEC 9: "master
 //! killed, children live on": Apache's workers keep the port after the master dies).
 
+use crate::pidfd::PidFd;
 use crate::procfs::{self, Liveness, Stat};
-use crate::sense::pidfd::PidFd;
 use std::time::{Duration, Instant};
 
 /// Who belongs to a watched service, recorded when it was found running.

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbox), String> {
     let log = Arc::clone(&opts.log);
     let pfile = &opts.pfile;
-    let sock_path = crate::admin::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
+    let sock_path = crate::paths::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
     let control = Control::bind(&sock_path)?;
     act::prepare(&log);
     let sd = Shutdown::new();

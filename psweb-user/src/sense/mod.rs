@@ -2,7 +2,8 @@
 //!
 //! - `procfs` ([`crate::procfs`], shared with `act/`): process identity (pid + start time), zombie state, adoption by pidfile
 //!   or by executable, the processes of a service (session / process group).
-//! - `pidfd`: a watched process held by pidfd; readable the moment it exits.
+//! - `pidfd` ([`crate::pidfd`], shared with `act/`): a watched process held by pidfd;
+//!   readable the moment it exits.
 //! - `ebpf`: the kernel's own exit and accept-queue-overflow events, through a ring
 //!   buffer or a perf event array (`ebpf/`).
 //! - `source`: which of these is the source of death evidence (`choose`).
@@ -11,7 +12,6 @@
 //!   sampler of one watch over `progress` and `sockdiag`.
 
 pub mod ebpf;
-pub mod pidfd;
 /// Process reading lives in [`crate::procfs`] (act/ uses it too); this alias keeps the
 /// old path working.
 pub use crate::procfs;

@@ -4,10 +4,10 @@
 
 use crate::core::{DeathSource, EventKind, Level};
 use crate::pfile::EvidenceMode;
+use crate::pidfd;
 use crate::report::events::EventInfo;
 use crate::report::Logger;
 use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport};
-use crate::sense::pidfd;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 

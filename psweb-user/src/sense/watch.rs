@@ -2,10 +2,10 @@
 //! backstop for a lost kernel event), else /proc polling. It reports one death.
 
 use crate::core::{DeathKind, DeathSource, EventKind, Level};
+use crate::pidfd::PidFd;
 use crate::procfs::{self, Liveness};
 use crate::report::events::EventInfo;
 use crate::report::Logger;
-use crate::sense::pidfd::PidFd;
 use std::time::Duration;
 
 /// With eBPF, how long the pidfd's report waits for the kernel's exit event (which

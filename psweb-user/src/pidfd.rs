@@ -1,6 +1,7 @@
 //! A process held by pidfd (Linux 5.3+): it refers to that one process for as long as
 //! the fd is open, so a recycled pid can never be mistaken for it, and it becomes
-//! readable the moment the process exits (zombie or reaped).
+//! readable the moment the process exits (zombie or reaped). `sense/` watches deaths
+//! with it, `act/` kills exactly the watched process through it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
