@@ -209,7 +209,7 @@ fn pidfile_naming_a_root_process_is_not_adopted() {
     assert!(http_ok(port), "the real server serves");
     // The daemon left its script (fork + setsid) but stays below pcheck, a child
     // subreaper: that is how pcheck knows it was born from its own script.
-    let ppid = psweb::sense::procfs::stat(pid).expect("stat").ppid;
+    let ppid = psweb::procfs::stat(pid).expect("stat").ppid;
     assert_eq!(ppid, pc.child.id() as i32, "the daemon's parent is pcheck");
     // The real one dies: the restart, not the decoy, is what pcheck watches next.
     kill(pid, libc::SIGKILL);

@@ -32,7 +32,7 @@ fn stop(pid: i32) {
                 d.flatten().all(|t| {
                     std::fs::read_to_string(t.path().join("stat"))
                         .ok()
-                        .and_then(|text| psweb::sense::procfs::parse_stat(&text))
+                        .and_then(|text| psweb::procfs::parse_stat(&text))
                         .is_none_or(|st| st.state == 'T')
                 })
             })

@@ -587,7 +587,7 @@ pub fn all_threads_stopped(pid: i32) -> bool {
             d.flatten().all(|t| {
                 std::fs::read_to_string(t.path().join("stat"))
                     .ok()
-                    .and_then(|text| psweb::sense::procfs::parse_stat(&text))
+                    .and_then(|text| psweb::procfs::parse_stat(&text))
                     .is_none_or(|st| st.state == 'T')
             })
         })

@@ -315,7 +315,7 @@ fn pcheck_kernel_with(
 
 /// The session of `pid` (a daemonized server's own), if it is not ours.
 fn session_of(pid: i32) -> Option<i32> {
-    use psweb::sense::procfs;
+    use psweb::procfs;
     let own = procfs::stat(std::process::id() as i32).map(|s| s.sid).ok();
     procfs::stat(pid)
         .ok()
@@ -327,7 +327,7 @@ fn session_of(pid: i32) -> Option<i32> {
 /// outlive their master, and nginx's do not carry the sandbox in their command
 /// line). pcheck must be stopped first, so that nothing restarts meanwhile.
 fn kill_sessions(sids: &[Option<i32>]) {
-    use psweb::sense::procfs;
+    use psweb::procfs;
     for p in procfs::pids() {
         if procfs::stat(p).is_ok_and(|s| sids.contains(&Some(s.sid))) {
             // SAFETY: plain kill; the process may be gone already.

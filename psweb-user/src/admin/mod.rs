@@ -335,8 +335,6 @@ impl PentView {
     }
 }
 
-pub use crate::paths::socket_path;
-
 pub mod server;
 pub mod view;
 

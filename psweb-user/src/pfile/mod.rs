@@ -529,7 +529,7 @@ fn check_global_files(pfile: &Pfile, out: &mut Vec<Diagnostic>) {
     if let Err(msg) = crate::trust::check_creatable(&g.state_dir(), "state_dir") {
         out.push(diagnostic(&pfile.path, top, msg));
     }
-    let sock = crate::admin::socket_path(&pfile.path, g.control_socket.as_deref());
+    let sock = crate::paths::socket_path(&pfile.path, g.control_socket.as_deref());
     if let Some(dir) = sock.parent() {
         if let Err(msg) = crate::trust::check_creatable(dir, "control socket directory") {
             out.push(diagnostic(&pfile.path, top, msg));
@@ -549,7 +549,7 @@ fn check_entry_files(pfile: &Pfile, e: &ProcEntry, out: &mut Vec<Diagnostic>) {
         line: e.line,
         col: 1,
     };
-    if let Err(msg) = crate::sense::procfs::uid_of_user(e.owner_name()) {
+    if let Err(msg) = crate::procfs::uid_of_user(e.owner_name()) {
         out.push(diagnostic(&pfile.path, at_entry, format!("owner: {msg}")));
     }
     if let Some(TlsVerifyCfg::CaFile(ca)) = e.stall.as_ref().map(|s| &s.tls_verify) {

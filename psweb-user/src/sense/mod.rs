@@ -12,9 +12,6 @@
 //!   sampler of one watch over `progress` and `sockdiag`.
 
 pub mod ebpf;
-/// Process reading lives in [`crate::procfs`] (act/ uses it too); this alias keeps the
-/// old path working.
-pub use crate::procfs;
 pub mod progress;
 pub mod queue;
 pub mod sockdiag;

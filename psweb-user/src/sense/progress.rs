@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::core::progress::{
     judge, progressed, state_counts, Figures, Progress, Sample, Step, Thread,
 };
-use crate::sense::{procfs, sockdiag};
+use crate::procfs;
+use crate::sense::sockdiag;
 
 /// How often a port is sampled while work waits: the known connections one by one
 /// (cheap), and every [`FULL_EVERY`] and at the end of a window all of them (the

@@ -1,8 +1,9 @@
 //! The control socket, as every verb uses it: find the socket of the pfile's pcheck,
 //! send one request, read one answer; and the answer printed the common way.
 
-use psweb::admin::{socket_path, Request, Response};
+use psweb::admin::{Request, Response};
 use psweb::cli::PadminArgs as Args;
+use psweb::paths::socket_path;
 use psweb::pfile;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
