@@ -22,6 +22,56 @@ use std::path::{Component, Path, PathBuf};
 /// At most this many symlinks are followed (the kernel's own limit).
 const MAX_LINKS: usize = 40;
 
+/// Why a path pcheck would act on as root is refused. `what` is the role the path
+/// plays ("restart script", ...), `path` the path as written.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("{what} {}: expected an absolute path", .path.display())]
+    NotAbsolute { what: String, path: PathBuf },
+    /// A component could not be read (`at` names it when it is not `path` itself).
+    #[error("{what} {}: {}{source}", .path.display(), at_prefix(.at.as_ref()))]
+    Io {
+        what: String,
+        path: PathBuf,
+        at: Option<PathBuf>,
+        source: std::io::Error,
+    },
+    #[error("{what} {}: too many levels of symbolic links", .path.display())]
+    TooManyLinks { what: String, path: PathBuf },
+    #[error("{what} {}: {} is not a directory", .path.display(), .at.display())]
+    NotADirectory {
+        what: String,
+        path: PathBuf,
+        at: PathBuf,
+    },
+    /// `kind` names the component ("directory /x above restart script", ...).
+    #[error("refusing {what} {}: {kind} {why}", .path.display())]
+    Refused {
+        what: String,
+        path: PathBuf,
+        kind: String,
+        why: Unsafe,
+    },
+}
+
+/// What is wrong with one component.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsafe {
+    #[error("is owned by {owner}, not root (mode {mode:04o}; a non-root user could change what pcheck runs or reads as root)")]
+    NotRoots { owner: String, mode: u32 },
+    #[error("is writable by group or others (mode {mode:04o}); chmod go-w it")]
+    Writable { mode: u32 },
+    #[error("is owned by {owner}, not root (a non-root user could point it elsewhere)")]
+    LinkNotRoots { owner: String },
+}
+
+fn at_prefix(at: Option<&PathBuf>) -> String {
+    match at {
+        Some(p) => format!("{}: ", p.display()),
+        None => String::new(),
+    }
+}
+
 /// Whether pcheck runs as root (then paths are checked; else there is nothing a
 /// non-root pcheck could be made to do that its user could not do anyway).
 pub fn is_root() -> bool {
@@ -39,7 +89,7 @@ pub fn owner_name(uid: u32) -> String {
 /// Checks `path` (which must exist) as pcheck's `what` ("restart script", ...).
 /// Returns the resolved path, or why it is refused, naming the component, its owner
 /// and its mode. Not root: the path is returned as it is.
-pub fn check(path: &Path, what: &str) -> Result<PathBuf, String> {
+pub fn check(path: &Path, what: &str) -> Result<PathBuf, TrustError> {
     if !is_root() {
         return Ok(path.to_path_buf());
     }
@@ -48,7 +98,7 @@ pub fn check(path: &Path, what: &str) -> Result<PathBuf, String> {
 
 /// Like [`check`], for a path that may not exist yet (a file or directory pcheck
 /// creates): the nearest existing ancestor is checked, and must be a directory.
-pub fn check_creatable(path: &Path, what: &str) -> Result<(), String> {
+pub fn check_creatable(path: &Path, what: &str) -> Result<(), TrustError> {
     if !is_root() {
         return Ok(());
     }
@@ -60,20 +110,31 @@ pub fn check_creatable(path: &Path, what: &str) -> Result<(), String> {
                 Some(parent) => p = parent,
                 None => return Ok(()),
             },
-            Err(e) => return Err(format!("{what} {}: {}: {e}", path.display(), p.display())),
+            Err(e) => {
+                return Err(TrustError::Io {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                    at: Some(p.to_path_buf()),
+                    source: e,
+                })
+            }
         }
     }
 }
 
-fn walk(path: &Path, what: &str, me: u32) -> Result<PathBuf, String> {
+fn walk(path: &Path, what: &str, me: u32) -> Result<PathBuf, TrustError> {
     if !path.is_absolute() {
-        return Err(format!(
-            "{what} {}: expected an absolute path",
-            path.display()
-        ));
+        return Err(TrustError::NotAbsolute {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+        });
     }
-    let refuse =
-        |kind: &str, why: String| format!("refusing {what} {}: {kind} {why}", path.display());
+    let refuse = |kind: &str, why: Unsafe| TrustError::Refused {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        kind: kind.to_string(),
+        why,
+    };
     let mut todo: VecDeque<OsString> = components(path);
     let mut cur = PathBuf::from("/");
     let root = lstat(&cur, path, what)?;
@@ -90,22 +151,25 @@ fn walk(path: &Path, what: &str, me: u32) -> Result<PathBuf, String> {
         if m.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
-                return Err(format!(
-                    "{what} {}: too many levels of symbolic links",
-                    path.display()
-                ));
+                return Err(TrustError::TooManyLinks {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                });
             }
             if m.uid() != 0 && m.uid() != me {
                 return Err(refuse(
                     &format!("symlink {}", next.display()),
-                    format!(
-                        "is owned by {}, not root (a non-root user could point it elsewhere)",
-                        owner_name(m.uid())
-                    ),
+                    Unsafe::LinkNotRoots {
+                        owner: owner_name(m.uid()),
+                    },
                 ));
             }
-            let target = std::fs::read_link(&next)
-                .map_err(|e| format!("{what} {}: {}: {e}", path.display(), next.display()))?;
+            let target = std::fs::read_link(&next).map_err(|e| TrustError::Io {
+                what: what.to_string(),
+                path: path.to_path_buf(),
+                at: Some(next.clone()),
+                source: e,
+            })?;
             if target.is_absolute() {
                 cur = PathBuf::from("/");
             }
@@ -120,11 +184,11 @@ fn walk(path: &Path, what: &str, me: u32) -> Result<PathBuf, String> {
             format!("directory {} above {what}", next.display())
         };
         if !last && !m.is_dir() {
-            return Err(format!(
-                "{what} {}: {} is not a directory",
-                path.display(),
-                next.display()
-            ));
+            return Err(TrustError::NotADirectory {
+                what: what.to_string(),
+                path: path.to_path_buf(),
+                at: next,
+            });
         }
         check_dir_or_file(&m, me, !last || m.is_dir()).map_err(|why| refuse(&kind, why))?;
         cur = next;
@@ -143,31 +207,28 @@ fn components(p: &Path) -> VecDeque<OsString> {
         .collect()
 }
 
-fn lstat(p: &Path, path: &Path, what: &str) -> Result<std::fs::Metadata, String> {
-    std::fs::symlink_metadata(p).map_err(|e| {
-        if p == path {
-            format!("{what} {}: {e}", path.display())
-        } else {
-            format!("{what} {}: {}: {e}", path.display(), p.display())
-        }
+fn lstat(p: &Path, path: &Path, what: &str) -> Result<std::fs::Metadata, TrustError> {
+    std::fs::symlink_metadata(p).map_err(|e| TrustError::Io {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        at: (p != path).then(|| p.to_path_buf()),
+        source: e,
     })
 }
 
 /// Owned by root (or pcheck's uid) and not writable by group or others; a sticky
 /// directory may be writable.
-fn check_dir_or_file(m: &std::fs::Metadata, me: u32, dir: bool) -> Result<(), String> {
+fn check_dir_or_file(m: &std::fs::Metadata, me: u32, dir: bool) -> Result<(), Unsafe> {
     let mode = m.mode() & 0o7777;
     if m.uid() != 0 && m.uid() != me {
-        return Err(format!(
-            "is owned by {}, not root (mode {mode:04o}; a non-root user could change what pcheck runs or reads as root)",
-            owner_name(m.uid())
-        ));
+        return Err(Unsafe::NotRoots {
+            owner: owner_name(m.uid()),
+            mode,
+        });
     }
     let sticky = dir && m.is_dir() && mode & 0o1000 != 0;
     if mode & 0o022 != 0 && !sticky {
-        return Err(format!(
-            "is writable by group or others (mode {mode:04o}); chmod go-w it"
-        ));
+        return Err(Unsafe::Writable { mode });
     }
     Ok(())
 }
@@ -176,7 +237,9 @@ fn check_dir_or_file(m: &std::fs::Metadata, me: u32, dir: bool) -> Result<(), St
 /// content, not only its name, comes from someone untrusted)? Some(why) if so.
 pub fn writable_by_others(file: &Path) -> Option<String> {
     let dir = file.parent()?;
-    check_creatable(dir, "directory").err()
+    check_creatable(dir, "directory")
+        .err()
+        .map(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -212,7 +275,9 @@ mod tests {
         std::fs::create_dir(&app).expect("mkdir");
         std::os::unix::fs::symlink(&target, app.join("restart.rc")).expect("symlink");
         std::os::unix::fs::chown(&app, Some(65534), Some(65534)).expect("chown");
-        let err = check(&app.join("restart.rc"), "restart script").expect_err("refused");
+        let err = check(&app.join("restart.rc"), "restart script")
+            .expect_err("refused")
+            .to_string();
         assert!(
             err.contains(&format!(
                 "directory {} above restart script is owned by",
@@ -225,7 +290,9 @@ mod tests {
         std::os::unix::fs::chown(&app, Some(0), Some(0)).expect("chown");
         std::os::unix::fs::lchown(app.join("restart.rc"), Some(65534), Some(65534))
             .expect("lchown");
-        let err = check(&app.join("restart.rc"), "restart script").expect_err("refused");
+        let err = check(&app.join("restart.rc"), "restart script")
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("symlink"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ pub enum RestartError {
     /// The script, or a directory or symlink on its path, could be changed by a
     /// non-root user.
     #[error("{0}")]
-    Untrusted(String),
+    Untrusted(crate::trust::TrustError),
     #[error("restart script {path}: {source}")]
     Unreadable {
         path: String,
