@@ -213,15 +213,27 @@ pub async fn read_pidfile_bounded(path: &Path, limit: std::time::Duration) -> Op
     tokio::time::timeout(limit, job).await.ok()?.ok()?
 }
 
+/// Why a user name has no uid.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("user {name}: {source}")]
+    Lookup { name: String, source: nix::Error },
+    #[error("user {0} does not exist")]
+    NoSuch(String),
+}
+
 /// The uid of a user name ("root" is 0 without a lookup).
-pub fn uid_of_user(name: &str) -> Result<u32, String> {
+pub fn uid_of_user(name: &str) -> Result<u32, UserError> {
     if name == "root" {
         return Ok(0);
     }
     nix::unistd::User::from_name(name)
-        .map_err(|e| format!("user {name}: {e}"))?
+        .map_err(|source| UserError::Lookup {
+            name: name.to_string(),
+            source,
+        })?
         .map(|u| u.uid.as_raw())
-        .ok_or_else(|| format!("user {name} does not exist"))
+        .ok_or_else(|| UserError::NoSuch(name.to_string()))
 }
 
 /// Is this exact process (pid + start time) still alive and not a zombie?
