@@ -92,19 +92,32 @@ pub async fn kill_service(id: &ServiceId, wait: Duration) -> (Vec<i32>, Vec<i32>
     }
 }
 
+/// Why the exact kill of a stalled process failed. The text goes into the kill
+/// result core logs.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// The pid now names another process (the watched one is gone).
+    #[error("pid {0} is no longer the watched process")]
+    NotWatched(i32),
+    /// Opening the pidfd or signalling through it.
+    #[error("{0}")]
+    PidFd(std::io::Error),
+    /// kill(2), on a kernel without pidfds.
+    #[error("{0}")]
+    Kill(nix::Error),
+}
+
 /// SIGKILLs exactly the process that was watched: through a pidfd opened now and
 /// checked against the recorded start time, so a recycled pid is never hit.
-pub fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
+pub fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), KillError> {
     let check = |st: Option<u64>| match st {
-        Some(t) if procfs::alive(pid, t) == Liveness::Gone => {
-            Err(format!("pid {pid} is no longer the watched process"))
-        }
+        Some(t) if procfs::alive(pid, t) == Liveness::Gone => Err(KillError::NotWatched(pid)),
         _ => Ok(()),
     };
     match PidFd::open(pid) {
         Ok(fd) => {
             check(start_time)?;
-            fd.send_signal(libc::SIGKILL).map_err(|e| e.to_string())
+            fd.send_signal(libc::SIGKILL).map_err(KillError::PidFd)
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
             check(start_time)?;
@@ -112,9 +125,9 @@ pub fn kill_exact(pid: i32, start_time: Option<u64>) -> Result<(), String> {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             )
-            .map_err(|e| e.to_string())
+            .map_err(KillError::Kill)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(KillError::PidFd(e)),
     }
 }
 

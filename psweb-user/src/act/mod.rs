@@ -31,6 +31,9 @@ pub enum RestartError {
     User { name: String, why: String },
     #[error("user {0} does not exist")]
     NoUser(String),
+    /// The entry's owner has no uid.
+    #[error(transparent)]
+    Owner(#[from] crate::procfs::UserError),
     #[error("cannot run restart script {name}: {source}")]
     Spawn {
         name: String,

@@ -4,6 +4,7 @@
 
 use crate::act::kill::{kill_service, ServiceId};
 use crate::act::restart::{self, Script, Started};
+use crate::act::RestartError;
 use crate::core::{EventKind, Level, Tag};
 use crate::pfile::ProcEntry;
 use crate::procfs::{self, Liveness};
@@ -30,7 +31,7 @@ pub struct Plan {
 
 /// Runs the sequence: Ok with the new process, Err with why it did not start; None
 /// when pcheck began to stop before the script ran (no new work).
-pub async fn run(plan: Plan, log: &Arc<Logger>, sd: &Shutdown) -> Option<Result<Started, String>> {
+pub async fn run(plan: Plan, log: &Arc<Logger>, sd: &Shutdown) -> Option<Result<Started, RestartError>> {
     let Plan {
         cfg,
         attempt,
@@ -66,7 +67,7 @@ pub async fn run(plan: Plan, log: &Arc<Logger>, sd: &Shutdown) -> Option<Result<
     );
     let owner = match procfs::uid_of_user(cfg.owner_name()) {
         Ok(uid) => uid,
-        Err(reason) => return Some(Err(reason)),
+        Err(e) => return Some(Err(e.into())),
     };
     let script = Script {
         owner,
@@ -81,7 +82,7 @@ pub async fn run(plan: Plan, log: &Arc<Logger>, sd: &Shutdown) -> Option<Result<
     if sd.is_stopping() {
         return None;
     }
-    Some(restart::run(&script, log).await.map_err(|e| e.to_string()))
+    Some(restart::run(&script, log).await)
 }
 
 /// Kills what is left of the dead service (its workers), one line per process.

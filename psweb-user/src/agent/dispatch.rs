@@ -203,7 +203,12 @@ fn spawn_restart(idx: usize, plan: Plan, ctx: &Ctx) {
         let msg = match sequence::run(plan, &log, &sd).await {
             None => return,
             Some(Ok(started)) => Msg::Started(idx, started),
-            Some(Err(reason)) => Msg::Evidence(idx, Evidence::StartFailed { reason }),
+            Some(Err(e)) => Msg::Evidence(
+                idx,
+                Evidence::StartFailed {
+                    reason: e.to_string(),
+                },
+            ),
         };
         let _ = tx.send(msg);
     });
@@ -212,7 +217,7 @@ fn spawn_restart(idx: usize, plan: Plan, ctx: &Ctx) {
 /// The kill after a stall verdict; its result goes back to the entry's decision state.
 pub(super) fn kill_stalled(idx: usize, slot: &Slot, watch: WatchId, pid: i32, ctx: &Ctx) {
     let start_time = slot.service.map(|s| s.start_time);
-    let result = kill_exact(pid, start_time);
+    let result = kill_exact(pid, start_time).map_err(|e| e.to_string());
     let _ = ctx.tx.send(Msg::Evidence(
         idx,
         Evidence::KillResult { watch, pid, result },
