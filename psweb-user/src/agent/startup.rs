@@ -51,7 +51,8 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
         opts.bpf_transport,
         ktx,
         &log,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let (ports, queue_wake, serves_syn) = start_queue_evidence(pfile, &mut chosen, &tx, &sd, &log);
     let (calls_tx, calls) = mpsc::channel(16);
     announce(pfile, chosen.source, &control, &log, metrics.as_deref());

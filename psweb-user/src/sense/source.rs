@@ -11,6 +11,25 @@ use crate::sense::ebpf::{self, KernelEvent, KernelEvidence, LoadReport};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
+/// Why no source of death evidence could be had as the pfile asks.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("evidence=pidfd: this kernel has no pidfd_open (Linux 5.3+)")]
+    NoPidfd,
+    /// `evidence=ebpf` and the program did not load.
+    #[error("evidence=ebpf: {0}")]
+    Ebpf(LoadError),
+}
+
+/// Why the eBPF program is not running.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no eBPF object found (set PSWEB_BPF_OBJECT or install psweb.bpf.o)")]
+    NoObject,
+    #[error(transparent)]
+    Ebpf(#[from] ebpf::EbpfError),
+}
+
 /// The source chosen, and with eBPF the loaded program and what it attached.
 pub struct Chosen {
     pub source: DeathSource,
@@ -36,7 +55,7 @@ pub fn choose(
     transport: ebpf::TransportChoice,
     ktx: mpsc::UnboundedSender<KernelEvent>,
     log: &Logger,
-) -> Result<Chosen, String> {
+) -> Result<Chosen, SourceError> {
     let pidfd_ok = pidfd::available();
     match wanted {
         EvidenceMode::Only(DeathSource::Procfs) => {
@@ -45,9 +64,7 @@ pub fn choose(
         EvidenceMode::Only(DeathSource::Pidfd) if pidfd_ok => {
             return Ok(Chosen::without_kernel(DeathSource::Pidfd))
         }
-        EvidenceMode::Only(DeathSource::Pidfd) => {
-            return Err("evidence=pidfd: this kernel has no pidfd_open (Linux 5.3+)".into())
-        }
+        EvidenceMode::Only(DeathSource::Pidfd) => return Err(SourceError::NoPidfd),
         EvidenceMode::Only(DeathSource::Ebpf) | EvidenceMode::Auto => {}
     }
     match load(object, transport, ktx) {
@@ -60,9 +77,7 @@ pub fn choose(
                 report: Some(report),
             })
         }
-        Err(why) if wanted == EvidenceMode::Only(DeathSource::Ebpf) => {
-            Err(format!("evidence=ebpf: {why}"))
-        }
+        Err(why) if wanted == EvidenceMode::Only(DeathSource::Ebpf) => Err(SourceError::Ebpf(why)),
         Err(why) => {
             let fallback = if pidfd_ok {
                 DeathSource::Pidfd
@@ -93,14 +108,12 @@ fn load(
     object: Option<&Path>,
     transport: ebpf::TransportChoice,
     ktx: mpsc::UnboundedSender<KernelEvent>,
-) -> Result<(KernelEvidence, LoadReport), String> {
+) -> Result<(KernelEvidence, LoadReport), LoadError> {
     let Some(path) = object.map(PathBuf::from).or_else(ebpf::locate_object) else {
-        return Err(
-            "no eBPF object found (set PSWEB_BPF_OBJECT or install psweb.bpf.o)".to_string(),
-        );
+        return Err(LoadError::NoObject);
     };
-    let (mut k, report) = KernelEvidence::load_with(&path, transport).map_err(|e| e.to_string())?;
-    k.spawn_reader(ktx).map_err(|e| e.to_string())?;
+    let (mut k, report) = KernelEvidence::load_with(&path, transport)?;
+    k.spawn_reader(ktx)?;
     Ok((k, report))
 }
 
