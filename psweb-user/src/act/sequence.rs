@@ -31,7 +31,11 @@ pub struct Plan {
 
 /// Runs the sequence: Ok with the new process, Err with why it did not start; None
 /// when pcheck began to stop before the script ran (no new work).
-pub async fn run(plan: Plan, log: &Arc<Logger>, sd: &Shutdown) -> Option<Result<Started, RestartError>> {
+pub async fn run(
+    plan: Plan,
+    log: &Arc<Logger>,
+    sd: &Shutdown,
+) -> Option<Result<Started, RestartError>> {
     let Plan {
         cfg,
         attempt,

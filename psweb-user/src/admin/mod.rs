@@ -93,13 +93,6 @@ pub enum AdminError {
     Read(std::io::Error),
 }
 
-/// The agent's start-up still returns its errors as text.
-impl From<AdminError> for String {
-    fn from(e: AdminError) -> Self {
-        e.to_string()
-    }
-}
-
 /// pcheck's answer.
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub struct Response {

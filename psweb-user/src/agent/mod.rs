@@ -13,6 +13,7 @@
 //!   balancers) and the way out.
 
 mod dispatch;
+mod error;
 mod evidence;
 mod requests;
 mod startup;
@@ -42,6 +43,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::Signal;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+pub use error::AgentError;
 
 pub struct Options {
     pub pfile: Pfile,
@@ -156,7 +159,7 @@ struct Inbox {
 /// Runs pcheck until shutdown; returns its exit status. Tells systemd (when it
 /// started pcheck with Type=notify) READY once every entry is adopted or started,
 /// WATCHDOG from the main loop, and STOPPING at the end.
-pub async fn run(opts: Options) -> Result<u8, String> {
+pub async fn run(opts: Options) -> Result<u8, AgentError> {
     let notifier = Notifier::from_env();
     let fleet = Fleet::start(&opts.pfile, &opts.log);
     let r = run_inner(opts, &notifier, fleet.as_ref()).await;
@@ -171,7 +174,7 @@ async fn run_inner(
     opts: Options,
     notifier: &Notifier,
     fleet: Option<&Fleet>,
-) -> Result<u8, String> {
+) -> Result<u8, AgentError> {
     let (mut agent, mut inbox) = startup::start(opts, fleet)?;
     let code = match agent.adopt_all().await? {
         Some(code) => code,

@@ -3,7 +3,7 @@
 //! evidence, the entries with their persisted state; then adoption of what already
 //! runs.
 
-use super::{Agent, Ctx, Inbox, Kernel, Options, Slot};
+use super::{Agent, AgentError, Ctx, Inbox, Kernel, Options, Slot};
 use crate::act::{self, kill::ServiceId, sequence::FIND_LIMIT};
 use crate::admin::server::Control;
 use crate::core::reboot::RebootGuard;
@@ -29,7 +29,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::mpsc;
 
 /// Sets everything up, up to (not including) adoption.
-pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbox), String> {
+pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbox), AgentError> {
     let log = Arc::clone(&opts.log);
     let pfile = &opts.pfile;
     let sock_path = crate::paths::socket_path(&pfile.path, pfile.globals.control_socket.as_deref());
@@ -51,8 +51,7 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
         opts.bpf_transport,
         ktx,
         &log,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let (ports, queue_wake, serves_syn) = start_queue_evidence(pfile, &mut chosen, &tx, &sd, &log);
     let (calls_tx, calls) = mpsc::channel(16);
     announce(pfile, chosen.source, &control, &log, metrics.as_deref());
@@ -112,9 +111,8 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
 }
 
 /// SIGTERM and SIGINT, as streams the main loop waits on.
-fn signals() -> Result<(Signal, Signal), String> {
-    let signal =
-        |kind| tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+fn signals() -> Result<(Signal, Signal), AgentError> {
+    let signal = |kind| tokio::signal::unix::signal(kind).map_err(AgentError::Signals);
     Ok((
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,
@@ -127,7 +125,7 @@ fn start_reporting(
     log: &Arc<Logger>,
     fleet: Option<&Fleet>,
     sd: &Shutdown,
-) -> Result<Option<Arc<Metrics>>, String> {
+) -> Result<Option<Arc<Metrics>>, AgentError> {
     let metrics = match pfile.globals.metrics_listen {
         Some(addr) => {
             let listener = metrics::bind(addr)?;
@@ -257,15 +255,16 @@ fn announce(
 }
 
 /// One slot per entry, its stall probe built once.
-fn build_slots(pfile: &Pfile) -> Result<Vec<Slot>, String> {
+fn build_slots(pfile: &Pfile) -> Result<Vec<Slot>, AgentError> {
     let mut slots = Vec::with_capacity(pfile.entries.len());
     for cfg in &pfile.entries {
         let prober = match &cfg.stall {
-            Some(sc) => Some(Arc::new(build_prober(sc).map_err(|e| {
-                format!(
-                    "pent_id {}: the {} check cannot be set up: {e}",
-                    cfg.pent_id, sc.block_name
-                )
+            Some(sc) => Some(Arc::new(build_prober(sc).map_err(|source| {
+                AgentError::Prober {
+                    pent_id: cfg.pent_id,
+                    block: sc.block_name.clone(),
+                    source,
+                }
             })?)),
             None => None,
         };
@@ -331,11 +330,14 @@ fn declare_metrics(ctx: &Ctx, slots: &[Slot], ports: &BTreeMap<u16, PortStats>) 
 impl Agent {
     /// Adopts what already runs and starts what does not. Some(exit status) when
     /// pcheck must end (a retry-over action).
-    pub(super) async fn adopt_all(&mut self) -> Result<Option<u8>, String> {
+    pub(super) async fn adopt_all(&mut self) -> Result<Option<u8>, AgentError> {
         for idx in 0..self.slots.len() {
             let cfg = &self.slots[idx].cfg;
-            let owner = procfs::uid_of_user(cfg.owner_name())
-                .map_err(|e| format!("pent_id {}: owner: {e}", cfg.pent_id))?;
+            let owner =
+                procfs::uid_of_user(cfg.owner_name()).map_err(|source| AgentError::Owner {
+                    pent_id: cfg.pent_id,
+                    source,
+                })?;
             let found =
                 procfs::find_bounded(&cfg.pname, cfg.pidfile.as_deref(), owner, FIND_LIMIT).await;
             let ev = match found {

@@ -463,13 +463,6 @@ pub enum LbError {
     HaproxyRefused(String),
 }
 
-/// The agent's start-up still returns its errors as text.
-impl From<LbError> for String {
-    fn from(e: LbError) -> Self {
-        e.to_string()
-    }
-}
-
 /// The accept loop every load-balancer listener shares: at most
 /// [`MAX_CONNECTIONS`] held, peers outside `allow` closed at once, a back-off after a
 /// failed accept, and `serve` run in its own task under [`CLIENT_DEADLINE`].

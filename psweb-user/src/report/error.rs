@@ -47,10 +47,3 @@ pub enum ReportError {
     #[error("not an HTTP response: {0:?}")]
     NotHttp(String),
 }
-
-/// The agent's start-up still returns its errors as text.
-impl From<ReportError> for String {
-    fn from(e: ReportError) -> Self {
-        e.to_string()
-    }
-}
