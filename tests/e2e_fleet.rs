@@ -128,6 +128,17 @@ fn fleet_name(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
 
+/// A fleet test's prerequisites and its etcd: (the etcd's sandbox, etcd on loopback, a
+/// fleet name of its own); None when the test is skipped.
+fn fleet_test(test: &str, fleet: &str) -> Option<(Sandbox, Etcd, String)> {
+    if !root_or_skip(test) || !etcd_or_skip(test) {
+        return None;
+    }
+    let esb = Sandbox::new();
+    let etcd = Etcd::start(&esb, &[]);
+    Some((esb, etcd, fleet_name(fleet)))
+}
+
 /// Waits for the next host (of `hosts`) to run its reboot command; returns its index.
 fn next_reboot(hosts: &mut [Host], timeout: Duration) -> usize {
     let deadline = Instant::now() + timeout;
@@ -194,12 +205,9 @@ fn reboot_one_by_one(hosts: &mut [Host], which: &[usize]) {
 
 #[test]
 fn four_hosts_fatal_at_once_reboot_one_at_a_time() {
-    if !root_or_skip("fleet_one_at_a_time") || !etcd_or_skip("fleet_one_at_a_time") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_one_at_a_time", "serial") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("serial");
+    };
     let mut hosts: Vec<Host> = (0..4)
         .map(|i| {
             Host::new(
@@ -231,12 +239,9 @@ fn four_hosts_fatal_at_once_reboot_one_at_a_time() {
 
 #[test]
 fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
-    if !root_or_skip("fleet_outage_hold") || !etcd_or_skip("fleet_outage_hold") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_outage_hold", "outage") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("outage");
+    };
     // reboot_after 3s: every host has reported its failure before any reboot is due.
     // h0 and h2 serve metrics: the hold is a gauge and the held reboots a counter.
     let (metrics, metrics2) = (free_port(), free_port());
@@ -311,12 +316,9 @@ fn a_fleet_wide_failure_holds_reboots_until_half_recover() {
 
 #[test]
 fn a_slot_whose_host_never_comes_back_expires() {
-    if !root_or_skip("fleet_slot_expiry") || !etcd_or_skip("fleet_slot_expiry") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_slot_expiry", "expiry") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("expiry");
+    };
     let mut hosts: Vec<Host> = (0..2)
         .map(|i| {
             Host::new(
@@ -352,12 +354,9 @@ fn a_slot_whose_host_never_comes_back_expires() {
 
 #[test]
 fn etcd_away_holds_reboots_but_never_monitoring() {
-    if !root_or_skip("fleet_etcd_away") || !etcd_or_skip("fleet_etcd_away") {
+    let Some((_esb, mut etcd, fleet)) = fleet_test("fleet_etcd_away", "away") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let mut etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("away");
+    };
     let mut h = Host::new("h0", &etcd, &fleet, "fleet_hold_ratio = 2");
     h.start();
     etcd.stop();
@@ -435,12 +434,9 @@ fn two_hosts_racing_for_the_last_slot_never_both_get_it() {
 
 #[test]
 fn operators_hold_resume_and_free_slots_from_padmin() {
-    if !root_or_skip("fleet_padmin") || !etcd_or_skip("fleet_padmin") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_padmin", "padmin") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("padmin");
+    };
     // The second host asks for another budget: the fleet's stored one wins.
     let mut hosts: Vec<Host> = (0..2)
         .map(|i| {
@@ -652,12 +648,9 @@ fn expired_tokens_are_renewed(esb: &Sandbox, etcd: &Etcd, fleet: &str, tls: Opti
 
 #[test]
 fn without_a_durable_reboot_count_the_slot_goes_back() {
-    if !root_or_skip("fleet_give_back") || !etcd_or_skip("fleet_give_back") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_give_back", "giveback") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("giveback");
+    };
     let mut h = Host::new("h0", &etcd, &fleet, "fleet_hold_ratio = 2");
     // A directory where the state file belongs: no count can be written.
     let store = psweb::state::Store::new(&h.sb.file("state"), &h.pfile);
@@ -844,12 +837,9 @@ fn stall_ready(h: &mut Host) -> i32 {
 
 #[test]
 fn stall_restarts_take_turns_in_the_restart_budget() {
-    if !root_or_skip("fleet_restart_budget") || !etcd_or_skip("fleet_restart_budget") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_restart_budget", "restarts") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("restarts");
+    };
     let mut hosts: Vec<Host> = (0..2)
         .map(|i| stall_host(&format!("s{i}"), &etcd, &fleet, "fleet_max_restarting = 1"))
         .collect();
@@ -919,12 +909,9 @@ fn stall_restarts_take_turns_in_the_restart_budget() {
 
 #[test]
 fn a_death_is_restarted_at_once_while_the_restart_budget_is_full() {
-    if !root_or_skip("fleet_restart_death") || !etcd_or_skip("fleet_restart_death") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_restart_death", "restart-death") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("restart-death");
+    };
     // A budget of 0: no stall-restart ever gets a slot.
     let mut h = stall_host("d0", &etcd, &fleet, "fleet_max_restarting = 0");
     let pid = stall_ready(&mut h);
@@ -965,12 +952,9 @@ fn a_death_is_restarted_at_once_while_the_restart_budget_is_full() {
 
 #[test]
 fn an_outage_holds_stall_kills_until_the_share_falls() {
-    if !root_or_skip("fleet_restart_outage") || !etcd_or_skip("fleet_restart_outage") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_restart_outage", "restart-outage") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("restart-outage");
+    };
     // The stalled host sends its alerts to a receiver (Alertmanager's format).
     let (rport, hook) = webhook_receiver();
     let mut s0 = stall_host_with(
@@ -1063,12 +1047,9 @@ fn an_outage_holds_stall_kills_until_the_share_falls() {
 
 #[test]
 fn etcd_away_holds_stall_kills_with_a_restart_budget_but_never_deaths() {
-    if !root_or_skip("fleet_restart_away") || !etcd_or_skip("fleet_restart_away") {
+    let Some((_esb, mut etcd, fleet)) = fleet_test("fleet_restart_away", "restart-away") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let mut etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("restart-away");
+    };
     // Two hosts: one holds (the default), one goes on as a lone host.
     let mut hold = stall_host("a0", &etcd, &fleet, "fleet_max_restarting = 1");
     let mut proceed = stall_host(
@@ -1140,12 +1121,9 @@ fn etcd_away_holds_stall_kills_with_a_restart_budget_but_never_deaths() {
 
 #[test]
 fn show_fleet_lists_a_restart_slot_in_flight_and_an_operator_frees_a_stuck_one() {
-    if !root_or_skip("fleet_restart_show") || !etcd_or_skip("fleet_restart_show") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_restart_show", "restart-show") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("restart-show");
+    };
     let mut s0 = stall_host("r0", &etcd, &fleet, "fleet_max_restarting = 1");
     // Another budget here: the fleet's stored one wins, and the mismatch is logged.
     let mut r1 = Host::new(
@@ -1224,12 +1202,9 @@ fn show_fleet_lists_a_restart_slot_in_flight_and_an_operator_frees_a_stuck_one()
 
 #[test]
 fn several_pfiles_on_one_host_are_one_member() {
-    if !root_or_skip("fleet_one_member") || !etcd_or_skip("fleet_one_member") {
+    let Some((_esb, etcd, fleet)) = fleet_test("fleet_one_member", "one-member") else {
         return;
-    }
-    let esb = Sandbox::new();
-    let etcd = Etcd::start(&esb, &[]);
-    let fleet = fleet_name("one-member");
+    };
     // Two pchecks (two pfiles) of host m0, and a host h1: with the default hold ratio.
     let mut hosts: Vec<Host> = ["m0", "m0", "h1"]
         .iter()

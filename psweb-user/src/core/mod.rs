@@ -623,6 +623,18 @@ impl Entry {
         out
     }
 
+    /// Monitoring is off: the process stays down (`padmin -c start` asks for it again).
+    fn not_restarting(&mut self) -> Action {
+        self.proc_sts = ProcSts::Unavail;
+        log(
+            Level::Info,
+            format!(
+                "monitoring of pent_id= {} is off: not restarting",
+                self.pent_id
+            ),
+        )
+    }
+
     /// The watched process ended: the seed's `Process Down`, then a restart.
     fn on_died(
         &mut self,
@@ -660,14 +672,7 @@ impl Entry {
                 .evidence(source.into()),
         ));
         if !self.monitor_on {
-            self.proc_sts = ProcSts::Unavail;
-            out.push(log(
-                Level::Info,
-                format!(
-                    "monitoring of pent_id= {} is off: not restarting",
-                    self.pent_id
-                ),
-            ));
+            out.push(self.not_restarting());
             return out;
         }
         self.first_start = false;
@@ -979,14 +984,7 @@ impl Entry {
         if !self.monitor_on {
             // Monitoring was turned off while this attempt ran: no next attempt and no
             // retry-over action; `padmin -c start` asks for the process again.
-            self.proc_sts = ProcSts::Unavail;
-            out.push(log(
-                Level::Info,
-                format!(
-                    "monitoring of pent_id= {} is off: not restarting",
-                    self.pent_id
-                ),
-            ));
+            out.push(self.not_restarting());
             return;
         }
         if self.retry_count >= allowed {
