@@ -460,19 +460,10 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
         .pc()
         .seen_or_wait("fleet_max_rebooting = 2 here", T);
     assert!(mismatch.contains("using 1"), "{mismatch}");
-    let show = |h: &mut Host| -> serde_json::Value {
-        let out = h.pc().padmin(&["-c", "show fleet", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["fleet"].clone()
-    };
     // Both members up (their health reaches etcd within a tick).
     let deadline = Instant::now() + T;
     loop {
-        let v = show(&mut hosts[0]);
+        let v = show_fleet(&mut hosts[0]);
         let members = v["members"].as_array().cloned().unwrap_or_default();
         if members.len() == 2 && members.iter().all(|m| m["health"] == "up") {
             break;
@@ -508,7 +499,7 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
     next_reboot(&mut hosts[1..], T);
     hosts[1].pc().wait_exit(T);
     hosts[1].pc = None;
-    let v = show(&mut hosts[0]);
+    let v = show_fleet(&mut hosts[0]);
     assert_eq!(v["max_rebooting"], 1, "{v}");
     assert_eq!(v["slots"][0]["host"], "h1", "{v}");
     assert!(
@@ -530,7 +521,7 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
         line.contains("host= h1") && line.contains("by an operator"),
         "{line}"
     );
-    let v = show(&mut hosts[0]);
+    let v = show_fleet(&mut hosts[0]);
     assert_eq!(v["slots"].as_array().map(Vec::len), Some(0), "{v}");
 }
 

@@ -26,36 +26,6 @@ fn load(port: u16, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// The tag `show pent` and the probe lines give a stall block.
-fn tag(block: &str) -> &'static str {
-    match block {
-        "_bi_webservs" => "ssl",
-        "_bi_socket" => "skt",
-        _ => "web",
-    }
-}
-
-/// pcheck watching one server with one stall block (`exec` as in `PS_EXEC`, ACTION
-/// error 1), once the first probe of the started server has run.
-fn watch_stall(
-    sb: &Sandbox,
-    (pname, script, pidfile): (&str, &std::path::Path, &std::path::Path),
-    block: &str,
-    exec: &str,
-    extra: &str,
-) -> Pcheck {
-    let pfile = entry_pfile(
-        sb,
-        pname,
-        script,
-        pidfile,
-        &stall_block(block, exec, 1, extra),
-    );
-    let mut pc = Pcheck::start(sb, &pfile, &[]);
-    pc.wait_for(&format!("stall_chk ({}) of pent_id= 1", tag(block)), T);
-    pc
-}
-
 /// All httpd processes SIGSTOPped -> stall after the retry-over time -> the seed's
 /// messages -> killed -> restarted -> serving again; show pent DETECT then AVAIL.
 fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, String)>) {
@@ -78,7 +48,7 @@ fn apache_stall(block: &str, exec: String, extra: &str, tls: Option<(String, Str
     };
     let exec = exec.replace("PORT", &port.to_string());
     let mut pc = watch_stall(&sb, (APACHE, &slow, &pidfile), block, &exec, extra);
-    let tag = tag(block);
+    let tag = stall_tag(block);
     assert!(pc.seen.iter().any(|l| l.contains("Started Process")));
     assert_eq!(pc.entry(1)["stall_chk"][1], "AVAIL");
     assert!(ok(port));

@@ -410,6 +410,39 @@ pub fn stall_block(block: &str, exec: &str, action_error: u8, extra: &str) -> St
     )
 }
 
+/// The tag `show pent` and the probe lines give a stall block.
+pub fn stall_tag(block: &str) -> &'static str {
+    match block {
+        "_bi_webservs" => "ssl",
+        "_bi_socket" => "skt",
+        _ => "web",
+    }
+}
+
+/// pcheck watching one server with one stall block (`exec` as in `PS_EXEC`, ACTION
+/// error 1), once the first probe of the started server has run.
+pub fn watch_stall(
+    sb: &Sandbox,
+    (pname, script, pidfile): (&str, &std::path::Path, &std::path::Path),
+    block: &str,
+    exec: &str,
+    extra: &str,
+) -> Pcheck {
+    let pfile = entry_pfile(
+        sb,
+        pname,
+        script,
+        pidfile,
+        &stall_block(block, exec, 1, extra),
+    );
+    let mut pc = Pcheck::start(sb, &pfile, &[]);
+    pc.wait_for(
+        &format!("stall_chk ({}) of pent_id= 1", stall_tag(block)),
+        T,
+    );
+    pc
+}
+
 /// Live pids running `exe` whose command line mentions this sandbox.
 pub fn sandbox_pids_of(sb: &Sandbox, exe: &str) -> Vec<i32> {
     pids_with_cmdline(&sb.path().to_string_lossy())

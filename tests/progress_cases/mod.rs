@@ -296,21 +296,13 @@ fn pcheck_kernel_with(
     port: u16,
     extra: &str,
 ) -> Pcheck {
-    let pfile = entry_pfile(
+    watch_stall(
         sb,
-        pname,
-        script,
-        pidfile,
-        &stall_block(
-            "_bi_webserv",
-            &format!("10:0:2:600:{port}"),
-            1,
-            &format!("    evidence = kernel\n{extra}"),
-        ),
-    );
-    let mut pc = Pcheck::start(sb, &pfile, &[]);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
-    pc
+        (pname, script, pidfile),
+        "_bi_webserv",
+        &format!("10:0:2:600:{port}"),
+        &format!("    evidence = kernel\n{extra}"),
+    )
 }
 
 /// The session of `pid` (a daemonized server's own), if it is not ours.
