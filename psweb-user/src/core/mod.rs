@@ -741,6 +741,21 @@ impl Entry {
         out
     }
 
+    /// The pid a stall verdict on `watch` would be about: `watch` is the current
+    /// watch, monitoring is on, and the stall check is enabled and has not judged
+    /// this watch yet.
+    fn judgeable(&self, watch: WatchId) -> Option<i32> {
+        if self.watch != Some(watch) || !self.monitor_on {
+            return None;
+        }
+        let sw = self.stall.as_ref()?;
+        if sw.enabled && sw.judged != Some(watch) {
+            self.pid
+        } else {
+            None
+        }
+    }
+
     /// A stall probe failed: a verdict once probes have failed for the retry-over time.
     fn on_probe_failed(
         &mut self,
@@ -750,16 +765,11 @@ impl Entry {
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.watch != Some(watch) || !self.monitor_on {
+        let Some(pid) = self.judgeable(watch) else {
             return out;
-        }
-        let Some(pid) = self.pid else { return out };
+        };
         let pent_id = self.pent_id;
-        let Some(sw) = self
-            .stall
-            .as_mut()
-            .filter(|s| s.enabled && s.judged != Some(watch))
-        else {
+        let Some(sw) = self.stall.as_mut() else {
             return out;
         };
         let since = *sw.failing_since.get_or_insert(started);
@@ -802,15 +812,10 @@ impl Entry {
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.watch != Some(watch) || !self.monitor_on {
+        let Some(pid) = self.judgeable(watch) else {
             return out;
-        }
-        let Some(pid) = self.pid else { return out };
-        let Some(sw) = self
-            .stall
-            .as_ref()
-            .filter(|s| s.enabled && s.kernel && s.judged != Some(watch))
-        else {
+        };
+        let Some(sw) = self.stall.as_ref().filter(|s| s.kernel) else {
             return out;
         };
         let why = format!(
