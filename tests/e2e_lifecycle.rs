@@ -2,7 +2,8 @@
 //! `log` facade reaches pcheck's output; on SIGTERM the `pcheck_stop` event reaches a
 //! webhook receiver, a receiver that hangs delays the exit by at most
 //! `shutdown_flush`, and a restart script in flight is waited for, or killed at its
-//! `restart_timeout`.
+//! `restart_timeout`; what the script writes is logged to its end, and a reboot
+//! command still running is waited for at most `shutdown_flush`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 mod common;
@@ -175,10 +176,10 @@ fn hanging_receiver_delays_the_exit_by_at_most_shutdown_flush() {
 }
 
 /// A pfile whose one entry is never running and whose restart script is `body`.
-fn script_pfile(sb: &Sandbox, body: &str, settings: &str) -> std::path::PathBuf {
+fn script_pfile(sb: &Sandbox, body: &str, (globals, settings): (&str, &str)) -> std::path::PathBuf {
     let script = sb.script("slow.rc", body);
     sb.pfile(&format!(
-        "{DEMO} {} 1 pidfile={} {settings}\n",
+        "{globals}{DEMO} {} 1 pidfile={} {settings}\n",
         script.display(),
         sb.file("never.pid").display()
     ))
@@ -186,12 +187,12 @@ fn script_pfile(sb: &Sandbox, body: &str, settings: &str) -> std::path::PathBuf 
 
 /// pcheck whose only entry's start script is running: it touches `started`, runs
 /// `work`, touches the returned `finished` file, then runs `then`. Returns once the
-/// script has started.
+/// script has started. `settings`: the pfile's global lines, and the entry's settings.
 fn script_in_flight(
     sb: &Sandbox,
     work: &str,
     then: &str,
-    settings: &str,
+    settings: (&str, &str),
 ) -> (Pcheck, std::path::PathBuf, std::path::PathBuf) {
     let (started, finished) = (sb.file("started"), sb.file("finished"));
     let pfile = script_pfile(
@@ -228,7 +229,7 @@ fn restart_script_in_flight_at_sigterm_is_waited_for() {
     }
     let sb = Sandbox::new();
     let (mut pc, pfile, finished) =
-        script_in_flight(&sb, "sleep 2", "exit 1", "restart_timeout=60s");
+        script_in_flight(&sb, "sleep 2", "exit 1", ("", "restart_timeout=60s"));
     let at = Instant::now();
     kill(pc.child.id() as i32, libc::SIGTERM);
     pc.wait_for("pcheck shutdown: SIGTERM", Duration::from_secs(60));
@@ -268,7 +269,8 @@ fn restart_script_in_flight_at_sigterm_is_killed_at_its_timeout() {
         return;
     }
     let sb = Sandbox::new();
-    let (mut pc, _pfile, finished) = script_in_flight(&sb, "sleep 60", "", "restart_timeout=2s");
+    let (mut pc, _pfile, finished) =
+        script_in_flight(&sb, "sleep 60", "", ("", "restart_timeout=2s"));
     let (code, took) = terminate(&mut pc, Duration::from_secs(60));
     println!("restart script in flight (restart_timeout = 2 s): SIGTERM -> exit {took:?}");
     assert_eq!(code, Some(0));
@@ -281,6 +283,109 @@ fn restart_script_in_flight_at_sigterm_is_killed_at_its_timeout() {
         "the restart script still runs after pcheck exited"
     );
     assert!(!finished.exists(), "the script ran to its end");
+}
+
+#[test]
+fn restart_script_output_is_logged_to_its_end_and_a_server_holding_the_pipe_does_not_hold_the_stop()
+{
+    let name = "restart_script_output_is_logged_to_its_end_and_a_server_holding_the_pipe_does_not_hold_the_stop";
+    if !root_or_skip(name) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let bg = sb.file("bg.pid");
+    // At SIGTERM the script is still in its first second; then it writes 3,000 lines
+    // at once (they fit in the pipe: the script ends at once and pcheck has them all
+    // still to log), leaves a process holding its output pipe, as a server started
+    // without redirecting its output would, and fails.
+    let then = format!(
+        "seq -f 'script line %g' 1 3000\nsleep 600 &\necho $! > {}\nexit 1",
+        bg.display()
+    );
+    let (mut pc, _pfile, finished) = script_in_flight(
+        &sb,
+        "sleep 1",
+        &then,
+        ("shutdown_flush = 30s\n", "restart_timeout=60s"),
+    );
+    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    let holder = std::fs::read_to_string(&bg)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if let Some(pid) = holder {
+        kill(pid, libc::SIGKILL);
+    }
+    println!("restart script writing 3,000 lines at SIGTERM, pipe held after it: exit {took:?}");
+    assert_eq!(code, Some(0));
+    assert!(finished.exists(), "pcheck did not wait for the script");
+    assert!(holder.is_some(), "the script did not leave its pipe holder");
+    let last = pc.seen_or_wait("script line 3000", Duration::from_secs(10));
+    assert!(last.contains("restart script "), "{last}");
+    let lines = pc
+        .seen
+        .iter()
+        .filter(|l| l.contains(": script line "))
+        .count();
+    assert_eq!(lines, 3000, "every line the script wrote is logged once");
+    // The holder never closes the pipe: pcheck ends the reader once nothing more is
+    // waiting, not at shutdown_flush (30 s). Expected about 1 s; 15 s is a sanity bound.
+    assert!(took < Duration::from_secs(15), "exited after {took:?}");
+    assert!(
+        !pc.seen
+            .iter()
+            .any(|l| l.contains("still running or writing")),
+        "a reader counted as unfinished: {:?}",
+        pc.seen
+    );
+}
+
+#[test]
+fn a_reboot_command_still_running_at_sigterm_is_logged_as_it_prints_and_waited_for_at_most_shutdown_flush(
+) {
+    let name = "a_reboot_command_still_running_at_sigterm_is_logged_as_it_prints_and_waited_for_at_most_shutdown_flush";
+    if !root_or_skip(name) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let hung = sb.file("reboot.pid");
+    // A harmless reboot command that says what it does and then does not return.
+    let cmd = sb.script(
+        "reboot.sh",
+        &format!(
+            "echo $$ > {}\necho rebooting the host\nexec sleep 600",
+            hung.display()
+        ),
+    );
+    let never = sb.script("never.rc", "exit 1");
+    let pfile = sb.pfile(&format!(
+        "auto_reboot = on\nreboot_after = 1s\nreboot_limit = 1\nreboot_command = {}\n\
+         shutdown_flush = 1s\n/usr/sbin/psweb-never {} 0\n",
+        cmd.display(),
+        never.display()
+    ));
+    let mut pc = Pcheck::start(&sb, &pfile, &[]);
+    // Its output is logged as it comes, not when it returns.
+    pc.wait_for(
+        "reboot command: rebooting the host",
+        Duration::from_secs(60),
+    );
+    let (code, took) = terminate(&mut pc, Duration::from_secs(60));
+    let holder = std::fs::read_to_string(&hung)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if let Some(pid) = holder {
+        kill(pid, libc::SIGKILL);
+    }
+    println!("reboot command still running, shutdown_flush = 1s: SIGTERM -> exit {took:?}");
+    assert_eq!(code, Some(0));
+    let said = pc.seen_or_wait(
+        "shutdown_flush (1000 ms) passed with",
+        Duration::from_secs(10),
+    );
+    assert!(said.contains("still running or writing"), "{said}");
+    // Waited for the flush bound (1 s), not the command's 600 s: 15 s is a sanity bound.
+    assert!(took >= Duration::from_secs(1), "exited after {took:?}");
+    assert!(took < Duration::from_secs(15), "exited after {took:?}");
 }
 
 /// True once no process names `needle` in its command line.

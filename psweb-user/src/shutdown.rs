@@ -7,8 +7,11 @@
 //!    up (no new work).
 //! 2. [`Shutdown::restarts_done`]: a restart script in flight runs to its end, or to
 //!    its `restart_timeout` (when `act::restart` kills its process group).
-//! 3. [`Shutdown::flush`]: each webhook sender closes its queue, sends what is in it
-//!    and ends; the agent waits for that at most `shutdown_flush`.
+//! 3. Together, within one `shutdown_flush`:
+//!    [`Shutdown::flush`]: each webhook sender closes its queue, sends what is in it
+//!    and ends; [`Shutdown::commands_done`]: the readers of restart-script output log
+//!    what the scripts wrote and end (a server a script left holding the pipe does not
+//!    hold pcheck up), and a reboot command still running is waited for.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,8 +25,13 @@ pub struct Shutdown {
     work: CancellationToken,
     /// Fires once the restarts are done: the webhook queues close and drain.
     flush: CancellationToken,
+    /// Fires once the restarts are done: the output readers read what is left and end.
+    drain: CancellationToken,
     restarts: TaskTracker,
     senders: TaskTracker,
+    /// What the commands pcheck ran leave behind: the readers of their output, and
+    /// the reboot command.
+    commands: TaskTracker,
 }
 
 impl Shutdown {
@@ -79,6 +87,23 @@ impl Shutdown {
         self.senders.spawn(task)
     }
 
+    /// Spawns what a command pcheck ran needs after it started (a reader of its
+    /// output, the wait for the reboot command): not stopped with the loops, since a
+    /// reader stopped while its script runs would lose the script's output; pcheck
+    /// waits for it at most the flush bound, after the restarts.
+    pub fn spawn_command_task<F>(&self, task: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.commands.spawn(task)
+    }
+
+    /// Completes when the restarts are done and the output readers are to read what
+    /// is left and end.
+    pub async fn draining(&self) {
+        self.drain.cancelled().await;
+    }
+
     /// Starts the shutdown: no new work from now on.
     pub fn begin(&self) {
         self.work.cancel();
@@ -89,6 +114,22 @@ impl Shutdown {
     /// `restart_timeout` and `start_wait`).
     pub async fn restarts_done(&self) {
         self.restarts.wait().await;
+    }
+
+    /// Tells the output readers to read what is left and end, and waits for them and
+    /// for a reboot command still running, at most `bound`. Returns the number of
+    /// those not finished (a reboot command, or a reader of a script that writes on).
+    pub async fn commands_done(&self, bound: Duration) -> usize {
+        self.drain.cancel();
+        self.commands.close();
+        if tokio::time::timeout(bound, self.commands.wait())
+            .await
+            .is_ok()
+        {
+            0
+        } else {
+            self.commands.len()
+        }
     }
 
     /// Closes the webhook queues and waits for them to be sent, at most `bound`.
@@ -140,6 +181,36 @@ mod tests {
         assert_eq!(sd.flush(Duration::from_millis(100)).await, 1);
         let took = before.elapsed();
         // The bound is waited for, and not much more (a sanity bound for a loaded host).
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn command_tasks_outlive_the_loops_and_are_waited_for_within_the_bound() {
+        let sd = Shutdown::new();
+        let drained = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&drained);
+        let s = sd.clone();
+        // A reader: ends once told to drain.
+        sd.spawn_command_task(async move {
+            s.draining().await;
+            d.store(true, Ordering::SeqCst);
+        });
+        // A reboot command that does not end.
+        sd.spawn_command_task(std::future::pending());
+        sd.begin();
+        sd.restarts_done().await;
+        assert!(
+            !drained.load(Ordering::SeqCst),
+            "a command task is not stopped with the loops"
+        );
+        let before = std::time::Instant::now();
+        assert_eq!(sd.commands_done(Duration::from_millis(100)).await, 1);
+        let took = before.elapsed();
+        assert!(
+            drained.load(Ordering::SeqCst),
+            "the reader drained and ended"
+        );
         assert!(took >= Duration::from_millis(100), "{took:?}");
         assert!(took < Duration::from_secs(5), "{took:?}");
     }

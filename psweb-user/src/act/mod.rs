@@ -1,10 +1,12 @@
 //! What pcheck does to the world: the restart sequence (`sequence`) and its script
 //! (`restart`), killing what is left of a dead service and the exact kill of a
-//! stalled one (`kill`), the reboot command. Each function reports its outcome; the
+//! stalled one (`kill`), the reboot command, and the log of what those commands
+//! print (`output`). Each function reports its outcome; the
 //! decisions stay in `core`.
 
 pub mod kill;
 pub mod limits;
+pub mod output;
 pub mod reaper;
 pub mod reboot;
 pub mod restart;

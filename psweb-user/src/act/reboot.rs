@@ -1,15 +1,23 @@
 //! Running the reboot command (auto-reboot). No shell, the same clean environment as
-//! restart scripts; its output goes to the log.
+//! restart scripts; its output goes to the log line by line. At shutdown pcheck waits
+//! for a reboot command still running at most `shutdown_flush`.
 
+use super::output;
 use crate::report::Logger;
+use crate::shutdown::Shutdown;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long the reboot command may run before pcheck says so (a real reboot ends
+/// pcheck first).
+const REBOOT_WAIT: Duration = Duration::from_secs(120);
+
 /// Runs `command` in the background and logs how it ended (a real reboot never
 /// returns; a harmless command, as in tests, does).
-pub fn spawn(command: Vec<String>, log: Arc<Logger>) {
-    tokio::spawn(async move {
+pub fn spawn(command: Vec<String>, log: Arc<Logger>, sd: &Shutdown) {
+    let sd2 = sd.clone();
+    sd.spawn_command_task(async move {
         let Some((prog, args)) = command.split_first() else {
             log.error("Auto Reboot: no reboot command configured");
             return;
@@ -33,35 +41,34 @@ pub fn spawn(command: Vec<String>, log: Arc<Logger>) {
         unsafe {
             cmd.pre_exec(move || super::limits::restore_in_child(nofile));
         }
-        let child = match super::reaper::spawn(&mut cmd) {
+        let mut child = match super::reaper::spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
                 log.error(&format!("Auto Reboot: cannot run {prog}: {e}"));
                 return;
             }
         };
+        if let Some(out) = child.stdout.take() {
+            output::spawn_lines(out, "reboot command".to_string(), Arc::clone(&log), &sd2);
+        }
+        if let Some(err) = child.stderr.take() {
+            output::spawn_lines(err, "reboot command".to_string(), Arc::clone(&log), &sd2);
+        }
         let id = child.id();
-        let run = child.wait_with_output();
-        let ended = tokio::time::timeout(Duration::from_secs(120), run).await;
+        let ended = tokio::time::timeout(REBOOT_WAIT, child.wait()).await;
         if ended.is_ok() {
             super::reaper::release(id);
         }
         match ended {
-            Ok(Ok(out)) => {
-                for line in String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .chain(String::from_utf8_lossy(&out.stderr).lines())
-                {
-                    log.info(&format!("reboot command: {line}"));
-                }
-                log.warn(&format!(
-                    "reboot command {} returned ({}); pcheck goes on monitoring",
-                    command.join(" "),
-                    out.status
-                ));
-            }
+            Ok(Ok(status)) => log.warn(&format!(
+                "reboot command {} returned ({status}); pcheck goes on monitoring",
+                command.join(" "),
+            )),
             Ok(Err(e)) => log.error(&format!("Auto Reboot: cannot run {prog}: {e}")),
-            Err(_) => log.error(&format!("Auto Reboot: {prog} still runs after 120 s")),
+            Err(_) => log.error(&format!(
+                "Auto Reboot: {prog} still runs after {} s",
+                REBOOT_WAIT.as_secs()
+            )),
         }
     });
 }

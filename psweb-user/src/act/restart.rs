@@ -2,15 +2,15 @@
 //! output into the log, its own session, a hard timeout after which the whole
 //! session's process group is SIGKILLed and the attempt counts as failed.
 
-use super::RestartError;
+use super::{output, RestartError};
 use crate::core::DeathKind;
 use crate::procfs::{self, Stat};
 use crate::report::Logger;
+use crate::shutdown::Shutdown;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// The environment a restart script gets: nothing inherited but these.
@@ -38,7 +38,11 @@ pub struct Script<'a> {
 
 /// Runs the script; when it exits 0, waits up to `start_wait` for the process to be
 /// running (by pidfile or executable). Err says why the attempt failed.
-pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, RestartError> {
+pub async fn run(
+    s: &Script<'_>,
+    log: &Arc<Logger>,
+    sd: &Shutdown,
+) -> Result<Started, RestartError> {
     let exec = checked_script(s.path)?;
     let mut cmd = command(s, &exec)?;
     let name = s.path.display().to_string();
@@ -52,11 +56,12 @@ pub async fn run(s: &Script<'_>, log: &Arc<Logger>) -> Result<Started, RestartEr
     };
     // Output goes to the log line by line, for as long as anything holds the pipe
     // (a server the script leaves running may keep it: it is drained, never blocked).
+    let prefix = format!("restart script {name}");
     if let Some(out) = child.stdout.take() {
-        spawn_lines(out, name.clone(), Arc::clone(log));
+        output::spawn_lines(out, prefix.clone(), Arc::clone(log), sd);
     }
     if let Some(err) = child.stderr.take() {
-        spawn_lines(err, name.clone(), Arc::clone(log));
+        output::spawn_lines(err, prefix, Arc::clone(log), sd);
     }
     wait_script(&mut child, child_id, script_pid, &name, s.timeout).await?;
     let stat = wait_started(s, &name).await?;
@@ -212,17 +217,4 @@ async fn wait_started(s: &Script<'_>, name: &str) -> Result<Stat, RestartError> 
 /// but `PATH` (a fixed system one) and `LANG=C`.
 pub fn clean_env(cmd: &mut Command) {
     cmd.env_clear().env("PATH", PATH).env("LANG", "C");
-}
-
-fn spawn_lines<R>(r: R, name: String, log: Arc<Logger>)
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line: String = line.chars().take(1000).collect();
-            log.info(&format!("restart script {name}: {line}"));
-        }
-    });
 }

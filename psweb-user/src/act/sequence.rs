@@ -86,7 +86,7 @@ pub async fn run(
     if sd.is_stopping() {
         return None;
     }
-    Some(restart::run(&script, log).await)
+    Some(restart::run(&script, log, sd).await)
 }
 
 /// Kills what is left of the dead service (its workers), one line per process.

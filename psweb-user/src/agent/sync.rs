@@ -76,15 +76,25 @@ impl Agent {
     /// The one way out, after the `pcheck_stop` event: running servers are left `up
     /// ready` for load balancers; no new work; a restart script in flight ends or is
     /// killed at its `restart_timeout`; the state file is written (before the flush,
-    /// so a receiver that hangs cannot lose it); each webhook queue is sent for at
-    /// most `shutdown_flush`. The caller then says STOPPING to systemd.
+    /// so a receiver that hangs cannot lose it); then, together and within
+    /// `shutdown_flush`, each webhook queue is sent, the restart scripts' output is
+    /// logged to its end and a reboot command still running is waited for. The
+    /// caller then says STOPPING to systemd.
     pub(super) async fn stop(&mut self) {
         self.lb_leave_up().await;
         self.ctx.shutdown.begin();
         self.ctx.shutdown.restarts_done().await;
         self.persist();
         let flush = self.flush_bound;
-        let left = self.ctx.shutdown.flush(flush).await;
+        let sd = &self.ctx.shutdown;
+        let (commands, left) = tokio::join!(sd.commands_done(flush), sd.flush(flush));
+        if commands > 0 {
+            self.ctx.log.warn(&format!(
+                "shutdown_flush ({} ms) passed with {commands} command{} pcheck ran still running or writing (a reboot command, a restart script's output); what they print from now on is not logged",
+                flush.as_millis(),
+                if commands == 1 { "" } else { "s" },
+            ));
+        }
         if left > 0 {
             self.ctx.log.warn(&format!(
                 "webhook: {left} queue{} not sent within shutdown_flush ({} ms); the events left are dropped",

@@ -81,6 +81,7 @@ impl Agent {
             crate::act::reboot::spawn(
                 self.ctx.guard.policy.command.clone(),
                 Arc::clone(&self.ctx.log),
+                &self.ctx.shutdown,
             );
             return;
         }

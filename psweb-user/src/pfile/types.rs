@@ -42,7 +42,8 @@ pub struct Globals {
     /// webhook request (e.g. `Authorization: Bearer ...`).
     pub webhook_header_file: Option<PathBuf>,
     /// `shutdown_flush`: how long pcheck, stopping, waits for the webhook queues to
-    /// empty (default [`DEFAULT_SHUTDOWN_FLUSH`]).
+    /// empty, a reboot command to end and restart-script output to be logged
+    /// (default [`DEFAULT_SHUTDOWN_FLUSH`]).
     pub shutdown_flush: Option<Duration>,
     /// Load-balancer listeners shared by every entry.
     pub lb: LbGlobals,
