@@ -212,7 +212,7 @@ pub fn run_demo(args: &[String]) -> Result<(), String> {
 /// (vs_lb, about 6 minutes).
 pub fn bench(args: &[String]) -> Result<(), String> {
     let benches: &[&str] = match args {
-        [] => &["death", "stall", "kernel", "events", "fleet"],
+        [] => &["death", "stall", "kernel", "events", "fleet", "idle"],
         [flag, tool] if flag == "--vs" && tool == "monit" => &["vs_monit"],
         [flag, tool] if flag == "--vs" && tool == "lb" => &["vs_lb"],
         _ => {
