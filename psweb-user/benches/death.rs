@@ -214,14 +214,5 @@ fn main() {
             "false_deaths": s.events_seen,
         })).collect::<Vec<_>>(),
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let out = dir.join("death.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("\nwrote {}", out.display()),
-        Err(e) => println!("\ncannot write {}: {e}", out.display()),
-    }
+    write_bench_json("death", &json);
 }

@@ -72,14 +72,5 @@ fn main() {
         "webhook_delivery_us": { "p50": pct(&lat_us, 0.5), "p99": p99, "max": lat_us.last(),
             "samples": lat_us.len(), "goal_us": GOAL.as_micros() as u64, "met": met },
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let out = dir.join("events.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("\nwrote {}", out.display()),
-        Err(e) => println!("\ncannot write {}: {e}", out.display()),
-    }
+    write_bench_json("events", &json);
 }

@@ -188,14 +188,5 @@ fn main() {
         "idle": { "seconds": secs, "lease_ttl_s": TTL_S, "requests": msgs, "per_lease_ttl_third": per_third,
                   "by_method": by_method.iter().map(|(m, n)| serde_json::json!({"method": m, "requests": n})).collect::<Vec<_>>() },
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let out = dir.join("fleet.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("\nwrote {}", out.display()),
-        Err(e) => println!("\ncannot write {}: {e}", out.display()),
-    }
+    write_bench_json("fleet", &json);
 }

@@ -175,14 +175,5 @@ fn main() {
         }));
     }
     let json = serde_json::json!({ "bench": "idle", "windows": json });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let out = dir.join("idle.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("\nwrote {}", out.display()),
-        Err(e) => println!("\ncannot write {}: {e}", out.display()),
-    }
+    write_bench_json("idle", &json);
 }

@@ -5,6 +5,9 @@
 //! table (goal met or missed) and writes target/bench/kernel.json.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::write_bench_json;
 use psweb::sense::ebpf::{KernelEvent, KernelEvidence};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -156,14 +159,5 @@ fn main() {
             "samples": lat.len(), "goal_us": OVERFLOW_GOAL.as_micros() as u64,
             "met": pct(&lat, 0.99) <= OVERFLOW_GOAL.as_micros() as u64 },
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let out = dir.join("kernel.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("\nwrote {}", out.display()),
-        Err(e) => println!("\ncannot write {}: {e}", out.display()),
-    }
+    write_bench_json("kernel", &json);
 }

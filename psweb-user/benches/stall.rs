@@ -309,14 +309,5 @@ fn main() {
             "probe": name, "probes": n, "per_cpu_second": c, "per_second": w
         })).collect::<Vec<_>>(),
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let out = dir.join("stall.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("\nwrote {}", out.display()),
-        Err(e) => println!("\ncannot write {}: {e}", out.display()),
-    }
+    write_bench_json("stall", &json);
 }

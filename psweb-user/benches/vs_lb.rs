@@ -448,10 +448,5 @@ fn main() {
             "pcheck_first_s": c.psweb_first_s, "pcheck_first": c.psweb_first,
         })).collect::<Vec<_>>(),
     });
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(
-        dir.join("vs_lb.json"),
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    );
+    write_bench_json("vs_lb", &json);
 }

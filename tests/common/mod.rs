@@ -584,6 +584,19 @@ pub fn entry_pfile(
     ))
 }
 
+/// Writes a bench's figures to `target/bench/{name}.json` and says where (or why not).
+pub fn write_bench_json(name: &str, json: &serde_json::Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let out = dir.join(format!("{name}.json"));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(&out, serde_json::to_string_pretty(json).unwrap_or_default())
+    });
+    match written {
+        Ok(()) => println!("\nwrote {}", out.display()),
+        Err(e) => println!("\ncannot write {}: {e}", out.display()),
+    }
+}
+
 /// utime + stime of a process, in clock ticks (USER_HZ = 100), from /proc/PID/stat.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
