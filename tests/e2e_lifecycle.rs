@@ -309,12 +309,7 @@ fn restart_script_output_is_logged_to_its_end_and_a_server_holding_the_pipe_does
         ("shutdown_flush = 30s\n", "restart_timeout=60s"),
     );
     let (code, took) = terminate(&mut pc, Duration::from_secs(60));
-    let holder = std::fs::read_to_string(&bg)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
-    if let Some(pid) = holder {
-        kill(pid, libc::SIGKILL);
-    }
+    let holder = kill_pid_in(&bg);
     println!("restart script writing 3,000 lines at SIGTERM, pipe held after it: exit {took:?}");
     assert_eq!(code, Some(0));
     assert!(finished.exists(), "pcheck did not wait for the script");
@@ -370,12 +365,8 @@ fn a_reboot_command_still_running_at_sigterm_is_logged_as_it_prints_and_waited_f
         Duration::from_secs(60),
     );
     let (code, took) = terminate(&mut pc, Duration::from_secs(60));
-    let holder = std::fs::read_to_string(&hung)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
-    if let Some(pid) = holder {
-        kill(pid, libc::SIGKILL);
-    }
+    let hung_pid = kill_pid_in(&hung);
+    assert!(hung_pid.is_some(), "the reboot command wrote no pid");
     println!("reboot command still running, shutdown_flush = 1s: SIGTERM -> exit {took:?}");
     assert_eq!(code, Some(0));
     let said = pc.seen_or_wait(
@@ -386,6 +377,15 @@ fn a_reboot_command_still_running_at_sigterm_is_logged_as_it_prints_and_waited_f
     // Waited for the flush bound (1 s), not the command's 600 s: 15 s is a sanity bound.
     assert!(took >= Duration::from_secs(1), "exited after {took:?}");
     assert!(took < Duration::from_secs(15), "exited after {took:?}");
+}
+
+/// SIGKILLs the process whose pid the file at `path` holds; returns that pid.
+fn kill_pid_in(path: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())?;
+    kill(pid, libc::SIGKILL);
+    Some(pid)
 }
 
 /// True once no process names `needle` in its command line.

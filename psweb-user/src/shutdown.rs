@@ -121,30 +121,25 @@ impl Shutdown {
     /// those not finished (a reboot command, or a reader of a script that writes on).
     pub async fn commands_done(&self, bound: Duration) -> usize {
         self.drain.cancel();
-        self.commands.close();
-        if tokio::time::timeout(bound, self.commands.wait())
-            .await
-            .is_ok()
-        {
-            0
-        } else {
-            self.commands.len()
-        }
+        unfinished_after(&self.commands, bound).await
     }
 
     /// Closes the webhook queues and waits for them to be sent, at most `bound`.
     /// Returns the number of senders that had not finished.
     pub async fn flush(&self, bound: Duration) -> usize {
         self.flush.cancel();
-        self.senders.close();
-        if tokio::time::timeout(bound, self.senders.wait())
-            .await
-            .is_ok()
-        {
-            0
-        } else {
-            self.senders.len()
-        }
+        unfinished_after(&self.senders, bound).await
+    }
+}
+
+/// Closes `group` and waits for its tasks at most `bound`; returns how many had not
+/// finished.
+async fn unfinished_after(group: &TaskTracker, bound: Duration) -> usize {
+    group.close();
+    if tokio::time::timeout(bound, group.wait()).await.is_ok() {
+        0
+    } else {
+        group.len()
     }
 }
 
