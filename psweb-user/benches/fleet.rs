@@ -43,14 +43,7 @@ fn pfile(sb: &Sandbox, etcd: &Etcd, fleet: &str, port: u16) -> PathBuf {
 
 /// A pcheck whose demo server has a stall check, in a fleet with a restart budget.
 fn stall_pfile(sb: &Sandbox, etcd: &Etcd, fleet: &str, port: u16) -> PathBuf {
-    let pidfile = sb.file("web.pid");
-    let script = sb.script(
-        "web.rc",
-        &format!(
-            "exec {DEMO} --port {port} --workers 0 --pidfile {pid} --daemon",
-            pid = pidfile.display()
-        ),
-    );
+    let (script, pidfile) = sb.demo_script_with("web", port, "--workers 0");
     sb.pfile(&format!(
         "fleet_etcd = {}\nfleet_name = {fleet}\nfleet_host = bench\nfleet_lease_ttl = {TTL_S}s\n\
          fleet_max_restarting = 1\n\
