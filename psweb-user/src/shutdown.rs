@@ -23,9 +23,8 @@ use tokio_util::task::TaskTracker;
 pub struct Shutdown {
     /// Fires when pcheck starts to stop: no new work.
     work: CancellationToken,
-    /// Fires once the restarts are done: the webhook queues close and drain.
-    flush: CancellationToken,
-    /// Fires once the restarts are done: the output readers read what is left and end.
+    /// Fires once the restarts are done: the webhook queues close and send what they
+    /// hold, the output readers read what is left; each then ends.
     drain: CancellationToken,
     restarts: TaskTracker,
     senders: TaskTracker,
@@ -49,9 +48,11 @@ impl Shutdown {
         self.work.cancelled().await;
     }
 
-    /// Completes when the webhook queues are to be flushed (after the restarts).
-    pub async fn flushing(&self) {
-        self.flush.cancelled().await;
+    /// Completes once the restarts are done: the webhook queues are to be sent and the
+    /// output readers to read what is left (see [`Shutdown::flush`] and
+    /// [`Shutdown::commands_done`]).
+    pub async fn draining(&self) {
+        self.drain.cancelled().await;
     }
 
     /// Spawns a task that is stopped when pcheck stops (a sense, a probe loop, a
@@ -78,7 +79,7 @@ impl Shutdown {
         self.restarts.spawn(task)
     }
 
-    /// Spawns a webhook sender: it ends by itself once [`Shutdown::flushing`] fires and
+    /// Spawns a webhook sender: it ends by itself once [`Shutdown::draining`] fires and
     /// its queue is empty; pcheck waits for that at most the flush bound.
     pub fn spawn_sender<F>(&self, task: F) -> JoinHandle<()>
     where
@@ -96,12 +97,6 @@ impl Shutdown {
         F: Future<Output = ()> + Send + 'static,
     {
         self.commands.spawn(task)
-    }
-
-    /// Completes when the restarts are done and the output readers are to read what
-    /// is left and end.
-    pub async fn draining(&self) {
-        self.drain.cancelled().await;
     }
 
     /// Starts the shutdown: no new work from now on.
@@ -127,7 +122,7 @@ impl Shutdown {
     /// Closes the webhook queues and waits for them to be sent, at most `bound`.
     /// Returns the number of senders that had not finished.
     pub async fn flush(&self, bound: Duration) -> usize {
-        self.flush.cancel();
+        self.drain.cancel();
         unfinished_after(&self.senders, bound).await
     }
 }
@@ -161,7 +156,7 @@ mod tests {
         });
         let s = sd.clone();
         sd.spawn_sender(async move {
-            s.flushing().await;
+            s.draining().await;
             std::future::pending::<()>().await; // a receiver that hangs
         });
         sd.begin();

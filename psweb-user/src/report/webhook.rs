@@ -147,7 +147,7 @@ async fn sender(
         let ev = tokio::select! {
             biased;
             ev = rx.recv() => ev,
-            () = sd.flushing(), if !closed => {
+            () = sd.draining(), if !closed => {
                 // No new events; what is queued is still sent, then recv ends.
                 rx.close();
                 closed = true;
