@@ -9,6 +9,7 @@
 use super::events::{alertmanager, Event, HookQueue};
 use super::metrics::Metrics;
 use super::{Logger, ReportError};
+use crate::core::ratelimit::{LogLimit, LOG_EVERY};
 use crate::pfile::{WebhookFormat, WebhookUrl};
 use crate::shutdown::Shutdown;
 use rustls::pki_types::ServerName;
@@ -23,8 +24,6 @@ use tokio::sync::mpsc;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per event (the first and the retries).
 pub const ATTEMPTS: u32 = 4;
-/// A given-up or dropped event is logged at most this often per webhook.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Creates the queue of each webhook and starts its sender; returns the queues for
 /// the bus. Must run inside the tokio runtime.
@@ -141,7 +140,7 @@ async fn sender(
         url,
     } = hook;
     let mut gave_up: u64 = 0;
-    let mut last_log: Option<Instant> = None;
+    let mut gave_up_log = LogLimit::default();
     let mut closed = false;
     loop {
         let ev = tokio::select! {
@@ -191,9 +190,7 @@ async fn sender(
             if let Some(m) = &metrics {
                 m.webhook_dropped(&url.safe(), index, "gave_up");
             }
-            let now = Instant::now();
-            if last_log.is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY) {
-                last_log = Some(now);
+            if gave_up_log.allow(Instant::now()) {
                 log.warn(&format!(
                     "webhook {} ({}): event {} ({}) dropped after {ATTEMPTS} attempts: {why} ({gave_up} dropped so far)",
                     index, url.safe(), ev.seq, ev.kind
