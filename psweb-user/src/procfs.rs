@@ -193,24 +193,22 @@ pub fn find(pname: &Path, pidfile: Option<&Path>, owner: u32) -> Option<Stat> {
         .copied()
 }
 
-/// [`find`] off the runtime thread, given at most `limit` (a pidfile on a hung file
-/// system must not stop pcheck): None when it takes longer.
-pub async fn find_bounded(
-    pname: &Path,
-    pidfile: Option<&Path>,
-    owner: u32,
-    limit: std::time::Duration,
-) -> Option<Stat> {
+/// The longest pcheck waits for a pidfile to be read (a hung file system).
+pub const FIND_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`find`] off the runtime thread, given at most [`FIND_LIMIT`] (a pidfile on a hung
+/// file system must not stop pcheck): None when it takes longer.
+pub async fn find_bounded(pname: &Path, pidfile: Option<&Path>, owner: u32) -> Option<Stat> {
     let (pname, pidfile) = (pname.to_path_buf(), pidfile.map(Path::to_path_buf));
     let job = tokio::task::spawn_blocking(move || find(&pname, pidfile.as_deref(), owner));
-    tokio::time::timeout(limit, job).await.ok()?.ok()?
+    tokio::time::timeout(FIND_LIMIT, job).await.ok()?.ok()?
 }
 
-/// [`read_pidfile`] off the runtime thread, given at most `limit`.
-pub async fn read_pidfile_bounded(path: &Path, limit: std::time::Duration) -> Option<i32> {
+/// [`read_pidfile`] off the runtime thread, given at most [`FIND_LIMIT`].
+pub async fn read_pidfile_bounded(path: &Path) -> Option<i32> {
     let path = path.to_path_buf();
     let job = tokio::task::spawn_blocking(move || read_pidfile(&path));
-    tokio::time::timeout(limit, job).await.ok()?.ok()?
+    tokio::time::timeout(FIND_LIMIT, job).await.ok()?.ok()?
 }
 
 /// Why a user name has no uid.

@@ -188,9 +188,7 @@ async fn wait_script(
 async fn wait_started(s: &Script<'_>, name: &str) -> Result<Stat, RestartError> {
     let deadline = Instant::now() + s.start_wait;
     loop {
-        if let Some(stat) =
-            procfs::find_bounded(s.pname, s.pidfile, s.owner, Duration::from_secs(2)).await
-        {
+        if let Some(stat) = procfs::find_bounded(s.pname, s.pidfile, s.owner).await {
             return Ok(stat);
         }
         if Instant::now() >= deadline {

@@ -14,9 +14,6 @@ use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest pcheck waits for a pidfile to be read (a hung file system).
-pub const FIND_LIMIT: Duration = Duration::from_secs(2);
-
 /// One restart, as core decided it.
 pub struct Plan {
     pub cfg: ProcEntry,
@@ -118,7 +115,7 @@ async fn remove_stale_pidfile(cfg: &ProcEntry, id: &ServiceId, log: &Logger) {
     let Some(pf) = cfg.pidfile.as_deref() else {
         return;
     };
-    if procfs::read_pidfile_bounded(pf, FIND_LIMIT).await == Some(id.pid)
+    if procfs::read_pidfile_bounded(pf).await == Some(id.pid)
         && procfs::alive(id.pid, id.start_time) != Liveness::Alive
         && std::fs::remove_file(pf).is_ok()
     {

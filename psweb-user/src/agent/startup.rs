@@ -4,7 +4,7 @@
 //! runs.
 
 use super::{Agent, AgentError, Ctx, Inbox, Kernel, Options, Slot};
-use crate::act::{self, kill::ServiceId, sequence::FIND_LIMIT};
+use crate::act::{self, kill::ServiceId};
 use crate::admin::server::Control;
 use crate::core::reboot::RebootGuard;
 use crate::core::{DeathSource, Entry, EventKind, Evidence, Level};
@@ -338,8 +338,7 @@ impl Agent {
                     pent_id: cfg.pent_id,
                     source,
                 })?;
-            let found =
-                procfs::find_bounded(&cfg.pname, cfg.pidfile.as_deref(), owner, FIND_LIMIT).await;
+            let found = procfs::find_bounded(&cfg.pname, cfg.pidfile.as_deref(), owner).await;
             let ev = match found {
                 Some(st) => {
                     self.slots[idx].service = Some(ServiceId::of(&st, None));
