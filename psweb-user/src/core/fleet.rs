@@ -1,6 +1,6 @@
 //! The fleet's rules, pure: which hosts are unhealthy, when the fleet is in an outage
 //! (hold), and whether this host may take a reboot slot. The etcd side (`crate::fleet`)
-//! reads the fleet into a [`View`] and carries out the [`RebootDecision`].
+//! reads the fleet into a [`View`] and carries out the [`SlotDecision`].
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -91,12 +91,14 @@ impl View {
         (hosts.values().filter(|u| **u).count(), hosts.len())
     }
 
-    /// The slot `host` holds, if any.
+    /// The reboot slot `host` holds, if any.
     pub fn slot_of(&self, host: &str) -> Option<u32> {
-        self.slots
-            .iter()
-            .find(|(_, h)| h.as_str() == host)
-            .map(|(i, _)| *i)
+        held_by(&self.slots, host)
+    }
+
+    /// The restart slot `host` holds, if any.
+    pub fn restart_slot_of(&self, host: &str) -> Option<u32> {
+        held_by(&self.restart_slots, host)
     }
 
     /// Whether every entry of every pcheck of `host` is up (and it has one).
@@ -155,36 +157,50 @@ impl Held {
     }
 }
 
-/// What a host with a due reboot may do.
+/// What a host that needs a slot (a reboot slot for a due reboot, a restart slot for
+/// a held stall kill) may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RebootDecision {
-    /// It already holds this slot (a repeated reboot): go on with it.
+pub enum SlotDecision {
+    /// It already holds this slot (a repeated reboot, a kill already granted): go on.
     Keep(u32),
     /// Try to take one of these free slots, in order.
     Take(Vec<u32>),
+    /// It waits: an operator's or an outage hold, or every slot taken.
     Held(Held),
+}
+
+/// The slot of `slots` that `host` holds, if any.
+fn held_by(slots: &BTreeMap<u32, String>, host: &str) -> Option<u32> {
+    slots
+        .iter()
+        .find(|(_, h)| h.as_str() == host)
+        .map(|(i, _)| *i)
+}
+
+/// `host`'s claim on one of `max` slots: the one it holds, else the free ones, else
+/// held by their holders.
+fn claim(slots: &BTreeMap<u32, String>, max: u32, host: &str) -> SlotDecision {
+    if let Some(i) = held_by(slots, host) {
+        return SlotDecision::Keep(i);
+    }
+    let free: Vec<u32> = (0..max).filter(|i| !slots.contains_key(i)).collect();
+    if free.is_empty() {
+        SlotDecision::Held(Held::NoSlot(slots.values().cloned().collect()))
+    } else {
+        SlotDecision::Take(free)
+    }
 }
 
 /// The reboot rule of the fleet: an operator hold and an outage hold every reboot;
 /// otherwise a host keeps the slot it holds, or takes a free one of `max_rebooting`.
-pub fn decide_reboot(view: &View, host: &str, ratio: f64) -> RebootDecision {
+pub fn decide_reboot(view: &View, host: &str, ratio: f64) -> SlotDecision {
     if let Some(who) = &view.operator_hold {
-        return RebootDecision::Held(Held::Operator(who.clone()));
+        return SlotDecision::Held(Held::Operator(who.clone()));
     }
     if let Some((unhealthy, of)) = outage(view, ratio) {
-        return RebootDecision::Held(Held::Outage { unhealthy, of });
+        return SlotDecision::Held(Held::Outage { unhealthy, of });
     }
-    if let Some(i) = view.slot_of(host) {
-        return RebootDecision::Keep(i);
-    }
-    let free: Vec<u32> = (0..view.max_rebooting)
-        .filter(|i| !view.slots.contains_key(i))
-        .collect();
-    if free.is_empty() {
-        RebootDecision::Held(Held::NoSlot(view.slots.values().cloned().collect()))
-    } else {
-        RebootDecision::Take(free)
-    }
+    claim(&view.slots, view.max_rebooting, host)
 }
 
 /// Whether `host` gives its slot back: its entries are all up again, or it reached
@@ -194,50 +210,21 @@ pub fn release_slot(view: &View, host: &str, at_limit: bool) -> Option<u32> {
     (view.host_up(host) || at_limit).then_some(slot)
 }
 
-/// What a host with a held stall kill may do (the restart budget is on).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RestartDecision {
-    /// It already holds this restart slot: the kill goes ahead.
-    Keep(u32),
-    /// Try to take one of these free restart slots, in order.
-    Take(Vec<u32>),
-    /// The kill waits (an outage hold, or every slot taken).
-    Held(Held),
-}
-
 /// The restart budget's rule: a stall-restart (the kill after a stall verdict and the
 /// restart after it) needs one of `max_restarting` slots, and an outage holds it like a
 /// reboot. An operator's hold is about reboots only. Death restarts never ask.
-pub fn decide_restart(view: &View, host: &str, ratio: f64) -> RestartDecision {
+pub fn decide_restart(view: &View, host: &str, ratio: f64) -> SlotDecision {
     if let Some((unhealthy, of)) = outage(view, ratio) {
-        return RestartDecision::Held(Held::Outage { unhealthy, of });
+        return SlotDecision::Held(Held::Outage { unhealthy, of });
     }
-    if let Some(i) = restart_slot_of(view, host) {
-        return RestartDecision::Keep(i);
-    }
-    let free: Vec<u32> = (0..view.max_restarting)
-        .filter(|i| !view.restart_slots.contains_key(i))
-        .collect();
-    if free.is_empty() {
-        RestartDecision::Held(Held::NoSlot(view.restart_slots.values().cloned().collect()))
-    } else {
-        RestartDecision::Take(free)
-    }
-}
-
-/// The restart slot `host` holds, if any.
-pub fn restart_slot_of(view: &View, host: &str) -> Option<u32> {
-    view.restart_slots
-        .iter()
-        .find(|(_, h)| h.as_str() == host)
-        .map(|(i, _)| *i)
+    claim(&view.restart_slots, view.max_restarting, host)
 }
 
 /// Whether `host` gives its restart slot back: no stall kill of it waits
 /// (`want_restart`) and none of its entries is still stalled or restarting (every one is
 /// up again, or gave up at retry-over: the restart is no longer in flight).
 pub fn release_restart_slot(view: &View, host: &str, want_restart: bool) -> Option<u32> {
-    let i = restart_slot_of(view, host)?;
+    let i = view.restart_slot_of(host)?;
     let settled = view.members.get(host).is_some_and(|pf| {
         !pf.is_empty()
             && pf
@@ -296,38 +283,38 @@ mod tests {
         let one_of_four: &[(&str, &[Health])] =
             &[("a", &[Stalled]), ("b", &[Up]), ("c", &[Up]), ("d", &[Up])];
         // (view, host, ratio, decision)
-        let table: Vec<(View, &str, f64, RestartDecision)> = vec![
+        let table: Vec<(View, &str, f64, SlotDecision)> = vec![
             (
                 restarting(view(two_stalled, &[], 1), &[], 1),
                 "a",
                 2.0,
-                RestartDecision::Take(vec![0]),
+                SlotDecision::Take(vec![0]),
             ),
             // The first host's stall-restart is in flight: the second waits for it.
             (
                 restarting(view(two_stalled, &[], 1), &[(0, "a")], 1),
                 "b",
                 2.0,
-                RestartDecision::Held(Held::NoSlot(vec!["a".into()])),
+                SlotDecision::Held(Held::NoSlot(vec!["a".into()])),
             ),
             (
                 restarting(view(two_stalled, &[], 1), &[(0, "a")], 1),
                 "a",
                 2.0,
-                RestartDecision::Keep(0),
+                SlotDecision::Keep(0),
             ),
             (
                 restarting(view(two_stalled, &[], 1), &[(0, "a")], 2),
                 "b",
                 2.0,
-                RestartDecision::Take(vec![1]),
+                SlotDecision::Take(vec![1]),
             ),
             // Both stalled at once, with the default ratio: an outage holds both.
             (
                 restarting(view(two_stalled, &[], 1), &[], 1),
                 "a",
                 0.5,
-                RestartDecision::Held(Held::Outage {
+                SlotDecision::Held(Held::Outage {
                     unhealthy: 2,
                     of: 2,
                 }),
@@ -336,20 +323,20 @@ mod tests {
                 restarting(view(one_of_four, &[], 1), &[], 1),
                 "a",
                 0.5,
-                RestartDecision::Take(vec![0]),
+                SlotDecision::Take(vec![0]),
             ),
             // The reboot slots are a budget of their own.
             (
                 restarting(view(one_of_four, &[(0, "b")], 1), &[], 1),
                 "a",
                 2.0,
-                RestartDecision::Take(vec![0]),
+                SlotDecision::Take(vec![0]),
             ),
             (
                 restarting(view(one_of_four, &[], 1), &[], 0),
                 "a",
                 2.0,
-                RestartDecision::Held(Held::NoSlot(vec![])),
+                SlotDecision::Held(Held::NoSlot(vec![])),
             ),
         ];
         for (v, host, ratio, want) in table {
@@ -358,7 +345,7 @@ mod tests {
         // An operator's hold is about reboots: stall-restarts go on.
         let mut v = restarting(view(one_of_four, &[], 1), &[], 1);
         v.operator_hold = Some("padmin on ops1".into());
-        assert_eq!(decide_restart(&v, "a", 2.0), RestartDecision::Take(vec![0]));
+        assert_eq!(decide_restart(&v, "a", 2.0), SlotDecision::Take(vec![0]));
     }
 
     #[test]
@@ -443,43 +430,43 @@ mod tests {
             ("d", &[RetryOver]),
         ];
         // (view, host, ratio, decision)
-        let table: Vec<(View, &str, f64, RebootDecision)> = vec![
+        let table: Vec<(View, &str, f64, SlotDecision)> = vec![
             (
                 view(all_down, &[], 1),
                 "a",
                 2.0,
-                RebootDecision::Take(vec![0]),
+                SlotDecision::Take(vec![0]),
             ),
             (
                 view(all_down, &[], 2),
                 "a",
                 2.0,
-                RebootDecision::Take(vec![0, 1]),
+                SlotDecision::Take(vec![0, 1]),
             ),
             (
                 view(all_down, &[(0, "b")], 2),
                 "a",
                 2.0,
-                RebootDecision::Take(vec![1]),
+                SlotDecision::Take(vec![1]),
             ),
             (
                 view(all_down, &[(0, "b")], 1),
                 "a",
                 2.0,
-                RebootDecision::Held(Held::NoSlot(vec!["b".into()])),
+                SlotDecision::Held(Held::NoSlot(vec!["b".into()])),
             ),
             // A host rebooting again keeps its slot.
             (
                 view(all_down, &[(0, "a")], 1),
                 "a",
                 2.0,
-                RebootDecision::Keep(0),
+                SlotDecision::Keep(0),
             ),
             (
                 view(all_down, &[], 1),
                 "a",
                 0.5,
-                RebootDecision::Held(Held::Outage {
+                SlotDecision::Held(Held::Outage {
                     unhealthy: 4,
                     of: 4,
                 }),
@@ -498,14 +485,14 @@ mod tests {
                 ),
                 "a",
                 0.5,
-                RebootDecision::Take(vec![0]),
+                SlotDecision::Take(vec![0]),
             ),
             // A budget of 0 never reboots.
             (
                 view(&[("a", &[RetryOver])], &[], 0),
                 "a",
                 2.0,
-                RebootDecision::Held(Held::NoSlot(vec![])),
+                SlotDecision::Held(Held::NoSlot(vec![])),
             ),
         ];
         for (v, host, ratio, want) in table {
@@ -515,7 +502,7 @@ mod tests {
         v.operator_hold = Some("padmin on ops1".into());
         assert_eq!(
             decide_reboot(&v, "a", 2.0),
-            RebootDecision::Held(Held::Operator("padmin on ops1".into()))
+            SlotDecision::Held(Held::Operator("padmin on ops1".into()))
         );
     }
 

@@ -11,7 +11,7 @@
 
 pub mod etcd;
 
-use crate::core::fleet::{self as rules, Health, Held, RebootDecision, RestartDecision};
+use crate::core::fleet::{self as rules, Health, Held, SlotDecision};
 use crate::core::reboot::RebootGuard;
 use crate::core::{EventKind, Level, ProcSts};
 use crate::pfile::{FleetCfg, FleetUnreachable, Pfile};
@@ -839,13 +839,13 @@ impl Task {
             }
             return Ok(false);
         }
-        let holding = rules::restart_slot_of(view, &self.host).is_some();
+        let holding = view.restart_slot_of(&self.host).is_some();
         if !l.want_restart || *self.restart_granted.borrow() {
             return Ok(holding);
         }
         let granted = match rules::decide_restart(view, &self.host, self.cfg.hold_ratio) {
-            RestartDecision::Keep(i) => Some(i),
-            RestartDecision::Take(free) => {
+            SlotDecision::Keep(i) => Some(i),
+            SlotDecision::Take(free) => {
                 match conn
                     .take_slot("restart", &self.host, &free, self.cfg.reboot_ttl)
                     .await?
@@ -860,7 +860,7 @@ impl Task {
                     }
                 }
             }
-            RestartDecision::Held(why) => {
+            SlotDecision::Held(why) => {
                 self.restart_held(why);
                 None
             }
@@ -918,14 +918,14 @@ impl Task {
             return Ok(holding);
         }
         match rules::decide_reboot(view, &self.host, self.cfg.hold_ratio) {
-            RebootDecision::Keep(i) => {
+            SlotDecision::Keep(i) => {
                 if conn.refresh_slot("reboot", i, &self.host).await? {
                     self.grant(i, view, "kept from the last reboot", started);
                     return Ok(true);
                 }
                 Ok(false)
             }
-            RebootDecision::Take(free) => {
+            SlotDecision::Take(free) => {
                 match conn
                     .take_slot("reboot", &self.host, &free, self.cfg.reboot_ttl)
                     .await?
@@ -941,7 +941,7 @@ impl Task {
                     }
                 }
             }
-            RebootDecision::Held(why) => {
+            SlotDecision::Held(why) => {
                 self.held(why);
                 Ok(holding)
             }
@@ -994,7 +994,7 @@ impl Task {
                 let view = conn.view(budget).await?;
                 let held = [
                     ("reboot", view.slot_of(&host)),
-                    ("restart", rules::restart_slot_of(&view, &host)),
+                    ("restart", view.restart_slot_of(&host)),
                 ];
                 let who = format!("padmin on {}", self.host);
                 let mut freed = Vec::new();
