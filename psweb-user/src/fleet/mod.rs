@@ -665,13 +665,7 @@ impl Task {
         local.mark_changed();
         loop {
             let l = local.borrow().clone();
-            // An outage this host announced is watched until it is over, even when
-            // nothing of this host waits any more: its end is logged and the hold
-            // gauge falls back.
-            let look = holding
-                || self.outage
-                || (l.want_reboot && !*self.granted.borrow())
-                || (l.want_restart && !*self.restart_granted.borrow());
+            let look = self.must_look(&l, holding);
             tokio::select! {
                 _ = &mut *stop => {
                     let _ = conn.revoke(open.lease).await;
@@ -685,11 +679,7 @@ impl Task {
                     }
                     let l = local.borrow_and_update().clone();
                     self.local_changed(conn, open.lease, &l, &mut last).await?;
-                    if (l.want_reboot && !*self.granted.borrow())
-                        || (l.want_restart && !*self.restart_granted.borrow())
-                        || holding
-                        || self.outage
-                    {
+                    if self.must_look(&l, holding) {
                         holding = self.look(conn, budget, &l).await?;
                     }
                 }
@@ -708,6 +698,17 @@ impl Task {
                 Some(cmd) = cmds.recv() => self.command(conn, budget, cmd).await?,
             }
         }
+    }
+
+    /// Whether the fleet is to be looked at: this host may hold a slot, it announced
+    /// an outage (watched until it is over, even when nothing of this host waits any
+    /// more: its end is logged and the hold gauge falls back), or a reboot or a stall
+    /// restart of it waits for a slot.
+    fn must_look(&self, l: &Local, holding: bool) -> bool {
+        holding
+            || self.outage
+            || (l.want_reboot && !*self.granted.borrow())
+            || (l.want_restart && !*self.restart_granted.borrow())
     }
 
     /// The agent's view changed: when a reboot fell due, the member record if the
