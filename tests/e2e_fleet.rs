@@ -461,16 +461,10 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
         .seen_or_wait("fleet_max_rebooting = 2 here", T);
     assert!(mismatch.contains("using 1"), "{mismatch}");
     // Both members up (their health reaches etcd within a tick).
-    let deadline = Instant::now() + T;
-    loop {
-        let v = show_fleet(&mut hosts[0]);
+    wait_fleet(&mut hosts[0], "two members up", |v| {
         let members = v["members"].as_array().cloned().unwrap_or_default();
-        if members.len() == 2 && members.iter().all(|m| m["health"] == "up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "two members up: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        members.len() == 2 && members.iter().all(|m| m["health"] == "up")
+    });
     let text = hosts[0].pc().padmin(&["-c", "show fleet"]);
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.contains("member") && text.contains("h1"), "{text}");
