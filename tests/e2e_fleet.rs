@@ -461,16 +461,10 @@ fn operators_hold_resume_and_free_slots_from_padmin() {
         .seen_or_wait("fleet_max_rebooting = 2 here", T);
     assert!(mismatch.contains("using 1"), "{mismatch}");
     // Both members up (their health reaches etcd within a tick).
-    let deadline = Instant::now() + T;
-    loop {
-        let v = show_fleet(&mut hosts[0]);
+    wait_fleet(&mut hosts[0], "two members up", |v| {
         let members = v["members"].as_array().cloned().unwrap_or_default();
-        if members.len() == 2 && members.iter().all(|m| m["health"] == "up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "two members up: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        members.len() == 2 && members.iter().all(|m| m["health"] == "up")
+    });
     let text = hosts[0].pc().padmin(&["-c", "show fleet"]);
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.contains("member") && text.contains("h1"), "{text}");
@@ -547,24 +541,16 @@ fn tls_and_auth_together_renew_an_expired_token() {
 
 /// etcd with auth on (user root) and a short token TTL: a pcheck authenticating as
 /// root (`tls`: its TLS keys too) renews its expired token by connecting again.
-fn expired_tokens_are_renewed(esb: &Sandbox, etcd: &Etcd, fleet: &str, tls: Option<&str>) {
+fn expired_tokens_are_renewed(esb: &Sandbox, etcd: &Etcd, fleet: &str, tls: Option<&TlsKeys>) {
     // The test's own client turns auth on, over TLS when etcd wants it.
-    let mut cfg = psweb::pfile::FleetCfg {
+    let cfg = psweb::pfile::FleetCfg {
         endpoints: vec![etcd.url()],
         name: fleet.to_string(),
+        tls_ca: tls.map(|t| t.ca.clone()),
+        tls_cert: tls.map(|t| t.cert.clone()),
+        tls_key: tls.map(|t| t.key.clone()),
         ..Default::default()
     };
-    for line in tls.unwrap_or("").lines() {
-        if let Some((k, v)) = line.split_once(" = ") {
-            let v = Some(PathBuf::from(v));
-            match k {
-                "fleet_tls_ca" => cfg.tls_ca = v,
-                "fleet_tls_cert" => cfg.tls_cert = v,
-                "fleet_tls_key" => cfg.tls_key = v,
-                _ => {}
-            }
-        }
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -591,7 +577,7 @@ fn expired_tokens_are_renewed(esb: &Sandbox, etcd: &Etcd, fleet: &str, tls: Opti
         &format!(
             "fleet_user = root\nfleet_password_file = {}\n{}",
             pw.display(),
-            tls.unwrap_or("")
+            tls.map(TlsKeys::lines).unwrap_or_default()
         ),
     );
     h.start();
@@ -686,9 +672,28 @@ fn tls_files(
     (c, k)
 }
 
+/// A TLS client's files: the CA it trusts, its certificate and its key.
+struct TlsKeys {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsKeys {
+    /// The pfile keys naming these files.
+    fn lines(&self) -> String {
+        format!(
+            "fleet_tls_ca = {}\nfleet_tls_cert = {}\nfleet_tls_key = {}",
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
 /// An etcd over TLS that wants a client certificate (`extra`: more etcd arguments),
-/// and the pfile keys of a client with its certificate.
-fn tls_etcd(esb: &Sandbox, extra: &[&str]) -> (Etcd, String) {
+/// and the files of a client with its certificate.
+fn tls_etcd(esb: &Sandbox, extra: &[&str]) -> (Etcd, TlsKeys) {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -712,12 +717,11 @@ fn tls_etcd(esb: &Sandbox, extra: &[&str]) -> (Etcd, String) {
         extra,
     );
     assert!(etcd.url().starts_with("https://"));
-    let keys = format!(
-        "fleet_tls_ca = {}\nfleet_tls_cert = {}\nfleet_tls_key = {}",
-        ca_path.display(),
-        client.0.display(),
-        client.1.display()
-    );
+    let keys = TlsKeys {
+        ca: ca_path,
+        cert: client.0,
+        key: client.1,
+    };
     (etcd, keys)
 }
 
@@ -729,7 +733,7 @@ fn etcd_over_tls_with_a_client_certificate() {
     let esb = Sandbox::new();
     let (etcd, keys) = tls_etcd(&esb, &[]);
     let fleet = fleet_name("tls");
-    let mut h = Host::new("h0", &etcd, &fleet, &keys);
+    let mut h = Host::new("h0", &etcd, &fleet, &keys.lines());
     h.start();
     let deadline = Instant::now() + T;
     loop {

@@ -257,20 +257,13 @@ fn kernel_action_observe_logs_and_does_not_kill() {
     let sb = Sandbox::new();
     let port = free_port();
     let (script, pidfile) = apache_instance(&sb, port, None, 16);
-    let pfile = entry_pfile(
+    let mut pc = watch_stall(
         &sb,
-        APACHE,
-        &script,
-        &pidfile,
-        &stall_block(
-            "_bi_webserv",
-            &format!("10:0:2:600:{port}"),
-            1,
-            "    evidence = kernel\n    kernel_action = observe\n",
-        ),
+        (APACHE, &script, &pidfile),
+        "_bi_webserv",
+        &format!("10:0:2:600:{port}"),
+        "    evidence = kernel\n    kernel_action = observe\n",
     );
-    let mut pc = Pcheck::start(&sb, &pfile, &[]);
-    pc.wait_for("stall_chk (web) of pent_id= 1", T);
     let master = pid_of(&pc.entry(1));
     let httpd = sandbox_pids_of(&sb, APACHE);
     for p in &httpd {

@@ -29,15 +29,13 @@ fn verdict_time(kernel: bool) -> Vec<u64> {
         } else {
             "    probe_timeout = 2s\n"
         };
-        let pfile = entry_pfile(
+        let mut pc = watch_stall(
             &sb,
-            DEMO,
-            &script,
-            &pidfile,
-            &stall_block("_bi_webserv", &format!("10:0:2:10:{port}"), 1, extra),
+            (DEMO, &script, &pidfile),
+            "_bi_webserv",
+            &format!("10:0:2:10:{port}"),
+            extra,
         );
-        let mut pc = Pcheck::start(&sb, &pfile, &[]);
-        pc.wait_for("stall_chk (web) of pent_id= 1", T);
         let pids = demo_pids(&sb);
         let t0 = Instant::now();
         for p in &pids {

@@ -1226,12 +1226,5 @@ fn main() {
         })).collect::<Vec<_>>(),
         "wall_s": total.as_secs_f64(),
     });
-    let out = dir.join("vs_monit.json");
-    match std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    ) {
-        Ok(()) => println!("wrote {}", out.display()),
-        Err(e) => println!("cannot write {}: {e}", out.display()),
-    }
+    write_bench_json("vs_monit", &json);
 }
