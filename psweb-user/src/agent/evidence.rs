@@ -67,7 +67,7 @@ impl Agent {
         if let Some(m) = &self.ctx.metrics {
             m.overflow(port, which);
         }
-        if st.record(depth, "ebpf", Instant::now(), SystemTime::now()) {
+        if st.record(depth, Instant::now(), SystemTime::now()) {
             let (backlog, max_backlog) = depth;
             self.ctx.log.event(
                 Level::Warning,
@@ -86,12 +86,7 @@ impl Agent {
         if let Some(m) = &self.ctx.metrics {
             m.full_poll(port);
         }
-        if st.record(
-            (depth, limit),
-            "sock_diag",
-            Instant::now(),
-            SystemTime::now(),
-        ) {
+        if st.record((depth, limit), Instant::now(), SystemTime::now()) {
             self.ctx.log.event(
                 Level::Warning,
                 &format!(

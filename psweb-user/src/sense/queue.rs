@@ -23,7 +23,6 @@ pub struct PortStats {
     pub backlog: u32,
     pub max_backlog: u32,
     pub last: Option<SystemTime>,
-    pub source: &'static str,
     limit: LogLimit,
 }
 
@@ -34,14 +33,12 @@ impl PortStats {
     pub fn record(
         &mut self,
         (backlog, max_backlog): (u32, u32),
-        source: &'static str,
         now: Instant,
         wall: SystemTime,
     ) -> bool {
         self.backlog = backlog;
         self.max_backlog = max_backlog;
         self.last = Some(wall);
-        self.source = source;
         self.limit.allow(now)
     }
 }
