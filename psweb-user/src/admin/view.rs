@@ -25,8 +25,8 @@ pub fn kernel_view(
     source: DeathSource,
     report: Option<&LoadReport>,
     ports: &BTreeMap<u16, PortStats>,
-    kernel_serves_syn: bool,
 ) -> KernelView {
+    let kernel_serves_syn = report.is_some_and(|r| r.serves(ebpf::EVIDENCE_OVERFLOW_SYN));
     let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
     if source != DeathSource::Ebpf {
         let death = if source == DeathSource::Pidfd {
