@@ -4,20 +4,11 @@
 use crate::admin::{KernelView, PentView, PortView};
 use crate::core::{DeathSource, Entry};
 use crate::pfile::ProcEntry;
-use crate::report::format_local;
+use crate::report::local_time;
 use crate::sense::ebpf::{self, LoadReport};
 use crate::sense::queue::PortStats;
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
-
-/// A wall-clock time as padmin prints it (and the state file records it).
-pub fn local_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_local(secs, "%Y/%m/%d %H:%M:%S")
-}
 
 /// `show kernel`: the death-evidence source in use, what the eBPF program attached,
 /// and each watched port's accept-queue evidence.
@@ -25,8 +16,8 @@ pub fn kernel_view(
     source: DeathSource,
     report: Option<&LoadReport>,
     ports: &BTreeMap<u16, PortStats>,
-    kernel_serves_syn: bool,
 ) -> KernelView {
+    let kernel_serves_syn = report.is_some_and(|r| r.serves(ebpf::EVIDENCE_OVERFLOW_SYN));
     let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
     if source != DeathSource::Ebpf {
         let death = if source == DeathSource::Pidfd {

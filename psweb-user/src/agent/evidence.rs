@@ -5,6 +5,7 @@ use super::Agent;
 use crate::core::{DeathKind, DeathSource, EventKind, EventSource, Evidence, Level};
 use crate::report::events::EventInfo;
 use crate::sense::ebpf::{KernelEvent, OverflowPath};
+use crate::sense::queue;
 use std::time::{Instant, SystemTime};
 
 impl Agent {
@@ -48,9 +49,7 @@ impl Agent {
     /// An accept-queue overflow of a watched port: its kernel-evidence samplers are
     /// woken, the statistics counted, and (rate-limited) one line logged.
     fn on_overflow(&mut self, port: u16, path: OverflowPath, depth: (u32, u32)) {
-        if let Some(w) = self.ctx.queue_wake.get(&port) {
-            w.send_replace(());
-        }
+        queue::wake(&self.ctx.queue_wake, port);
         let Some(st) = self.ports.get_mut(&port) else {
             return;
         };
@@ -67,7 +66,7 @@ impl Agent {
         if let Some(m) = &self.ctx.metrics {
             m.overflow(port, which);
         }
-        if st.record(depth, "ebpf", Instant::now(), SystemTime::now()) {
+        if st.record(depth, Instant::now(), SystemTime::now()) {
             let (backlog, max_backlog) = depth;
             self.ctx.log.event(
                 Level::Warning,
@@ -86,12 +85,7 @@ impl Agent {
         if let Some(m) = &self.ctx.metrics {
             m.full_poll(port);
         }
-        if st.record(
-            (depth, limit),
-            "sock_diag",
-            Instant::now(),
-            SystemTime::now(),
-        ) {
+        if st.record((depth, limit), Instant::now(), SystemTime::now()) {
             self.ctx.log.event(
                 Level::Warning,
                 &format!(

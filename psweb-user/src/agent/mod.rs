@@ -128,8 +128,6 @@ struct Kernel {
     by_tgid: HashMap<i32, usize>,
     /// What was attached (for `show kernel`).
     report: Option<LoadReport>,
-    /// The program reports the SYN-path overflows of the watched ports.
-    serves_syn: bool,
 }
 
 /// Everything the main task owns.

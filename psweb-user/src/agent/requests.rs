@@ -27,7 +27,6 @@ impl Agent {
                     self.ctx.source,
                     self.kernel.report.as_ref(),
                     &self.ports,
-                    self.kernel.serves_syn,
                 )),
                 ..Response::default()
             },

@@ -52,7 +52,7 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
         ktx,
         &log,
     )?;
-    let (ports, queue_wake, serves_syn) = start_queue_evidence(pfile, &mut chosen, &tx, &sd, &log);
+    let (ports, queue_wake) = start_queue_evidence(pfile, &mut chosen, &tx, &sd, &log);
     let (calls_tx, calls) = mpsc::channel(16);
     announce(pfile, chosen.source, &control, &log, metrics.as_deref());
     // Not stopped with the other tasks: it holds the pfile's lock until pcheck exits,
@@ -88,7 +88,6 @@ pub(super) fn start(opts: Options, fleet: Option<&Fleet>) -> Result<(Agent, Inbo
             evidence: chosen.kernel,
             by_tgid: HashMap::new(),
             report: chosen.report,
-            serves_syn,
         },
         ports,
         anchor,
@@ -175,15 +174,15 @@ fn start_reporting(
 
 /// Accept-queue evidence for every stall-check port: from the kernel program where
 /// it serves the SYN path, else from sock_diag polling; and the shared look at the
-/// listeners for kernel-evidence watchers. Returns the ports' statistics, their
-/// wake-ups, and whether the kernel program serves the SYN path.
+/// listeners for kernel-evidence watchers. Returns the ports' statistics and their
+/// wake-ups.
 fn start_queue_evidence(
     pfile: &Pfile,
     chosen: &mut Chosen,
     tx: &mpsc::UnboundedSender<super::Msg>,
     sd: &Shutdown,
     log: &Logger,
-) -> (BTreeMap<u16, PortStats>, QueueWake, bool) {
+) -> (BTreeMap<u16, PortStats>, QueueWake) {
     let ports: BTreeMap<u16, PortStats> = pfile
         .entries
         .iter()
@@ -227,7 +226,7 @@ fn start_queue_evidence(
         let every = if serves_syn { LOOK_EBPF } else { LOOK };
         spawn_listener_look(kernel_ports, every, Arc::clone(&queue_wake), sd);
     }
-    (ports, queue_wake, serves_syn)
+    (ports, queue_wake)
 }
 
 /// The `pcheck started` line.

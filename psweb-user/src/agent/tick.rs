@@ -3,11 +3,11 @@
 
 use super::dispatch::{kill_stalled, log_action};
 use super::Agent;
-use crate::admin::view::local_time;
 use crate::core::reboot::bound_history;
 use crate::core::{Action, EventKind, Level};
 use crate::fleet::Fleet;
 use crate::report::events::EventInfo;
+use crate::report::local_time;
 use crate::state;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

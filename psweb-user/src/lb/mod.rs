@@ -16,7 +16,7 @@ use crate::core::{Entry, ProcSts};
 use crate::pfile::{Cidr, Pfile, ProcEntry};
 use crate::report::events::{EventInfo, LbChange};
 use crate::report::metrics::Metrics;
-use crate::report::{format_local, Logger};
+use crate::report::{local_time, Logger};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -218,14 +218,6 @@ impl Board {
     fn count(&self) {
         self.answered.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-fn local_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_local(secs, "%Y/%m/%d %H:%M:%S")
 }
 
 /// Publishes a change: the metric, and (when the pfile uses a load balancer) the

@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use crate::tls::{tls_config, TlsOptions, TlsVerify};
+use crate::tls::tls_config;
+pub use crate::tls::{TlsOptions, TlsVerify};
 
 /// Timeout used by [`Target::new`]; the agent normally sets its own from the pfile.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use crate::pfile::{StallCheck, StallKind, TlsVerifyCfg};
 use crate::probe::{self, Prober};
 use crate::report::metrics::{self, Metrics};
 use crate::sense::progress::waiting_work_sign;
-use crate::sense::queue::QueueWake;
+use crate::sense::queue::{self, QueueWake};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,9 +64,7 @@ pub async fn probe_loop(cfg: LoopCfg, prober: Arc<Prober>, report: impl Fn(Evide
         let started = tick.tick().await.into_std();
         let outcome = prober.run().await;
         if waiting_work_sign(&outcome) {
-            if let Some(w) = wake.get(&prober.target().port) {
-                w.send_replace(());
-            }
+            queue::wake(&wake, prober.target().port);
         }
         if let Some((m, l)) = &observe {
             m.observe_probe(l, outcome.elapsed);

@@ -248,6 +248,15 @@ pub fn timestamp() -> String {
     format_local(now, "%b %e %H:%M:%S")
 }
 
+/// A wall-clock time as padmin prints it (and the state file records it).
+pub fn local_time(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_local(secs, "%Y/%m/%d %H:%M:%S")
+}
+
 /// Formats seconds since the epoch in local time with strftime(3).
 pub fn format_local(secs: u64, fmt: &str) -> String {
     let t = libc::time_t::try_from(secs).unwrap_or(0);

@@ -23,7 +23,6 @@ pub struct PortStats {
     pub backlog: u32,
     pub max_backlog: u32,
     pub last: Option<SystemTime>,
-    pub source: &'static str,
     limit: LogLimit,
 }
 
@@ -34,14 +33,12 @@ impl PortStats {
     pub fn record(
         &mut self,
         (backlog, max_backlog): (u32, u32),
-        source: &'static str,
         now: Instant,
         wall: SystemTime,
     ) -> bool {
         self.backlog = backlog;
         self.max_backlog = max_backlog;
         self.last = Some(wall);
-        self.source = source;
         self.limit.allow(now)
     }
 }
@@ -58,6 +55,13 @@ pub const LOOK_EBPF: Duration = Duration::from_secs(5);
 /// full (an eBPF overflow event, a failed or slow probe, or the shared look).
 pub type QueueWake = Arc<HashMap<u16, tokio::sync::watch::Sender<()>>>;
 
+/// Wakes the kernel-evidence samplers of `port`, if it has any.
+pub fn wake(w: &QueueWake, port: u16) {
+    if let Some(w) = w.get(&port) {
+        w.send_replace(());
+    }
+}
+
 /// One sock_diag dump of every TCP listener every `every`, for all kernel-evidence
 /// watchers together: the watcher of a port whose queue is full is woken. The idle
 /// cost does not grow with the number of watched ports (one dump per family per
@@ -73,9 +77,7 @@ pub fn spawn_listener_look(ports: Vec<u16>, every: Duration, wake: QueueWake, sd
             };
             for l in all.iter().filter(|l| l.depth > l.limit) {
                 if ports.contains(&l.port) {
-                    if let Some(w) = wake.get(&l.port) {
-                        w.send_replace(());
-                    }
+                    self::wake(&wake, l.port);
                 }
             }
         }

@@ -15,14 +15,26 @@ pub(super) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Why the kernel's BTF could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read it: {0} (the kernel needs CONFIG_DEBUG_INFO_BTF)")]
+    #[error("{0} (the kernel needs CONFIG_DEBUG_INFO_BTF)")]
     Unreadable(std::io::Error),
     #[error("bad magic (not little-endian BTF)")]
     BadMagic,
     #[error("truncated {0}")]
     Truncated(&'static str),
+    #[error("sections extend past the end")]
+    SectionsPastEnd,
     #[error("unknown BTF kind {0}")]
     UnknownKind(u32),
+}
+
+impl BtfError {
+    /// What failed, for the log line: reading the file or parsing it.
+    pub(super) fn action(&self) -> &'static str {
+        match self {
+            BtfError::Unreadable(_) => "read",
+            _ => "parse",
+        }
+    }
 }
 
 /// A member found in a struct: byte offset from the start of the outer struct, and
@@ -95,7 +107,7 @@ impl KernelBtf {
         let str_start = hdr_len + str_off;
         let str_end = str_start + str_len;
         if t_end > data.len() || str_end > data.len() {
-            return Err(BtfError::Truncated("sections"));
+            return Err(BtfError::SectionsPastEnd);
         }
         let mut types = Vec::with_capacity(type_len / 16);
         let mut pos = t_start;
@@ -272,6 +284,38 @@ impl KernelBtf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The texts operators see in the fallback log line (docs/kernels.md records them).
+    #[test]
+    fn error_texts() {
+        let text = |path: &str| match KernelBtf::read(Path::new(path)) {
+            Ok(_) => panic!("{path} parsed as BTF"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            text("/nonexistent/vmlinux"),
+            "cannot read kernel BTF /nonexistent/vmlinux: No such file or directory (os error 2) \
+             (the kernel needs CONFIG_DEBUG_INFO_BTF)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, b"not btf").unwrap();
+        assert_eq!(
+            text(bad.to_str().unwrap()),
+            format!(
+                "cannot parse kernel BTF {}: bad magic (not little-endian BTF)",
+                bad.display()
+            )
+        );
+        let mut past = vec![0x9f, 0xeb, 1, 0];
+        for v in [24u32, 0, 100, 0, 0] {
+            past.extend_from_slice(&v.to_le_bytes());
+        }
+        match KernelBtf::parse(past) {
+            Ok(_) => panic!("parsed"),
+            Err(e) => assert_eq!(e.to_string(), "sections extend past the end"),
+        }
+    }
 
     #[test]
     fn kernel_btf_lookups() {

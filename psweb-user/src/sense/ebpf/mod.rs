@@ -163,7 +163,7 @@ pub enum EbpfError {
     #[error("{0}")]
     Load(String),
     /// The kernel's BTF could not be read or parsed.
-    #[error("kernel BTF {path}: {why}")]
+    #[error("cannot {} kernel BTF {path}: {why}", .why.action())]
     Btf { path: String, why: btf::BtfError },
     /// Updating a watched-PID / watched-port map failed.
     #[error("{0}")]

@@ -52,14 +52,19 @@ pub(super) fn plan(btf: &KernelBtf, tracefs: &Path) -> Result<Plan, EbpfError> {
         tracefs,
         config: Config::EMPTY,
         attach: Vec::new(),
-        served: Vec::new(),
-        skipped: Vec::new(),
+        hooks: Vec::new(),
+        unavailable: Vec::new(),
     };
     p.exit()?;
     let sock_ok = p.sock();
     p.final_ack(sock_ok)?;
     p.syn(sock_ok)?;
-    Ok(p.finish())
+    Ok(Plan {
+        config: p.config,
+        attach: p.attach,
+        hooks: p.hooks,
+        unavailable: p.unavailable,
+    })
 }
 
 struct Planner<'a> {
@@ -67,44 +72,22 @@ struct Planner<'a> {
     tracefs: &'a Path,
     config: Config,
     attach: Vec<Attach>,
-    served: Vec<(&'static str, String)>,
-    skipped: Vec<(&'static str, String)>,
+    /// (kind, hook or "none: why") in the order the kinds are planned: exit, final
+    /// ACK, SYN (one entry each).
+    hooks: Vec<(String, String)>,
+    /// (kind, why) of every skipped kind.
+    unavailable: Vec<(String, String)>,
 }
 
 impl Planner<'_> {
     fn serve(&mut self, attach: Attach, hook: String) {
-        self.served.push((attach.kind, hook));
+        self.hooks.push((attach.kind.to_string(), hook));
         self.attach.push(attach);
     }
 
     fn skip(&mut self, kind: &'static str, why: &str) {
-        self.skipped.push((kind, why.to_string()));
-    }
-
-    fn finish(self) -> Plan {
-        let mut hooks: Vec<(String, String)> = self
-            .skipped
-            .iter()
-            .map(|(k, why)| ((*k).to_string(), format!("none: {why}")))
-            .chain(self.served.into_iter().map(|(k, h)| (k.to_string(), h)))
-            .collect();
-        // Keep the report in a fixed order: exit, final ACK, SYN.
-        let order = |k: &str| match k {
-            EVIDENCE_EXIT => 0,
-            EVIDENCE_OVERFLOW_FINAL_ACK => 1,
-            _ => 2,
-        };
-        hooks.sort_by_key(|(k, _)| order(k));
-        Plan {
-            config: self.config,
-            attach: self.attach,
-            hooks,
-            unavailable: self
-                .skipped
-                .into_iter()
-                .map(|(k, why)| (k.to_string(), why))
-                .collect(),
-        }
+        self.hooks.push((kind.to_string(), format!("none: {why}")));
+        self.unavailable.push((kind.to_string(), why.to_string()));
     }
 
     /// Process exit (required): sched_process_exit, told a whole group died by its
