@@ -612,25 +612,48 @@ fn kernel_evidence_drains_before_the_verdict() {
         .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok())
         .collect();
     assert!(!clients.is_empty(), "no client connected");
-    // The agent's answers in order, each once, until the verdict's `down`.
+    // The agent's answers in order, each once, until the verdict. The verdict is read
+    // from the log: the `down` answer lasts only until the restarted server answers,
+    // which can be shorter than one poll.
+    let verdict = "pent_id= 1: drain -> down (stalled)";
     let mut seen: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.last().is_some_and(|a| a.starts_with("down")) {
-        assert!(Instant::now() < deadline, "no verdict; answers: {seen:?}");
+    loop {
         let a = agent(entry, None);
         if seen.last() != Some(&a) {
             seen.push(a);
         }
+        pc.drain();
+        if pc.seen.iter().any(|l| l.contains(verdict)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no verdict; answers: {seen:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let drained = seen
+        .iter()
+        .position(|a| a == "drain #stall suspected")
+        .unwrap_or_else(|| panic!("no drain before the verdict: {seen:?}"));
     assert!(
-        seen.iter().any(|a| a == "drain #stall suspected"),
-        "drained before the verdict: {seen:?}"
+        seen[..drained].iter().all(|a| a.starts_with("up")),
+        "only `up` before the drain: {seen:?}"
     );
-    let drain_line = pc.wait_for("pent_id= 1: up -> drain (stall suspected)", T);
-    let find = pc.seen_or_wait("Find Web Server Stall", T);
+    let at = |needle: &str| {
+        pc.seen
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line with {needle:?}"))
+    };
+    let drain_at = at("pent_id= 1: up -> drain (stall suspected)");
+    let find_at = at("Find Web Server Stall");
+    let down_at = at(verdict);
+    assert!(
+        drain_at < find_at && find_at < down_at,
+        "drain, then the verdict, then down: lines {drain_at}, {find_at}, {down_at}"
+    );
+    let find = &pc.seen[find_at];
     assert!(find.contains(&format!("port = {port}")), "{find}");
-    println!("{name}: answers {seen:?}; {drain_line}");
+    println!("{name}: answers {seen:?}; {}", pc.seen[drain_at]);
     drop(clients);
-    pc.wait_for("Restarted Process", T);
+    pc.seen_or_wait("Restarted Process", T);
 }
