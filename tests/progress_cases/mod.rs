@@ -220,6 +220,23 @@ fn stuck_count(marks: &Path) -> usize {
     std::fs::read_to_string(marks).map_or(0, |s| s.lines().count())
 }
 
+/// Perl that appends a line to the stuck marks (see [`stuck_marks`]).
+fn perl_mark(sb: &Sandbox) -> String {
+    format!(
+        "if (open(my $f, q(>>), q({}))) {{ print $f qq(x\\n); close($f); }}",
+        stuck_marks(sb).display()
+    )
+}
+
+/// Perl that blocks for good: futex(&word, FUTEX_WAIT, 0, NULL) with word = 0 sleeps
+/// until woken, and no one will.
+fn perl_futex_wait() -> String {
+    format!(
+        "my $w = pack(q(i), 0); syscall({}, unpack(q(J), pack(q(p), $w)), 0, 0, 0);",
+        libc::SYS_futex
+    )
+}
+
 /// mod_lua with a handler on /loop that never returns.
 fn lua_loop(sb: &Sandbox) -> String {
     std::fs::create_dir_all(sb.file("lua")).expect("lua dir");
@@ -245,11 +262,9 @@ fn perl_lock(sb: &Sandbox) -> String {
     std::fs::write(
         sb.file("perl/PswebLock.pm"),
         format!(
-            "package PswebLock;\nuse strict;\nsub handler {{\n    my $r = shift;\n    \
-             if (open(my $f, '>>', '{}')) {{ print $f \"x\\n\"; close $f; }}\n    \
-             my $w = pack('i', 0);\n    syscall({}, unpack('J', pack('p', $w)), 0, 0, 0);\n    return 0;\n}}\n1;\n",
-            stuck_marks(sb).display(),
-            libc::SYS_futex
+            "package PswebLock;\nuse strict;\nsub handler {{\n    my $r = shift;\n    {}\n    {}\n    return 0;\n}}\n1;\n",
+            perl_mark(sb),
+            perl_futex_wait()
         ),
     )
     .expect("perl module");
@@ -805,25 +820,16 @@ pub fn run_stuck(case: Stuck, limit: Duration) -> Option<StuckRun> {
             let (script, pidfile) = nginx_perl(
                 &sb,
                 port,
-                &format!(
-                    "if (open(my $f, q(>>), q({}))) {{ print $f qq(x\\n); close($f); }} while (1) {{}} return 0;",
-                    stuck_marks(&sb).display()
-                ),
+                &format!("{} while (1) {{}} return 0;", perl_mark(&sb)),
             );
             pcheck_kernel(&sb, NGINX, &script, &pidfile, port)
         }
         Stuck::HeldConnectionsOnly => unreachable!("run_held_only"),
         Stuck::NginxDeadlock => {
-            // futex(&word, FUTEX_WAIT, 0, NULL): sleeps until woken, and no one will.
             let (script, pidfile) = nginx_perl(
                 &sb,
                 port,
-                &format!(
-                    "if (open(my $f, q(>>), q({}))) {{ print $f qq(x\\n); close($f); }} \
-                     my $w = pack(q(i), 0); syscall({}, unpack(q(J), pack(q(p), $w)), 0, 0, 0); return 0;",
-                    stuck_marks(&sb).display(),
-                    libc::SYS_futex
-                ),
+                &format!("{} {} return 0;", perl_mark(&sb), perl_futex_wait()),
             );
             pcheck_kernel(&sb, NGINX, &script, &pidfile, port)
         }
