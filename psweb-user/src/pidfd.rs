@@ -54,18 +54,6 @@ impl PidFd {
         Ok(())
     }
 
-    /// Has the process exited (without blocking)?
-    pub fn has_exited(&self) -> bool {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, timeout 0.
-        let r = unsafe { libc::poll(&mut p, 1, 0) };
-        r > 0 && p.revents & libc::POLLIN != 0
-    }
-
     /// Resolves when the process exits.
     pub async fn exited(self) -> io::Result<Self> {
         // SAFETY: the fd is owned by `self`, which the AsyncFd owns until into_inner,
