@@ -17,7 +17,7 @@ pub fn kernel_view(
     report: Option<&LoadReport>,
     ports: &BTreeMap<u16, PortStats>,
 ) -> KernelView {
-    let kernel_serves_syn = report.is_some_and(|r| r.serves(ebpf::EVIDENCE_OVERFLOW_SYN));
+    let kernel_serves_syn = ebpf::serves_syn(report);
     let mut hooks: Vec<(String, String)> = report.map(|r| r.hooks.clone()).unwrap_or_default();
     if source != DeathSource::Ebpf {
         let death = if source == DeathSource::Pidfd {

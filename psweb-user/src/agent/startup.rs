@@ -188,10 +188,7 @@ fn start_queue_evidence(
         .iter()
         .filter_map(|e| e.stall.as_ref().map(|s| (s.port, PortStats::default())))
         .collect();
-    let serves_syn = chosen
-        .report
-        .as_ref()
-        .is_some_and(|r| r.serves(ebpf::EVIDENCE_OVERFLOW_SYN));
+    let serves_syn = ebpf::serves_syn(chosen.report.as_ref());
     if let Some(k) = chosen.kernel.as_mut() {
         for port in ports.keys() {
             if let Err(e) = k.watch_port(*port) {

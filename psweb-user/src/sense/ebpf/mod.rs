@@ -196,6 +196,12 @@ impl LoadReport {
     }
 }
 
+/// Whether the loaded program (if any) reports the SYN-path overflows of the watched
+/// ports: else sock_diag polling does, and `show kernel` says so.
+pub fn serves_syn(report: Option<&LoadReport>) -> bool {
+    report.is_some_and(|r| r.serves(EVIDENCE_OVERFLOW_SYN))
+}
+
 /// The loaded programs and their maps. Dropping it detaches everything and stops the
 /// reader task.
 pub struct KernelEvidence {
