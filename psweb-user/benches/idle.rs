@@ -80,7 +80,7 @@ fn floor_thread(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
             std::thread::sleep(FLOOR_EVERY);
             n += 1;
         }
-        (thread_cpu_ns() - c0) / n.max(1)
+        thread_cpu_ns().saturating_sub(c0) / n.max(1)
     })
 }
 
@@ -122,6 +122,11 @@ fn measure(config: &'static str, kernel: bool) -> Window {
         std::thread::sleep(Duration::from_secs(1));
     }
     let (c1, w1) = (cpu_ticks(pid), wakes(pid));
+    // A pcheck that ended would read as 0 ms: a window is measured only on a live one.
+    assert!(
+        matches!(pc.child.try_wait(), Ok(None)),
+        "pcheck ended during the {config} window"
+    );
     stop.store(true, Ordering::SeqCst);
     let floor_ns_per_wake = floor.join().unwrap_or(0);
     pc.drain();
