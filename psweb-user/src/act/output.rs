@@ -21,10 +21,26 @@ const DRAIN_MAX: Duration = Duration::from_secs(1);
 /// The longest line logged, in characters; the rest of the line is dropped.
 const LINE_MAX: usize = 1000;
 
+/// Logs what `child` prints on stdout and stderr, each line as `{prefix}: {line}`
+/// (see [`spawn_lines`]).
+pub fn spawn_child_output(
+    child: &mut tokio::process::Child,
+    prefix: &str,
+    log: &Arc<Logger>,
+    sd: &Shutdown,
+) {
+    if let Some(out) = child.stdout.take() {
+        spawn_lines(out, prefix.to_string(), Arc::clone(log), sd);
+    }
+    if let Some(err) = child.stderr.take() {
+        spawn_lines(err, prefix.to_string(), Arc::clone(log), sd);
+    }
+}
+
 /// Logs each line `r` gives as `{prefix}: {line}` until the pipe closes; at shutdown
 /// (see [`Shutdown::commands_done`]) until no more is waiting, for at most
 /// [`DRAIN_MAX`].
-pub fn spawn_lines<R>(r: R, prefix: String, log: Arc<Logger>, sd: &Shutdown)
+fn spawn_lines<R>(r: R, prefix: String, log: Arc<Logger>, sd: &Shutdown)
 where
     R: AsyncRead + Unpin + Send + 'static,
 {

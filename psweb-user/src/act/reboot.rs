@@ -48,12 +48,7 @@ pub fn spawn(command: Vec<String>, log: Arc<Logger>, sd: &Shutdown) {
                 return;
             }
         };
-        if let Some(out) = child.stdout.take() {
-            output::spawn_lines(out, "reboot command".to_string(), Arc::clone(&log), &sd2);
-        }
-        if let Some(err) = child.stderr.take() {
-            output::spawn_lines(err, "reboot command".to_string(), Arc::clone(&log), &sd2);
-        }
+        output::spawn_child_output(&mut child, "reboot command", &log, &sd2);
         let id = child.id();
         let ended = tokio::time::timeout(REBOOT_WAIT, child.wait()).await;
         if ended.is_ok() {

@@ -56,13 +56,7 @@ pub async fn run(
     };
     // Output goes to the log line by line, for as long as anything holds the pipe
     // (a server the script leaves running may keep it: it is drained, never blocked).
-    let prefix = format!("restart script {name}");
-    if let Some(out) = child.stdout.take() {
-        output::spawn_lines(out, prefix.clone(), Arc::clone(log), sd);
-    }
-    if let Some(err) = child.stderr.take() {
-        output::spawn_lines(err, prefix, Arc::clone(log), sd);
-    }
+    output::spawn_child_output(&mut child, &format!("restart script {name}"), log, sd);
     wait_script(&mut child, child_id, script_pid, &name, s.timeout).await?;
     let stat = wait_started(s, &name).await?;
     Ok(Started {
