@@ -31,7 +31,7 @@ fn never_judged(case: Busy) -> Option<BusyRun> {
         r.withheld
     );
     assert!(
-        r.waiting.queue_full > 0,
+        r.waiting.was_full(),
         "{}: the accept queue was full at times (work was waiting): {:?}",
         case.name(),
         r.waiting

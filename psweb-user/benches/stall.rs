@@ -249,17 +249,20 @@ fn main() {
         );
     }
     println!(
-        "{:<58} {:>14} {:>11} {:>10} {:>6}",
-        "busy server", "verdicts", "queue full", "pcheck CPU", "goal"
+        "{:<58} {:>14} {:>16} {:>10} {:>6}",
+        "busy server", "verdicts", "full, overflows", "pcheck CPU", "goal"
     );
     for (c, r) in &busy {
         println!(
-            "{:<58} {:>14} {:>11} {:>9.2}% {:>6}",
+            "{:<58} {:>14} {:>16} {:>9.2}% {:>6}",
             c.name(),
             format!("{} in {BUSY_SECS} s", r.verdicts.len()),
-            format!("{}/{}", r.waiting.queue_full, r.waiting.samples),
+            format!(
+                "{}/{}, {}",
+                r.waiting.queue_full, r.waiting.samples, r.waiting.overflows
+            ),
             r.pcheck_cpu_pct,
-            if r.verdicts.is_empty() && r.waiting.queue_full > 0 {
+            if r.verdicts.is_empty() && r.waiting.was_full() {
                 "met"
             } else {
                 "MISSED"
@@ -298,8 +301,9 @@ fn main() {
             "busy": busy.iter().map(|(c, r)| serde_json::json!({
                 "case": c.name(), "seconds": BUSY_SECS, "verdicts": r.verdicts.len(),
                 "queue_full_samples": r.waiting.queue_full, "samples": r.waiting.samples,
+                "overflows": r.waiting.overflows,
                 "withheld": r.withheld.len(), "pcheck_cpu_pct": r.pcheck_cpu_pct,
-                "met": r.verdicts.is_empty() && r.waiting.queue_full > 0,
+                "met": r.verdicts.is_empty() && r.waiting.was_full(),
             })).collect::<Vec<_>>(),
             "sampling_cpu_pct": sampling_cpu, "sampling_cpu_goal_pct": CPU_GOAL_PCT,
         },

@@ -467,6 +467,17 @@ pub struct Waiting {
     /// Samples with request bytes unread on connections the server holds.
     pub unread: u32,
     pub max_depth: (u32, u32),
+    /// Overflows pcheck's accept-queue evidence counted on the port over the run (each
+    /// a connection the full queue refused; `padmin -c show kernel`): a queue full
+    /// for less than the samples' 200 ms is seen here.
+    pub overflows: u64,
+}
+
+impl Waiting {
+    /// Whether the accept queue was full at times: in a sample, or by the kernel.
+    pub fn was_full(&self) -> bool {
+        self.queue_full > 0 || self.overflows > 0
+    }
 }
 
 /// The outcome of a busy run.
@@ -690,7 +701,8 @@ pub fn run_busy(case: Busy, secs: u64) -> Option<BusyRun> {
     let pcheck_pid = pc.child.id();
     let cpu0 = cpu_ticks(pcheck_pid);
     let t0 = Instant::now();
-    let waiting = watch_waiting(pc, port, t0 + Duration::from_secs(secs));
+    let mut waiting = watch_waiting(pc, port, t0 + Duration::from_secs(secs));
+    waiting.overflows = overflows_counted(pc, port);
     let cpu = cpu_ticks(pcheck_pid).saturating_sub(cpu0);
     let elapsed = t0.elapsed().as_secs_f64();
     pc.drain();
@@ -738,6 +750,22 @@ fn watch_waiting(pc: &mut Pcheck, port: u16, until: Instant) -> Waiting {
         std::thread::sleep(Duration::from_millis(200));
     }
     w
+}
+
+/// The accept-queue overflows pcheck has counted on `port` (eBPF SYN and final-ACK
+/// paths, sock_diag polls that found the queue full); 0 when it cannot be asked.
+fn overflows_counted(pc: &Pcheck, port: u16) -> u64 {
+    let out = pc.padmin(&["-c", "show kernel", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["kernel"]["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["port"] == port))
+        .map_or(0, |p| {
+            ["syn_overflows", "final_ack_overflows", "full_polls"]
+                .iter()
+                .filter_map(|k| p[*k].as_u64())
+                .sum()
+        })
 }
 
 /// The outcome of a stuck run.
